@@ -1,0 +1,38 @@
+"""Settings of the one training loop."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fanbu.config import Strict
+
+
+class TrainConfig(Strict):
+    """How the loop trains: optimisation, evaluation, early stopping and checkpoints."""
+
+    epochs: int = Field(3, ge=1, description="Passes over the training batches.")
+    batch_size: int = Field(16, ge=1, description="Examples per optimiser step (before accumulation).")
+    lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with linear warm-up.")
+    schedule: Literal["linear", "constant"] = Field("linear", description="LR decay after warm-up.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
+    grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimiser step.")
+    seed: int = Field(0, description="Seeds batch order, dropout and initialisation.")
+    eval_every: int | None = Field(
+        None, ge=1, description="Evaluate every N optimiser steps; null: at the end of each epoch."
+    )
+    metric: str = Field("score", description="Key of the evaluation dict used for early stopping.")
+    mode: Literal["max", "min"] = Field("max", description="Whether a larger metric is better.")
+    patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement; null: never."
+    )
+    restore_best: bool = Field(True, description="End with the weights of the best evaluation.")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="Checkpoint every N optimiser steps; null: at the end of each epoch."
+    )
+    keep_checkpoints: int = Field(1, ge=1, description="How many recent checkpoints to keep.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps in total.")
+    progress: bool = Field(True, description="Show a progress bar.")

@@ -1,0 +1,273 @@
+"""THE training loop. Every strategy in fanbu trains through :class:`Trainer`.
+
+Per optimiser step, in this order: build the batch from the plan; ``forward`` the model; ask each
+strategy, in the order given, for its named loss terms and add them all; backward (accumulating over
+``grad_accum`` batches); clip; step the optimiser and the LR schedule. Then, when due: evaluate (and
+early-stop), run the strategies' ``on_step_end`` hooks, checkpoint. At the end of an epoch the
+strategies' ``on_epoch_end`` hooks run; their returned values are logged in the history.
+
+It runs in one process here and under ``torchrun`` / ``accelerate launch`` (DDP) unchanged: the
+`accelerate` ``Accelerator`` wraps the model, and each rank takes every ``world_size``-th batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor, nn
+
+from fanbu.train.batching import BatchPlan
+from fanbu.train.checkpoint import CheckpointData, latest_checkpoint, load_checkpoint, save_checkpoint
+from fanbu.train.config import TrainConfig
+from fanbu.train.seed import seed_everything
+from fanbu.train.strategy import ForwardFn, LoopState, Strategy, classifier_forward, hook_values
+
+Evaluate = Callable[[nn.Module], Mapping[str, float]]
+
+
+@dataclass
+class TrainResult:
+    """How a run ended."""
+
+    state: LoopState
+    last_metrics: dict[str, float]
+    resumed_from: int | None
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or "norm." in name
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with decoupled weight decay, none on biases and norms."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("the model has no trainable parameters; unfreeze some before training")
+    groups = [
+        {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
+    """Linear warm-up, then linear decay to zero (or constant)."""
+    warmup = int(config.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if config.schedule == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Trainer:
+    """Trains ``model`` on a batch plan with the loss terms of ``strategies``.
+
+    Args:
+        model: The module to train (its trainable parameters are optimised).
+        plan: Deterministic training batches.
+        config: Optimisation, evaluation and checkpoint settings.
+        strategies: Loss-term contributors, summed in this order.
+        forward: Maps (model, batch) to named outputs.
+        evaluate: Returns metrics of the (unwrapped) model; ``config.metric`` drives early stopping.
+        checkpoint_dir: Where checkpoints go; ``None`` disables checkpointing and resume.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        plan: BatchPlan,
+        config: TrainConfig,
+        strategies: Sequence[Strategy],
+        forward: ForwardFn = classifier_forward,
+        evaluate: Evaluate | None = None,
+        checkpoint_dir: str | Path | None = None,
+        description: str = "train",
+    ) -> None:
+        if not strategies:
+            raise ValueError("give at least one strategy (e.g. TaskLoss()) so the loop has a loss")
+        names = [s.name for s in strategies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"strategy names must be unique, got {names}")
+        self.model = model
+        self.plan = plan
+        self.config = config
+        self.strategies = list(strategies)
+        self.forward = forward
+        self.evaluate = evaluate
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.description = description
+        self.accelerator = Accelerator(
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+        )
+
+    # ------------------------------------------------------------------ set-up
+    def _steps_per_epoch(self, batches: int) -> int:
+        return math.ceil(batches / self.config.grad_accum)
+
+    def _shard(self, items: list) -> list:
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if world == 1:
+            return items
+        usable = len(items) - len(items) % world
+        return items[rank:usable:world]
+
+    def fit(self, resume: bool = True) -> TrainResult:
+        """Train to the end (or early stop), resuming from the latest checkpoint when there is one."""
+        cfg = self.config
+        seed_everything(cfg.seed)
+        per_epoch = len(self._shard(self.plan.schedule(0)))
+        if per_epoch == 0:
+            raise ValueError("the batch plan is empty for this process; add data or use fewer processes")
+        total = self._steps_per_epoch(per_epoch) * cfg.epochs
+        if cfg.max_steps is not None:
+            total = min(total, cfg.max_steps)
+        optimizer = build_optimizer(self.model, cfg)
+        scheduler = build_schedule(optimizer, cfg, total)
+        model, optimizer = self.accelerator.prepare(self.model, optimizer)
+        state, best_weights, resumed = LoopState(), None, None
+        if resume and self.checkpoint_dir is not None:
+            path = latest_checkpoint(self.checkpoint_dir)
+            if path is not None:
+                state, best_weights = self._restore(path, optimizer, scheduler)
+                resumed = state.global_step
+        last: dict[str, float] = state.history[-1] if state.history else {}
+        with self._progress() as progress:
+            task = progress.add_task(self.description, total=total, completed=state.global_step)
+            while state.epoch < cfg.epochs and not self._done(state):
+                items = self._shard(self.plan.schedule(state.epoch))
+                for index in range(state.step_in_epoch, len(items)):
+                    batch = self.plan.make(items[index]).to(self.accelerator.device)
+                    model.train()
+                    outputs = self.forward(model, batch)
+                    terms = self._loss_terms(outputs, batch, model)
+                    loss = sum(terms.values()) / cfg.grad_accum
+                    self.accelerator.backward(loss)
+                    state.step_in_epoch = index + 1
+                    boundary = state.step_in_epoch % cfg.grad_accum == 0 or state.step_in_epoch == len(items)
+                    if not boundary:
+                        continue
+                    if cfg.max_grad_norm is not None:
+                        self.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state.global_step += 1
+                    progress.update(task, advance=1, description=f"{self.description} loss {loss.item() * cfg.grad_accum:.3f}")
+                    hooks = self._hooks("on_step_end", state)
+                    if cfg.eval_every and state.global_step % cfg.eval_every == 0:
+                        last, best_weights = self._evaluate(state, hooks, best_weights)
+                    if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                        self._checkpoint(state, optimizer, scheduler, best_weights)
+                    if self._done(state):
+                        break
+                if self._done(state) and state.step_in_epoch < len(items):
+                    break
+                state.epoch += 1
+                state.step_in_epoch = 0
+                hooks = self._hooks("on_epoch_end", state)
+                if cfg.eval_every is None:
+                    last, best_weights = self._evaluate(state, hooks, best_weights)
+                if cfg.checkpoint_every is None:
+                    self._checkpoint(state, optimizer, scheduler, best_weights)
+        if cfg.restore_best and best_weights is not None:
+            self.accelerator.unwrap_model(model).load_state_dict(best_weights)
+        self.accelerator.wait_for_everyone()
+        return TrainResult(state, last, resumed)
+
+    # ------------------------------------------------------------------ pieces
+    def _done(self, state: LoopState) -> bool:
+        return state.stopped_early or (self.config.max_steps is not None and state.global_step >= self.config.max_steps)
+
+    def _loss_terms(self, outputs: Mapping[str, Tensor], batch, model: nn.Module) -> dict[str, Tensor]:
+        terms: dict[str, Tensor] = {}
+        for strategy in self.strategies:
+            for key, value in strategy.losses(outputs, batch, model).items():
+                name = key if key == strategy.name else f"{strategy.name}.{key}"
+                terms[name] = value
+        if not terms:
+            raise ValueError(
+                f"no strategy returned a loss for task {batch.task!r}; check that batches carry the "
+                "targets the strategies need (e.g. labels for TaskLoss)"
+            )
+        return terms
+
+    def _hooks(self, hook: str, state: LoopState) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for strategy in self.strategies:
+            for key, value in hook_values(strategy, hook, state).items():
+                values[f"{strategy.name}.{key}"] = float(value)
+        return values
+
+    def _evaluate(self, state: LoopState, hooks: dict[str, float], best_weights):
+        cfg = self.config
+        metrics: dict[str, float] = {"step": float(state.global_step), "epoch": float(state.epoch), **hooks}
+        if self.evaluate is None:
+            state.history.append(metrics)
+            return metrics, best_weights
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        metrics.update({k: float(v) for k, v in self.evaluate(unwrapped).items()})
+        state.history.append(metrics)
+        if cfg.metric not in metrics:
+            raise KeyError(f"evaluation returned {sorted(metrics)} but config.metric is {cfg.metric!r}")
+        value = metrics[cfg.metric]
+        better = state.best is None or (value > state.best if cfg.mode == "max" else value < state.best)
+        if better:
+            state.best, state.best_step, state.bad_evals = value, state.global_step, 0
+            if cfg.restore_best:
+                best_weights = {k: v.detach().cpu().clone() for k, v in unwrapped.state_dict().items()}
+        else:
+            state.bad_evals += 1
+            if cfg.patience is not None and state.bad_evals >= cfg.patience:
+                state.stopped_early = True
+        return metrics, best_weights
+
+    def _checkpoint(self, state: LoopState, optimizer, scheduler, best_weights) -> None:
+        if self.checkpoint_dir is None:
+            return
+        if self.accelerator.is_main_process:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            data = CheckpointData(
+                model=unwrapped.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                loop=copy.deepcopy(state.as_dict()),
+                rng=torch.get_rng_state(),
+                strategies={s.name: dict(s.state_dict()) for s in self.strategies if hasattr(s, "state_dict")},
+                best_model=best_weights,
+            )
+            save_checkpoint(self.checkpoint_dir, data, keep=self.config.keep_checkpoints)
+        self.accelerator.wait_for_everyone()
+
+    def _restore(self, path: Path, optimizer, scheduler):
+        data = load_checkpoint(path)
+        self.accelerator.unwrap_model(self.model).load_state_dict(data.model)
+        optimizer.load_state_dict(data.optimizer)
+        scheduler.load_state_dict(data.scheduler)
+        torch.set_rng_state(data.rng)
+        for strategy in self.strategies:
+            if strategy.name in data.strategies and hasattr(strategy, "load_state_dict"):
+                strategy.load_state_dict(data.strategies[strategy.name])
+        return LoopState.from_dict(data.loop), data.best_model
+
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not (self.config.progress and self.accelerator.is_main_process),
+            transient=False,
+        )
+
