@@ -108,8 +108,10 @@ class Trainer:
         self.evaluate = evaluate
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.description = description
+        # cpu=True where no GPU is present, so that torchrun on CPUs gives DDP over gloo.
         self.accelerator = Accelerator(
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+            cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
 
     # ------------------------------------------------------------------ set-up
