@@ -1,0 +1,3 @@
+from fanbu.cli import main
+
+main()

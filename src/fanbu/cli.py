@@ -1,0 +1,184 @@
+"""The ``fanbu`` command line: one typer app, rich output, errors that say what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import fanbu
+from fanbu.config import dump_recipe, load_recipe
+from fanbu.errors import FanbuError
+
+app = typer.Typer(
+    name="fanbu",
+    help="Derive small domain models from a large one (脱胎) and feed the swarm back into it (反哺).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Built-in and user data sources.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+HomeOpt = Annotated[
+    Path,
+    typer.Option("--home", envvar="FANBU_HOME", help="Workspace: registry database and artefacts."),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", envvar="FANBU_DB", help="SQLAlchemy URL of the registry (default: SQLite in --home)."),
+]
+
+
+def friendly(fn: F) -> F:
+    """Print a FanbuError's message (no traceback) and exit with status 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FanbuError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _registry(home: Path, db: str | None):
+    from fanbu.registry import Registry
+
+    return Registry.open(home, db)
+
+
+@app.command()
+@friendly
+def version() -> None:
+    """Print fanbu's version."""
+    console.print(f"fanbu {fanbu.__version__}")
+
+
+@app.command()
+@friendly
+def demo(
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. train.epochs=1")] = None,
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="A demo recipe YAML file.")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """The main job on the built-in default: train large v0 on the public slices, evaluate, register."""
+    from fanbu.demo import DemoRecipe, run_demo
+
+    resolved = load_recipe(DemoRecipe, recipe, overrides or [])
+    registry = _registry(home, db)
+    try:
+        run_demo(resolved, registry, console)
+    finally:
+        registry.close()
+
+
+@app.command()
+@friendly
+def lineage(
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also export the lineage as JSON here.")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """Print the model lineage tree; optionally export it as JSON."""
+    from fanbu.io import atomic_write_json
+    from fanbu.registry.lineage import lineage_json, lineage_tree
+
+    registry = _registry(home, db)
+    try:
+        console.print(lineage_tree(registry))
+        if json_out is not None:
+            atomic_write_json(json_out, lineage_json(registry))
+            console.print(f"lineage written to {json_out}")
+    finally:
+        registry.close()
+
+
+@app.command()
+@friendly
+def models(
+    name: Annotated[str | None, typer.Option(help="Only models of this name.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only models with this status.")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """List registered models."""
+    registry = _registry(home, db)
+    try:
+        table = Table("id", "kind", "status", "relation", "parents", "path")
+        for record in registry.list_models(name=name, status=status):
+            table.add_row(record.id, record.kind, record.status, record.relation or "",
+                          ", ".join(record.parents), record.path)
+        console.print(table)
+    finally:
+        registry.close()
+
+
+@app.command()
+@friendly
+def validate(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML to check.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Recipe kind; default: from the file name.")] = None,
+) -> None:
+    """Validate a recipe without running anything; print it with every default filled in."""
+    from fanbu.recipes import validate_file
+
+    console.print(dump_recipe(validate_file(recipe, kind, overrides or [])), highlight=False)
+
+
+@data_app.command("list")
+@friendly
+def data_list() -> None:
+    """List the built-in data sources (read from installed packages)."""
+    from fanbu.data.builtin import BUILTIN_SOURCES
+
+    table = Table("name", "description")
+    for name, description in BUILTIN_SOURCES.items():
+        table.add_row(name, description)
+    console.print(table)
+
+
+@data_app.command("show")
+@friendly
+def data_show(
+    name: Annotated[str, typer.Argument(help="A built-in source name (see `fanbu data list`).")],
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show the domains of a built-in source: split sizes, labels and fingerprints."""
+    from fanbu.data.builtin import load_builtin
+
+    domains = load_builtin(name, seed=seed)
+    rows = [
+        {"name": d.name, "task": d.task, "labels": list(d.label_names), "train": len(d.train),
+         "validation": len(d.validation), "test": len(d.test), "fingerprints": d.fingerprints()}
+        for d in domains
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table("domain", "task", "labels", "train", "validation", "test", "train sha256")
+    for row in rows:
+        table.add_row(row["name"], row["task"], str(len(row["labels"])), str(row["train"]),
+                      str(row["validation"]), str(row["test"]), row["fingerprints"]["train"][:12])
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console-script shim for `python -m fanbu`
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()

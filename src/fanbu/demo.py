@@ -1,0 +1,168 @@
+"""``fanbu demo``: the main job on the built-in default.
+
+For now it trains **large v0**: the packaged MiniLM encoder with one head per task, on the public
+slices of the default benchmark (20 Newsgroups domains) and on the held-out tasks, evaluates it per
+domain on the test splits, measures its CPU latency, and registers the base model, the datasets, the
+run, large v0 and every evaluation in the lineage registry. Later issues extend it into the whole
+derive -> feed back -> gate loop.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pydantic import Field
+from rich.console import Console
+from rich.table import Table
+
+from fanbu.config import Strict, write_resolved
+from fanbu.data.builtin import default_benchmark
+from fanbu.data.domain import Benchmark, Split
+from fanbu.evaluate.speed import param_count, size_on_disk, speed_profile
+from fanbu.models.artefact import Provenance
+from fanbu.models.encoder import EncoderHandle
+from fanbu.registry import Registry
+from fanbu.train.classify import evaluate_heads, train_heads
+from fanbu.train.config import TrainConfig
+
+
+class BenchmarkSettings(Strict):
+    """Which slices of the default benchmark the demo uses."""
+
+    seed: int = Field(0, description="Seeds the splits and the public/private division.")
+    public_fraction: float = Field(0.1, gt=0, lt=1, description="Share of each domain's train split that is public.")
+    max_public: int = Field(300, ge=1, description="Cap on public training examples per task (stratified).")
+    max_validation: int = Field(100, ge=1, description="Cap on validation examples per task.")
+    max_test: int = Field(400, ge=1, description="Cap on test examples per task (stratified).")
+
+
+class DemoRecipe(Strict):
+    """Settings of ``fanbu demo``; every field can be overridden with ``key=value``."""
+
+    model: str = Field("package:all-MiniLM-L6-v2", description="The large model: package:NAME, a directory or a hub id.")
+    max_length: int = Field(128, ge=8, description="Tokens per text seen by the model.")
+    benchmark: BenchmarkSettings = Field(default_factory=BenchmarkSettings)
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(epochs=3, batch_size=16, lr=1e-4, warmup_ratio=0.06)
+    )
+    latency_iterations: int = Field(30, ge=5, description="Batch-1 calls timed for p50/p95 latency.")
+
+
+def _pairs(split: Split) -> tuple[list[str], list[int]]:
+    return list(split.texts), list(split.labels or ())
+
+
+def _slices(bench: Benchmark, settings: BenchmarkSettings) -> tuple[dict, dict, dict]:
+    train, validation, test = {}, {}, {}
+    for domain in (*bench.domains, *bench.heldout):
+        train[domain.name] = _pairs(bench.public(domain.name).subsample(settings.max_public, settings.seed))
+        validation[domain.name] = _pairs(domain.validation.subsample(settings.max_validation, settings.seed))
+        test[domain.name] = _pairs(domain.test.subsample(settings.max_test, settings.seed))
+    return train, validation, test
+
+
+def run_demo(recipe: DemoRecipe, registry: Registry, console: Console) -> dict:
+    """Train, evaluate and register large v0; return the summary that was printed."""
+    started = time.perf_counter()
+    settings = recipe.benchmark
+    run = registry.start_run("demo", recipe.model_dump(mode="json"))
+    try:
+        console.print("[bold]Loading the default benchmark[/] (20 Newsgroups domains; held-out: BBC News, Reuters R8)")
+        bench = default_benchmark(seed=settings.seed, public_fraction=settings.public_fraction)
+        train, validation, test = _slices(bench, settings)
+        dataset_ids = _register_datasets(registry, bench, train)
+
+        console.print(f"[bold]Loading the large model[/] {recipe.model}")
+        handle = EncoderHandle.from_source(recipe.model, max_length=recipe.max_length)
+        base = _register_base(registry, recipe.model)
+        for domain in (*bench.domains, *bench.heldout):
+            handle.add_head(domain.name, domain.label_names)
+
+        run_dir = Path(registry.home or ".") / "runs" / run.id
+        write_resolved(recipe, run_dir)
+        result = train_heads(
+            handle, train, recipe.train, validation, checkpoint_dir=run_dir / "checkpoints", description="large v0"
+        )
+        scores = evaluate_heads(handle, test)
+        texts = [t for texts, _ in test.values() for t in texts[:64]]
+        first = bench.domains[0].name
+        speed = speed_profile(lambda batch: handle.predict(list(batch), first, batch_size=32), texts,
+                              iterations_b1=recipe.latency_iterations)
+
+        version = registry.next_version("large")
+        path = registry.model_dir("large", version)
+        fingerprints = {name: bench.public(name).fingerprint for name in train}
+        provenance = Provenance(
+            recipe=recipe.model_dump(mode="json"), parents=[base.id], data_fingerprints=fingerprints,
+            base_model=recipe.model.removeprefix("package:"), base_model_relation="finetune",
+            name=f"large:v{version}", metrics={f"{d}.test_acc": r["accuracy"] for d, r in scores.items()},
+        )
+        handle.save(path, provenance)
+        model = registry.register_model(
+            name="large", version=version, path=path, kind="encoder", parents=[base.id], relation="finetune",
+            recipe=recipe.model_dump(mode="json"), fingerprints=fingerprints, datasets=dataset_ids,
+            status="champion", metadata={"heads": handle.labels, "best_val": result.state.best},
+        )
+        for domain, metrics in scores.items():
+            registry.record_evaluation(model.id, domain=domain, split="test", metrics=metrics,
+                                       dataset_fingerprint=bench.domain(domain).test.fingerprint, run_id=run.id)
+        profile = {**speed, "params": float(param_count(handle.model)), "size_bytes": float(size_on_disk(path))}
+        registry.record_evaluation(model.id, domain="*", split="speed", metrics=profile, run_id=run.id)
+        summary = {"model": model.id, "path": str(path), "test": scores, "speed": profile,
+                   "seconds": time.perf_counter() - started,
+                   "feedback_domains": [d.name for d in bench.domains],
+                   "heldout": [d.name for d in bench.heldout]}
+        registry.finish_run(run.id, "succeeded", summary)
+    except BaseException as exc:
+        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    _print_summary(console, summary)
+    return summary
+
+
+def _register_datasets(registry: Registry, bench: Benchmark, train: dict) -> list[str]:
+    ids = []
+    for domain in (*bench.domains, *bench.heldout):
+        for split_name, split in (
+            ("public", bench.public(domain.name)), ("private", bench.private(domain.name)),
+            ("validation", domain.validation), ("test", domain.test),
+        ):
+            if len(split) == 0:
+                continue
+            record = registry.register_dataset(
+                name=f"{domain.name}/{split_name}", fingerprint=split.fingerprint, n_rows=len(split),
+                domain=domain.name, split=split_name, source=domain.source,
+            )
+            if split_name == "public":
+                ids.append(record.id)
+    return ids
+
+
+def _register_base(registry: Registry, source: str):
+    name = source.removeprefix("package:").replace("/", "--")
+    existing = registry.latest(name)
+    if existing is not None:
+        return existing
+    return registry.register_model(name=name, path=source, kind="encoder", status="archived",
+                                   metadata={"source": source, "role": "pretrained base"})
+
+
+def _print_summary(console: Console, summary: dict) -> None:
+    table = Table(title=f"{summary['model']}: test accuracy per domain")
+    table.add_column("domain")
+    table.add_column("role")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("macro-F1", justify="right")
+    for domain, metrics in summary["test"].items():
+        role = "feedback" if domain in summary["feedback_domains"] else "held-out"
+        table.add_row(domain, role, str(int(metrics["n"])), f"{metrics['accuracy']:.3f}", f"{metrics['macro_f1']:.3f}")
+    console.print(table)
+    speed = summary["speed"]
+    console.print(
+        f"CPU latency at batch 1: p50 {speed['latency_b1_p50_ms']:.1f} ms, p95 {speed['latency_b1_p95_ms']:.1f} ms; "
+        f"throughput at batch 32: {speed['throughput_b32']:.1f} texts/s; "
+        f"{int(speed['params']):,} parameters, {speed['size_bytes'] / 1e6:.1f} MB on disk"
+    )
+    console.print(f"Saved {summary['path']}; demo took {summary['seconds']:.0f} s. See the lineage: fanbu lineage")

@@ -1,0 +1,36 @@
+"""Recipe kinds: the one place that maps a recipe's kind to its schema.
+
+A recipe file is named after its kind (``demo.yaml`` or ``demo-small.yaml`` is a ``demo`` recipe), or
+the kind is given explicitly. ``fanbu validate`` and CI check shipped recipes without building anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from fanbu.config import load_recipe
+from fanbu.demo import DemoRecipe
+from fanbu.errors import ConfigError
+
+SCHEMAS: dict[str, type[BaseModel]] = {"demo": DemoRecipe}
+
+
+def kind_of(path: str | Path) -> str:
+    """The recipe kind a file name implies (``demo-quick.yaml`` -> ``demo``)."""
+    stem = Path(path).stem.split("-", 1)[0]
+    if stem not in SCHEMAS:
+        raise ConfigError(
+            f"{path}: cannot tell the recipe kind from the file name; name it <kind>.yaml or "
+            f"<kind>-<anything>.yaml, or pass --kind (kinds: {', '.join(SCHEMAS)})"
+        )
+    return stem
+
+
+def validate_file(path: str | Path, kind: str | None = None, overrides: list[str] | None = None) -> BaseModel:
+    """Validate a recipe file against its kind's schema and return the resolved recipe."""
+    kind = kind or kind_of(path)
+    if kind not in SCHEMAS:
+        raise ConfigError(f"unknown recipe kind {kind!r}; kinds: {', '.join(SCHEMAS)}")
+    return load_recipe(SCHEMAS[kind], path, overrides)
