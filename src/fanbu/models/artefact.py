@@ -1,0 +1,227 @@
+"""Saved model directories: provenance (``fanbu.json``), a model card, and weight checks.
+
+Every handle saves into one directory that alone tells where the model came from: ``fanbu.json``
+holds the provenance (recipe, parents, data fingerprints, base model), the handle kind and the sha256
+of each ``*.safetensors`` file; ``README.md`` is a Hugging Face model card whose YAML front matter
+carries ``base_model`` / ``base_model_relation``; ``recipe.resolved.yaml`` is the resolved recipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from safetensors import SafetensorError, safe_open
+
+import fanbu
+from fanbu.config import RESOLVED_RECIPE
+from fanbu.errors import ModelError
+from fanbu.io import atomic_directory, atomic_write_json, atomic_write_text, sha256_file
+
+if TYPE_CHECKING:
+    from fanbu.models.adapter import ModuleHandle
+    from fanbu.models.causal_lm import CausalLMHandle
+    from fanbu.models.encoder import EncoderHandle
+
+FANBU_JSON = "fanbu.json"
+MODEL_CARD = "README.md"
+FORMAT_VERSION = 1
+RELATIONS = ("finetune", "adapter", "quantized", "merge")
+KINDS = ("encoder", "causal_lm", "module")
+
+
+@dataclass
+class Provenance:
+    """Where a model came from: the recipe that made it, its parents, data and base model."""
+
+    recipe: dict[str, Any] = field(default_factory=dict)
+    parents: list[str] = field(default_factory=list)
+    data_fingerprints: dict[str, Any] = field(default_factory=dict)
+    base_model: str | None = None
+    base_model_relation: str | None = None
+    name: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    fanbu_version: str = fanbu.__version__
+
+    def __post_init__(self) -> None:
+        if self.base_model_relation is not None and self.base_model_relation not in RELATIONS:
+            raise ModelError(
+                f"base_model_relation {self.base_model_relation!r} is not one of {', '.join(RELATIONS)} "
+                "(or None); pick the one that says how this model derives from base_model"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The provenance as a JSON-able mapping."""
+        return dataclasses.asdict(self)
+
+
+def write_provenance(directory: Path, provenance: Provenance, kind: str) -> None:
+    """Write ``fanbu.json``, the model card and the resolved recipe into a model directory.
+
+    Call it last, after every ``*.safetensors`` file is written: their sha256 go into ``fanbu.json``.
+    """
+    if kind not in KINDS:
+        raise ModelError(f"unknown model kind {kind!r}; expected one of {', '.join(KINDS)}")
+    directory = Path(directory)
+    weights = {p.name: sha256_file(p) for p in sorted(directory.glob("*.safetensors"))}
+    record = {
+        "format": FORMAT_VERSION,
+        "kind": kind,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "provenance": provenance.to_dict(),
+        "weights": weights,
+    }
+    atomic_write_json(directory / FANBU_JSON, record)
+    atomic_write_text(directory / MODEL_CARD, model_card(provenance, kind))
+    recipe_text = yaml.safe_dump(json.loads(json.dumps(provenance.recipe, default=str)), sort_keys=False)
+    atomic_write_text(directory / RESOLVED_RECIPE, recipe_text)
+
+
+def _read_record(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / FANBU_JSON
+    if not path.is_file():
+        raise ModelError(
+            f"{path}: not found, so {directory} is not a fanbu model directory; save it with a handle's "
+            "save(), or load a plain Hugging Face directory with EncoderHandle/CausalLMHandle.from_source"
+        )
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc}); re-save the model or restore the file") from None
+    if not isinstance(record, dict) or not {"kind", "provenance", "weights"} <= set(record):
+        raise ModelError(
+            f"{path}: missing 'kind', 'provenance' or 'weights'; re-save the model or restore the file"
+        )
+    return record
+
+
+def read_provenance(directory: Path) -> tuple[Provenance, str]:
+    """Read ``fanbu.json``: the provenance and the handle kind.
+
+    Raises:
+        ModelError: the file is missing, is not JSON, or lacks the expected fields.
+    """
+    record = _read_record(directory)
+    path = Path(directory) / FANBU_JSON
+    data = record["provenance"]
+    known = {f.name for f in dataclasses.fields(Provenance)}
+    if not isinstance(data, dict) or not set(data) <= known:
+        unknown = sorted(set(data) - known) if isinstance(data, dict) else data
+        raise ModelError(f"{path}: unexpected provenance fields {unknown}; re-save the model")
+    kind = record["kind"]
+    if kind not in KINDS:
+        raise ModelError(f"{path}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return Provenance(**data), kind
+
+
+def verify_weights(directory: Path) -> None:
+    """Check every weights file listed in ``fanbu.json``: present, same sha256, readable header.
+
+    Raises:
+        ModelError: naming the missing, corrupt or truncated file and what to do about it.
+    """
+    directory = Path(directory)
+    weights = _read_record(directory)["weights"]
+    for name, expected in sorted(weights.items()):
+        path = directory / name
+        if not path.is_file():
+            raise ModelError(f"{path}: weights file listed in {FANBU_JSON} is missing; restore it or re-save")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelError(
+                f"{path}: weights file is corrupt or truncated (sha256 {actual[:12]}… differs from "
+                f"{expected[:12]}… recorded in {FANBU_JSON}); re-save the model or restore the file"
+            )
+        check_safetensors(path)
+
+
+def check_safetensors(path: Path) -> None:
+    """Parse a safetensors file's header and tensor table; a damaged file raises :class:`ModelError`."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                handle.get_slice(key).get_shape()
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(
+            f"{path}: not a readable safetensors file ({exc}); re-save the model or restore the file"
+        ) from None
+
+
+def model_card(provenance: Provenance, kind: str) -> str:
+    """A Hugging Face model card: YAML front matter and a short body."""
+    relation = provenance.base_model_relation
+    front: dict[str, Any] = {}
+    if provenance.base_model is not None:
+        front["base_model"] = provenance.base_model
+    if relation is not None:
+        front["base_model_relation"] = relation
+    front["library_name"] = "pytorch" if kind == "module" else "transformers"
+    front["tags"] = ["fanbu", kind] + ([relation] if relation else [])
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", ""]
+    lines += [f"# {provenance.name or 'fanbu model'}", "", f"- kind: `{kind}`"]
+    lines.append(f"- made with fanbu {provenance.fanbu_version}")
+    if provenance.base_model:
+        lines.append(f"- base model: `{provenance.base_model}` ({relation or 'relation not recorded'})")
+    lines.append(f"- parents: {', '.join(f'`{p}`' for p in provenance.parents) or 'none'}")
+    if provenance.data_fingerprints:
+        lines += ["", "## Data", ""]
+        lines += [f"- {k}: `{v}`" for k, v in sorted(_flatten(provenance.data_fingerprints).items())]
+    if provenance.metrics:
+        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(_flatten(provenance.metrics).items())]
+    lines += ["", f"Provenance is in `{FANBU_JSON}`; the recipe in `{RESOLVED_RECIPE}`.", ""]
+    return "\n".join(lines)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def load_handle(path: str | Path) -> EncoderHandle | CausalLMHandle | ModuleHandle:
+    """Load a saved model directory with the handle its ``fanbu.json`` kind names."""
+    from fanbu.models.adapter import ModuleHandle
+    from fanbu.models.causal_lm import CausalLMHandle
+    from fanbu.models.encoder import EncoderHandle
+
+    _, kind = read_provenance(Path(path))
+    handles = {"encoder": EncoderHandle, "causal_lm": CausalLMHandle, "module": ModuleHandle}
+    return handles[kind].load(path)
+
+
+def expect_kind(directory: Path, kind: str) -> Provenance:
+    """Read the provenance, check the kind matches and the weights are intact; used by each ``load``."""
+    provenance, found = read_provenance(directory)
+    if found != kind:
+        raise ModelError(
+            f"{directory} holds a {found!r} model, not {kind!r}; load it with fanbu.models.load_handle"
+        )
+    verify_weights(directory)
+    return provenance
+
+
+@contextlib.contextmanager
+def model_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``path`` when the block succeeds (nothing half-saved)."""
+    if Path(path).exists() and not overwrite:
+        raise ModelError(f"{path} already exists; choose another path or pass overwrite=True")
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        yield tmp

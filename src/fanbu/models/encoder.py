@@ -1,0 +1,252 @@
+"""Encoder handles: a transformer encoder with one linear head per task, over mean-pooled tokens.
+
+The encoder is saved with ``save_pretrained`` (safetensors), so a saved directory loads with plain
+``transformers.AutoModel.from_pretrained``; the heads live beside it in ``heads.safetensors`` and their
+label names in ``handle.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from fanbu.errors import ModelError
+from fanbu.io import atomic_write_json
+from fanbu.models.artefact import Provenance, expect_kind, model_directory, write_provenance
+from fanbu.models.sources import (
+    ResolvedSource,
+    check_local_weights,
+    check_max_length,
+    load_pretrained,
+    resolve_source,
+)
+from fanbu.models.tiny import tiny_tokenizer
+
+HEADS_FILE = "heads.safetensors"
+HANDLE_FILE = "handle.json"
+
+
+class EncoderClassifier(nn.Module):
+    """A transformer encoder (BERT family, any AutoModel) with one linear head per task, mean pooling."""
+
+    def __init__(
+        self, encoder: PreTrainedModel, heads: Mapping[str, int] | None = None, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict()
+        self.dropout = nn.Dropout(dropout)
+        for name, num_labels in (heads or {}).items():
+            self.add_head(name, num_labels)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the pooled embedding."""
+        return int(self.encoder.config.hidden_size)
+
+    def add_head(self, name: str, num_labels: int) -> None:
+        """Add a linear head ``hidden -> num_labels`` on the encoder's device and dtype."""
+        if not name or "." in name:
+            raise ModelError(f"head name {name!r} must be non-empty and contain no '.'; use '_' instead")
+        if name in self.heads:
+            raise ModelError(
+                f"head {name!r} already exists (heads: {', '.join(self.heads)}); pick another name"
+            )
+        if num_labels < 1:
+            raise ModelError(f"head {name!r}: num_labels must be at least 1, got {num_labels}")
+        reference = next(self.encoder.parameters())
+        head = nn.Linear(self.hidden_size, num_labels)
+        self.heads[name] = head.to(device=reference.device, dtype=reference.dtype)
+
+    def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Masked mean of the last hidden states: ``(batch, hidden)``."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+        summed = (hidden * mask).sum(dim=1)  # (batch, hidden)
+        return summed / mask.sum(dim=1).clamp(min=1.0)  # (batch, hidden)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, head: str) -> Tensor:
+        """Logits ``(batch, num_labels)`` of one head."""
+        if head not in self.heads:
+            known = ", ".join(self.heads) or "none yet (add one with add_head)"
+            raise ModelError(f"unknown head {head!r}; heads: {known}")
+        pooled = self.dropout(self.embed(input_ids, attention_mask))  # (batch, hidden)
+        return self.heads[head](pooled)  # (batch, num_labels)
+
+
+def tokenize_texts(
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+) -> dict[str, Tensor]:
+    """Pad and truncate ``texts`` to ``max_length``: ids and attention mask, each ``(batch, seq)``."""
+    if isinstance(texts, str):
+        raise ModelError("pass a list of texts, not a single string (wrap it: [text])")
+    if len(texts) == 0:
+        raise ModelError("no texts to tokenize; pass at least one")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ModelError(f"text {index} is a {type(text).__name__}, not a str; convert it first")
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+class EncoderHandle:
+    """An :class:`EncoderClassifier` with its tokenizer and the label names of each head."""
+
+    kind = "encoder"
+
+    def __init__(
+        self,
+        model: EncoderClassifier,
+        tokenizer: PreTrainedTokenizerBase,
+        labels: Mapping[str, Sequence[str]] | None = None,
+        max_length: int = 256,
+        provenance: Provenance | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels: dict[str, list[str]] = {name: list(names) for name, names in (labels or {}).items()}
+        self.max_length = max_length
+        self.provenance = provenance
+        missing = sorted(set(model.heads) ^ set(self.labels))
+        if missing:
+            raise ModelError(f"heads and label names disagree on {missing}; give label names for every head")
+
+    @classmethod
+    def from_source(cls, source: str, max_length: int = 256) -> EncoderHandle:
+        """Load an encoder (no heads yet) from ``package:NAME``, a local directory or a hub id.
+
+        Any Hugging Face directory works, a fanbu-saved one included (its heads are then ignored: use
+        :meth:`load` to keep them).
+        """
+        resolved = resolve_source(source)
+        if resolved.gguf_file is not None:
+            raise ModelError(f"{source}: GGUF files hold causal LMs; load it with CausalLMHandle.from_source")
+        check_local_weights(resolved)
+        encoder = load_pretrained(
+            AutoModel.from_pretrained, resolved, use_safetensors=True, dtype=torch.float32
+        )
+        check_max_length(max_length, encoder.config, source)
+        tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolved)
+        return cls(EncoderClassifier(encoder), tokenizer, max_length=max_length)
+
+    @classmethod
+    def tiny(
+        cls,
+        hidden_size: int = 32,
+        num_layers: int = 2,
+        num_heads: int = 2,
+        intermediate_size: int = 64,
+        max_length: int = 64,
+        seed: int = 0,
+    ) -> EncoderHandle:
+        """A random BERT with the in-memory tiny tokenizer, for tests and dry runs."""
+        tokenizer = tiny_tokenizer(model_max_length=max_length)
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            num_hidden_layers=num_layers,
+            num_attention_heads=num_heads,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_length,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            encoder = BertModel(config)
+        return cls(EncoderClassifier(encoder), tokenizer, max_length=max_length)
+
+    def add_head(self, name: str, label_names: Sequence[str]) -> None:
+        """Add a classification head whose outputs are ``label_names`` (in order)."""
+        names = [str(n) for n in label_names]
+        if len(set(names)) != len(names) or not names:
+            raise ModelError(f"head {name!r}: label names must be non-empty and distinct, got {names}")
+        self.model.add_head(name, len(names))
+        self.labels[name] = names
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        """Padded, truncated ``input_ids`` and ``attention_mask``, each ``(batch, seq)``."""
+        return tokenize_texts(self.tokenizer, texts, self.max_length)
+
+    def predict_proba(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities ``(n, num_labels)`` in eval mode without gradients."""
+        if head not in self.labels:
+            raise ModelError(f"unknown head {head!r}; heads: {', '.join(self.labels) or 'none yet'}")
+        if batch_size < 1:
+            raise ModelError(f"batch_size must be at least 1, got {batch_size}")
+        if len(texts) == 0:
+            return np.zeros((0, len(self.labels[head])), dtype=np.float32)
+        device = next(self.model.parameters()).device
+        was_training = self.model.training
+        self.model.eval()
+        chunks = []
+        try:
+            with torch.no_grad():
+                for start in range(0, len(texts), batch_size):
+                    batch = {
+                        k: v.to(device) for k, v in self.tokenize(texts[start : start + batch_size]).items()
+                    }
+                    logits = self.model(**batch, head=head)  # (batch, num_labels)
+                    chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(chunks)
+
+    def predict(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
+        """Predicted label indices ``(n,)``."""
+        return self.predict_proba(texts, head, batch_size).argmax(axis=-1)
+
+    def save(self, path: str | Path, provenance: Provenance, overwrite: bool = False) -> Path:
+        """Save atomically: encoder (safetensors), heads, tokenizer, ``handle.json``, provenance, card."""
+        with model_directory(path, overwrite) as tmp:
+            self.model.encoder.save_pretrained(tmp)
+            if len(self.model.heads):
+                state = {k: v.detach().contiguous().cpu() for k, v in self.model.heads.state_dict().items()}
+                save_file(state, str(tmp / HEADS_FILE))
+            self.tokenizer.save_pretrained(tmp)
+            settings = {"max_length": self.max_length, "dropout": self.model.dropout.p, "labels": self.labels}
+            atomic_write_json(tmp / HANDLE_FILE, settings)
+            write_provenance(tmp, provenance, self.kind)
+        self.provenance = provenance
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EncoderHandle:
+        """Load a directory written by :meth:`save` (weights checked against ``fanbu.json`` first)."""
+        directory = Path(path)
+        provenance = expect_kind(directory, cls.kind)
+        settings = _read_settings(directory)
+        resolved = ResolvedSource(str(directory.resolve()), None, "local", directory.name)
+        encoder = load_pretrained(AutoModel.from_pretrained, resolved, use_safetensors=True, dtype="auto")
+        tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolved)
+        labels: dict[str, list[str]] = settings["labels"]
+        model = EncoderClassifier(encoder, {n: len(v) for n, v in labels.items()}, settings["dropout"])
+        if labels:
+            if not (directory / HEADS_FILE).is_file():
+                raise ModelError(f"{directory / HEADS_FILE}: missing but {HANDLE_FILE} lists heads; re-save")
+            try:
+                model.heads.load_state_dict(load_file(str(directory / HEADS_FILE)), strict=True)
+            except RuntimeError as exc:
+                raise ModelError(
+                    f"{directory / HEADS_FILE}: does not match {HANDLE_FILE} ({exc}); re-save"
+                ) from None
+        return cls(model, tokenizer, labels, settings["max_length"], provenance)
+
+
+def _read_settings(directory: Path) -> dict[str, Any]:
+    path = directory / HANDLE_FILE
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: missing or not valid JSON ({exc}); re-save the model") from None
+    if not {"max_length", "dropout", "labels"} <= set(settings):
+        raise ModelError(f"{path}: needs max_length, dropout and labels; re-save the model")
+    return dict(settings)
