@@ -33,8 +33,8 @@ class BenchmarkSettings(Strict):
     seed: int = Field(0, description="Seeds the splits and the public/private division.")
     public_fraction: float = Field(0.1, gt=0, lt=1, description="Share of each domain's train split that is public.")
     max_public: int = Field(300, ge=1, description="Cap on public training examples per task (stratified).")
-    max_validation: int = Field(100, ge=1, description="Cap on validation examples per task.")
-    max_test: int = Field(400, ge=1, description="Cap on test examples per task (stratified).")
+    max_validation: int = Field(60, ge=1, description="Cap on validation examples per task.")
+    max_test: int = Field(300, ge=1, description="Cap on test examples per task (stratified).")
 
 
 class DemoRecipe(Strict):

@@ -1,0 +1,38 @@
+"""The demo end to end on the packaged MiniLM and the real 20 Newsgroups files, on small slices."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fanbu.cli import app
+from fanbu.models import EncoderHandle
+from fanbu.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.integration
+def test_demo_trains_evaluates_and_registers_large_v0(tmp_path):
+    args = ["demo", "--recipe", str(ROOT / "recipes" / "demo-tiny.yaml"), "--home", str(tmp_path),
+            "max_length=32", "benchmark.max_test=30"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "test accuracy per domain" in result.output
+    registry = Registry.open(tmp_path)
+    large = registry.get_model("large:v0")
+    assert large.status == "champion" and large.parents == ("all-MiniLM-L6-v2:v0",)
+    domains = {e.domain for e in registry.evaluations("large:v0") if e.metric == "accuracy"}
+    assert domains == {"comp", "rec", "sci", "politics", "religion", "bbc-news", "reuters-r8"}
+    speed = {e.metric: e.value for e in registry.evaluations("large:v0", domain="*")}
+    assert speed["latency_b1_p95_ms"] >= speed["latency_b1_p50_ms"] > 0 and speed["params"] > 2e7
+    assert {d.split for d in registry.model_datasets("large:v0")} == {"public"}
+    run = registry.list_runs()[0]
+    assert run.status == "succeeded"
+    resolved = tmp_path / "runs" / run.id / "recipe.resolved.yaml"
+    assert "max_length: 32" in resolved.read_text()
+    handle = EncoderHandle.load(large.path)
+    assert set(handle.labels) == domains
+    assert json.loads((Path(large.path) / "fanbu.json").read_text())["provenance"]["parents"] == [large.parents[0]]
+    registry.close()
