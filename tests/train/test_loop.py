@@ -161,3 +161,38 @@ def test_corrupt_checkpoint_is_reported(toy_data, tmp_path):
 def test_empty_task_is_rejected():
     with pytest.raises(ValueError, match="task 'x' has no training texts"):
         TaskData("x", [], [])
+
+
+class Projected:
+    """A strategy that owns a trainable module: pull a projection of the logits towards zero."""
+
+    name = "proj"
+
+    def __init__(self) -> None:
+        torch.manual_seed(5)
+        self.projection = torch.nn.Linear(2, 4)
+
+    def modules(self):
+        return [self.projection]
+
+    def losses(self, outputs, batch, model):
+        if batch.task != "a":
+            return {}
+        return {"proj": self.projection(outputs["logits"]).pow(2).mean()}
+
+    def state_dict(self):
+        return self.projection.state_dict()
+
+    def load_state_dict(self, state):
+        self.projection.load_state_dict(state)
+
+
+def test_strategy_modules_are_trained_and_checkpointed(toy_data, tmp_path):
+    torch.manual_seed(0)
+    strategy = Projected()
+    before = strategy.projection.weight.detach().clone()
+    Trainer(TinyClassifier({"a": 2, "b": 3}), make_plan(toy_data), config(epochs=1), [TaskLoss(), strategy],
+            checkpoint_dir=tmp_path).fit()
+    assert not torch.equal(before, strategy.projection.weight)
+    saved = latest_checkpoint(tmp_path) / "strategy-proj.safetensors"
+    assert saved.is_file()

@@ -1,5 +1,9 @@
 """THE training loop. Every strategy in fanbu trains through :class:`Trainer`.
 
+Strategies may own trainable modules (a projection for hidden-state distillation): ``modules()``
+returns them; the loop optimises their parameters with the model's, all-reduces their gradients under
+DDP, and checkpoints them through the strategy's ``state_dict``.
+
 Per optimiser step, in this order: build the batch from the plan; ``forward`` the model; ask each
 strategy, in the order given, for its named loss terms and add them all; backward (accumulating over
 ``grad_accum`` batches); clip; step the optimiser and the LR schedule. Then, when due: evaluate (and
@@ -45,9 +49,12 @@ def _no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or "norm." in name
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with decoupled weight decay, none on biases and norms."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+def build_optimizer(
+    model: nn.Module, config: TrainConfig, extra: Sequence[nn.Module] = ()
+) -> torch.optim.Optimizer:
+    """AdamW with decoupled weight decay, none on biases and norms; ``extra`` modules train too."""
+    modules = [("", model)] + [(f"extra{i}.", m) for i, m in enumerate(extra)]
+    named = [(prefix + n, p) for prefix, m in modules for n, p in m.named_parameters() if p.requires_grad]
     if not named:
         raise ValueError("the model has no trainable parameters; unfreeze some before training")
     groups = [
@@ -135,7 +142,8 @@ class Trainer:
         total = self._steps_per_epoch(per_epoch) * cfg.epochs
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
-        optimizer = build_optimizer(self.model, cfg)
+        extra = [m.to(self.accelerator.device) for s in self.strategies for m in getattr(s, "modules", list)()]
+        optimizer = build_optimizer(self.model, cfg, extra)
         scheduler = build_schedule(optimizer, cfg, total)
         model, optimizer = self.accelerator.prepare(self.model, optimizer)
         state, best_weights, resumed = LoopState(), None, None
@@ -160,8 +168,10 @@ class Trainer:
                     boundary = state.step_in_epoch % cfg.grad_accum == 0 or state.step_in_epoch == len(items)
                     if not boundary:
                         continue
+                    self._sync_extra(extra)
                     if cfg.max_grad_norm is not None:
-                        self.accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                        params = [p for m in (model, *extra) for p in m.parameters()]
+                        self.accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -189,6 +199,17 @@ class Trainer:
         return TrainResult(state, last, resumed)
 
     # ------------------------------------------------------------------ pieces
+    def _sync_extra(self, extra: Sequence[nn.Module]) -> None:
+        """Average the gradients of strategy-owned modules across ranks (DDP covers only the model)."""
+        world = self.accelerator.num_processes
+        if world == 1:
+            return
+        for module in extra:
+            for param in module.parameters():
+                if param.grad is not None:
+                    torch.distributed.all_reduce(param.grad)
+                    param.grad /= world
+
     def _done(self, state: LoopState) -> bool:
         return state.stopped_early or (self.config.max_steps is not None and state.global_step >= self.config.max_steps)
 
