@@ -1,0 +1,84 @@
+"""Settings of knowledge distillation, for encoders (:class:`DistillConfig`) and causal LMs."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from fanbu.config import Strict
+from fanbu.train.config import TrainConfig
+
+
+def _encoder_train() -> TrainConfig:
+    return TrainConfig(epochs=5, batch_size=32, lr=1e-4, warmup_ratio=0.1)
+
+
+def _lm_train() -> TrainConfig:
+    return TrainConfig(epochs=3, batch_size=8, lr=2e-4, warmup_ratio=0.05, metric="score", mode="max")
+
+
+class DistillConfig(Strict):
+    """Distilling an encoder teacher into an encoder student: soft logits, hidden states, attention.
+
+    The loss is ``(1 - alpha) * task + alpha * T^2 * KL + hidden_weight * MSE + attention_weight * KL_attn``.
+    """
+
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T of the soft (KL) term.")
+    alpha: float = Field(
+        0.7, ge=0, le=1, description="Weight of the soft KL term; the hard-label task term gets 1 - alpha."
+    )
+    hidden_weight: float = Field(
+        0.0, ge=0, description="Weight of pooled hidden-state MSE through a learned projection (0: off)."
+    )
+    attention_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of MiniLM-style last-layer attention + value-relation transfer (0: off); "
+        "needs identical tokenisation of student and teacher.",
+    )
+    cache_teacher: bool = Field(
+        True, description="Compute teacher logits/pooled states once per example and reuse them every epoch."
+    )
+    train: TrainConfig = Field(default_factory=_encoder_train, description="Settings of the training loop.")
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillConfig:
+        if self.alpha == 0 and self.hidden_weight == 0 and self.attention_weight == 0:
+            raise ValueError(
+                "alpha, hidden_weight and attention_weight are all 0, so nothing is distilled; "
+                "set alpha > 0 (e.g. 0.7) or use the finetune stage instead"
+            )
+        return self
+
+
+class LMDistillConfig(Strict):
+    """Distilling a causal-LM teacher into a student with the same vocabulary (per-token KL + LM loss).
+
+    The loss is ``(1 - alpha) * LM + alpha * T^2 * KL``; the evaluation ``score`` is minus the
+    validation perplexity (``ppl`` is reported too), so early stopping maximises ``score``.
+    """
+
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T of the per-token KL.")
+    alpha: float = Field(
+        0.5, ge=0, le=1, description="Weight of the per-token KL; the next-token LM loss gets 1 - alpha."
+    )
+    train: TrainConfig = Field(default_factory=_lm_train, description="Settings of the training loop.")
+
+    @model_validator(mode="after")
+    def _check(self) -> LMDistillConfig:
+        check_lm_metric(self.train)
+        return self
+
+
+def check_lm_metric(train: TrainConfig) -> None:
+    """Causal-LM runs evaluate ``score`` (= -perplexity, maximise) or ``ppl`` (minimise); nothing else."""
+    expected = {"score": "max", "ppl": "min"}
+    if train.metric not in expected:
+        raise ValueError(
+            f"train.metric is {train.metric!r}, but causal-LM evaluation reports 'score' (-perplexity) and "
+            "'ppl'; set train.metric to score (mode max) or ppl (mode min)"
+        )
+    if train.mode != expected[train.metric]:
+        raise ValueError(
+            f"train.metric {train.metric!r} needs train.mode {expected[train.metric]!r} (got {train.mode!r}): "
+            "a lower perplexity is better"
+        )
