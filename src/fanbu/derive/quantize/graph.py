@@ -1,0 +1,221 @@
+"""ONNX export of an encoder handle, its parity check against PyTorch, and int8 graph quantisation.
+
+One graph serves every head: inputs ``input_ids`` and ``attention_mask`` of shape ``(batch, sequence)``
+with both axes dynamic, and one output ``logits_<head>`` of shape ``(batch, num_labels)`` per head.
+Export goes through ``torch.onnx.export(dynamo=True)``, the exporter torch maintains.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from torch import Tensor, nn
+
+from fanbu.derive.quantize.int8 import is_int8
+from fanbu.errors import ModelError
+from fanbu.io import atomic_write_bytes
+from fanbu.models.encoder import EncoderClassifier, EncoderHandle
+
+INPUTS = ("input_ids", "attention_mask")
+OUTPUT_PREFIX = "logits_"
+MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for a single-file ONNX model
+_ORT_ERRORS = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NoSuchFile,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+)
+_SAMPLE = ["an example sentence to trace the graph with", "short"]  # batch 2, unequal lengths
+
+
+class OnnxParityError(ModelError):
+    """The exported graph's logits differ from PyTorch's by more than the tolerance."""
+
+
+class _AllHeads(nn.Module):
+    """The classifier with every chosen head applied to one pooled embedding."""
+
+    def __init__(self, model: EncoderClassifier, heads: Sequence[str]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = list(heads)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, ...]:
+        pooled = self.model.embed(input_ids, attention_mask)  # (batch, hidden)
+        return tuple(self.model.heads[name](pooled) for name in self.names)  # each (batch, num_labels)
+
+
+def _pick_heads(handle: EncoderHandle, heads: Sequence[str] | None) -> list[str]:
+    chosen = list(handle.labels) if heads is None else list(heads)
+    if not chosen:
+        raise ModelError("no heads to export; add one with handle.add_head(name, labels) first")
+    unknown = [h for h in chosen if h not in handle.labels]
+    if unknown:
+        raise ModelError(f"unknown heads {unknown}; the handle has {', '.join(handle.labels) or 'none'}")
+    return chosen
+
+
+def export_onnx(
+    handle: EncoderHandle, path: str | Path, heads: Sequence[str] | None = None, opset: int = 17
+) -> Path:
+    """Export the encoder and ``heads`` (default: all) as one ONNX graph, written atomically to ``path``."""
+    names = _pick_heads(handle, heads)
+    if is_int8(handle.model):
+        raise ModelError(
+            "the handle holds torch int8 layers, which ONNX cannot express; export the fp32 handle and "
+            "quantise the graph with quantize_onnx_int8"
+        )
+    device = next(handle.model.parameters()).device
+    sample = {k: v.to(device) for k, v in handle.tokenize(_SAMPLE).items()}  # each (2, seq)
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
+    was_training = handle.model.training
+    try:
+        with warnings.catch_warnings():
+            # torch's own notices about its internals: nothing a caller can act on
+            warnings.filterwarnings("ignore", message=r".*The axis name: .* will not be used")
+            warnings.filterwarnings(
+                "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+            )
+            program = torch.onnx.export(
+                _AllHeads(handle.model, names).eval(),
+                (sample["input_ids"], sample["attention_mask"]),
+                None,
+                input_names=list(INPUTS),
+                output_names=[OUTPUT_PREFIX + n for n in names],
+                opset_version=opset,
+                dynamic_shapes=axes,
+                dynamo=True,
+                verbose=False,
+            )
+    finally:
+        handle.model.train(was_training)
+    proto = program.model_proto
+    if proto.ByteSize() > MAX_PROTO_BYTES:
+        raise ModelError(f"the ONNX graph is {proto.ByteSize()} bytes, over protobuf's 2 GiB; prune it first")
+    return atomic_write_bytes(path, proto.SerializeToString())
+
+
+def graph_opset(path: str | Path) -> int:
+    """The default-domain opset of an ONNX file (torch may keep a newer one when down-conversion fails)."""
+    model = onnx.load(str(path), load_external_data=False)
+    return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def open_session(path: str | Path, intra_op_threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session on ``path``, with a clear error for a missing or damaged file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ModelError(f"{file}: ONNX file not found; export it with export_onnx or save_deployment")
+    if intra_op_threads is not None and intra_op_threads < 1:
+        raise ModelError(
+            f"intra_op_threads must be at least 1 (or None for all cores), got {intra_op_threads}"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    try:
+        return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    except _ORT_ERRORS as exc:
+        raise ModelError(
+            f"{file}: onnxruntime cannot load it ({type(exc).__name__}: {str(exc)[:300]}); the file is "
+            "damaged or not ONNX: export it again with export_onnx"
+        ) from None
+
+
+def session_heads(session: ort.InferenceSession, path: str | Path) -> list[str]:
+    """The head names of a session's ``logits_<head>`` outputs, after checking its inputs."""
+    inputs = [i.name for i in session.get_inputs()]
+    if sorted(inputs) != sorted(INPUTS):
+        raise ModelError(f"{path}: inputs {inputs}, expected {list(INPUTS)}; export it with export_onnx")
+    return [o.name[len(OUTPUT_PREFIX) :] for o in session.get_outputs() if o.name.startswith(OUTPUT_PREFIX)]
+
+
+def onnx_max_diffs(handle: EncoderHandle, path: str | Path, texts: Sequence[str]) -> dict[str, float]:
+    """Max |logit difference| between onnxruntime and PyTorch for each head in the graph.
+
+    Texts run as one batch and the first text alone, so both dynamic axes take two sizes.
+    """
+    if len(texts) == 0:
+        raise ModelError("no texts for the ONNX parity check; pass at least one")
+    session = open_session(path)
+    heads = session_heads(session, path)
+    missing = [h for h in heads if h not in handle.labels]
+    if missing:
+        raise ModelError(f"{path}: graph has heads {missing} that the handle lacks; export from this handle")
+    device = next(handle.model.parameters()).device
+    diffs = dict.fromkeys(heads, 0.0)
+    was_training = handle.model.training
+    handle.model.eval()
+    try:
+        for batch in (list(texts), list(texts[:1])):
+            enc = handle.tokenize(batch)  # each (batch, seq)
+            feed = {k: v.numpy().astype(np.int64) for k, v in enc.items()}
+            outputs = session.run([OUTPUT_PREFIX + h for h in heads], feed)  # each (batch, num_labels)
+            with torch.no_grad():
+                for head, got in zip(heads, outputs, strict=True):
+                    ref = handle.model(**{k: v.to(device) for k, v in enc.items()}, head=head)
+                    diff = float(np.abs(got - ref.float().cpu().numpy()).max())
+                    diffs[head] = max(diffs[head], diff)
+    finally:
+        handle.model.train(was_training)
+    return diffs
+
+
+def check_onnx(handle: EncoderHandle, path: str | Path, texts: Sequence[str], atol: float = 1e-4) -> float:
+    """Run the graph and PyTorch on ``texts``; return the max |logit difference| over all heads.
+
+    Raises:
+        OnnxParityError: a head differs by more than ``atol`` (the message names it and the difference).
+    """
+    if atol < 0:
+        raise ModelError(f"atol must be >= 0, got {atol}")
+    return assert_parity(onnx_max_diffs(handle, path, texts), path, atol)
+
+
+def assert_parity(diffs: dict[str, float], path: str | Path, atol: float) -> float:
+    """The largest of the per-head ``diffs``, after checking each is within ``atol``."""
+    for head, diff in diffs.items():
+        if diff > atol:
+            raise OnnxParityError(
+                f"{path}: head {head!r} differs from PyTorch by {diff:.3g} > atol {atol:.3g}; re-export "
+                "with export_onnx (same handle, same weights) or raise atol if the opset explains it"
+            )
+    return max(diffs.values(), default=0.0)
+
+
+def quantize_onnx_int8(path: str | Path, out: str | Path) -> Path:
+    """Dynamically quantise an ONNX graph's weights to int8 (onnxruntime, QInt8), written atomically.
+
+    Weights of MatMul/Gather (embeddings included) become int8 with per-channel scales; activations
+    are quantised per batch at run time.
+    """
+    source, target = Path(path), Path(out)
+    open_session(source)  # a clear error for a missing or damaged graph
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    try:
+        # Per-channel scales: on MiniLM-L6 they raised argmax agreement with fp32 from 0.81 to 0.95 (64
+        # texts, untrained head) at the same size and speed; onnxruntime's pre-processing and BERT fusion
+        # passes found nothing to fuse in the exported graph, so they are not run.
+        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
