@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["demo"], ["lineage"], ["models"], ["validate"], ["version"], ["data"], ["data", "list"], ["data", "show"]]
+    "args", [[], ["demo"], ["lineage"], ["models"], ["validate"], ["version"], ["data"], ["data", "list"], ["data", "show"],
+     ["derive"], ["stages"], ["bench"], ["bench", "derive"]]
 )
 def test_every_command_has_help(args):
     result = runner.invoke(app, [*args, "--help"])
@@ -72,3 +73,11 @@ def test_unknown_builtin_source_is_a_clear_error():
     result = runner.invoke(app, ["data", "show", "imagenet"])
     assert result.exit_code == 2
     assert "imagenet" in result.output
+
+
+def test_stages_lists_every_registered_stage_with_its_reference():
+    result = runner.invoke(app, ["stages"])
+    assert result.exit_code == 0
+    for name in ("finetune", "prune", "distill", "quantize", "search"):
+        assert name in result.output
+    assert "arxiv.org" in result.output

@@ -32,6 +32,13 @@ def test_demo_trains_evaluates_and_registers_large_v0(tmp_path):
     assert run.status == "succeeded"
     resolved = tmp_path / "runs" / run.id / "recipe.resolved.yaml"
     assert "max_length: 32" in resolved.read_text()
+    small = {m.name for m in registry.list_models() if m.name.endswith(".quantize")}
+    assert small == {f"{d}.quantize" for d in ("comp", "rec", "sci", "politics", "religion")}
+    comp = registry.latest("comp.quantize")
+    assert [a.id for a in registry.ancestors(comp.id)][:3] == ["comp.distill:v0", "comp.prune:v0", "large:v0"]
+    int8 = {e.metric: e.value for e in registry.evaluations(comp.id) if e.split == "test-int8"}
+    assert 0.0 <= int8["accuracy"] <= 1.0
+    assert "small models (int8, onnxruntime)" in result.output
     handle = EncoderHandle.load(large.path)
     assert set(handle.labels) == domains
     assert json.loads((Path(large.path) / "fanbu.json").read_text())["provenance"]["parents"] == [large.parents[0]]

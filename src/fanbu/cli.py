@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Built-in and user data sources.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+bench_app = typer.Typer(help="Benchmarks: print a table and write JSON.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -85,6 +87,57 @@ def demo(
         run_demo(resolved, registry, console)
     finally:
         registry.close()
+
+
+@app.command()
+@friendly
+def derive(
+    recipe: Annotated[Path, typer.Argument(help="A derive recipe YAML (see recipes/derive.yaml).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """脱胎: derive a small model per domain (finetune -> prune -> distill -> quantize ...), in parallel."""
+    from fanbu.derive.pipeline import DeriveRecipe, run_derive
+
+    resolved = load_recipe(DeriveRecipe, recipe, overrides or [])
+    registry = _registry(home, db)
+    try:
+        results = run_derive(resolved, registry)
+    finally:
+        registry.close()
+    table = Table("domain", "final model", "params", "test accuracy", "macro-F1")
+    for row in results:
+        table.add_row(row["domain"], row["final"], f"{row['params']:,}", f"{row['test']['accuracy']:.3f}",
+                      f"{row['test']['macro_f1']:.3f}")
+    console.print(table)
+
+
+@app.command()
+@friendly
+def stages() -> None:
+    """List the registered derive stages with their references."""
+    from fanbu.derive.stages import STAGES
+
+    table = Table("stage", "summary", "reference")
+    for info in STAGES.values():
+        table.add_row(info.name, info.summary, info.reference)
+    console.print(table)
+
+
+@bench_app.command("derive")
+@friendly
+def bench_derive(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-derive.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="Capped data; finishes within 20 minutes on 2 cores.")] = False,
+    domains: Annotated[list[str] | None, typer.Option("--domain", help="Only these domains (repeatable).")] = None,
+    home: Annotated[Path | None, typer.Option(help="Keep the bench's registry and models here.")] = None,
+) -> None:
+    """Students vs teachers, from-scratch students and TF-IDF on the 20 Newsgroups domains."""
+    from fanbu.bench.derive import run_bench
+
+    run_bench(quick, out, console, home=home, domains=domains)
+    console.print(f"results written to {out}")
 
 
 @app.command()

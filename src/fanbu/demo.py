@@ -19,9 +19,11 @@ from rich.table import Table
 from fanbu.config import Strict, write_resolved
 from fanbu.data.builtin import default_benchmark
 from fanbu.data.domain import Benchmark, Split
-from fanbu.evaluate.speed import param_count, size_on_disk, speed_profile
+from fanbu.evaluate.metrics import classification_metrics
+from fanbu.evaluate.speed import measure_latency, param_count, size_on_disk, speed_profile
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
+from fanbu.derive.pipeline import register_source
 from fanbu.registry import Registry
 from fanbu.train.classify import evaluate_heads, train_heads
 from fanbu.train.config import TrainConfig
@@ -37,6 +39,21 @@ class BenchmarkSettings(Strict):
     max_test: int = Field(300, ge=1, description="Cap on test examples per task (stratified).")
 
 
+class DemoDerive(Strict):
+    """How the demo derives one small model per feedback domain from large v0."""
+
+    enabled: bool = Field(True, description="Derive the small models after training large v0.")
+    max_train: int = Field(400, ge=1, description="Private training examples per domain for its small model.")
+    stages: list = Field(
+        default_factory=lambda: [
+            {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 0.5, "vocab": 6000, "importance": "magnitude"}},
+            {"distill": {"temperature": 2.0, "alpha": 0.5, "train": {"epochs": 4, "lr": 5e-4, "batch_size": 16}}},
+            {"quantize": {"int8": True, "onnx": True, "onnx_int8": True}},
+        ],
+        description="The derive stages (see `fanbu stages`); the teacher is large v0.",
+    )
+
+
 class DemoRecipe(Strict):
     """Settings of ``fanbu demo``; every field can be overridden with ``key=value``."""
 
@@ -47,6 +64,7 @@ class DemoRecipe(Strict):
         default_factory=lambda: TrainConfig(epochs=3, batch_size=16, lr=1e-4, warmup_ratio=0.06)
     )
     latency_iterations: int = Field(30, ge=5, description="Batch-1 calls timed for p50/p95 latency.")
+    derive: DemoDerive = Field(default_factory=DemoDerive)
 
 
 def _pairs(split: Split) -> tuple[list[str], list[int]]:
@@ -75,7 +93,7 @@ def run_demo(recipe: DemoRecipe, registry: Registry, console: Console) -> dict:
 
         console.print(f"[bold]Loading the large model[/] {recipe.model}")
         handle = EncoderHandle.from_source(recipe.model, max_length=recipe.max_length)
-        base = _register_base(registry, recipe.model)
+        base = registry.get_model(register_source(registry, recipe.model))
         for domain in (*bench.domains, *bench.heldout):
             handle.add_head(domain.name, domain.label_names)
 
@@ -118,7 +136,60 @@ def run_demo(recipe: DemoRecipe, registry: Registry, console: Console) -> dict:
         registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
         raise
     _print_summary(console, summary)
+    if recipe.derive.enabled:
+        summary["small"] = derive_small(recipe, registry, summary, console)
     return summary
+
+
+def derive_small(recipe: DemoRecipe, registry: Registry, summary: dict, console: Console) -> list[dict]:
+    """脱胎: one small int8 model per feedback domain from large v0, on its private slice; print the table."""
+    from fanbu.derive.data import DeriveData
+    from fanbu.derive.pipeline import DeriveRecipe, run_derive
+
+    settings = recipe.benchmark
+    derive = DeriveRecipe(
+        teacher=summary["model"], max_length=recipe.max_length, stages=recipe.derive.stages,
+        data=DeriveData(seed=settings.seed, public_fraction=settings.public_fraction, max_train=recipe.derive.max_train,
+                        max_validation=settings.max_validation, max_test=settings.max_test),
+    )
+    console.print(f"[bold]Deriving a small model per domain[/] from {summary['model']} (private slices)")
+    results = run_derive(derive, registry)
+    rows = []
+    for result in results:
+        rows.append(_small_row(registry, result, summary, settings, recipe.latency_iterations))
+    _print_small(console, summary, rows)
+    return rows
+
+
+def _small_row(registry: Registry, result: dict, summary: dict, settings: BenchmarkSettings, iterations: int) -> dict:
+    from fanbu.derive.quantize import load_deployment
+
+    domain = result["domain"]
+    deployed = load_deployment(registry.get_model(result["final"]).path, runtime="onnx_int8")
+    bench = default_benchmark(seed=settings.seed, public_fraction=settings.public_fraction)
+    texts, labels = _pairs(bench.domain(domain).test.subsample(settings.max_test, settings.seed))
+    metrics = classification_metrics(deployed.predict(texts, domain, batch_size=64), labels,
+                                     len(bench.domain(domain).label_names))
+    latency = measure_latency(lambda b: deployed.predict(list(b), domain, batch_size=1), texts[:64],
+                              iterations=iterations)
+    registry.record_evaluation(result["final"], domain=domain, split="test-int8", metrics=metrics)
+    return {"domain": domain, "model": result["final"], "acc": metrics["accuracy"],
+            "large_acc": summary["test"][domain]["accuracy"], "params": result["params"],
+            "size_bytes": size_on_disk(Path(registry.get_model(result["final"]).path) / "model.int8.onnx"),
+            "p50_ms": latency.p50_ms}
+
+
+def _print_small(console: Console, summary: dict, rows: list[dict]) -> None:
+    speed = summary["speed"]
+    table = Table(title="small models (int8, onnxruntime) derived from " + summary["model"])
+    for column in ("domain", "model", "params", "size MB", "p50 ms (b1)", "accuracy", "large v0 acc"):
+        table.add_column(column, justify="left" if column in ("domain", "model") else "right")
+    table.add_row("(large)", summary["model"], f"{int(speed['params']):,}", f"{speed['size_bytes'] / 1e6:.1f}",
+                  f"{speed['latency_b1_p50_ms']:.1f}", "", "")
+    for row in rows:
+        table.add_row(row["domain"], row["model"], f"{row['params']:,}", f"{row['size_bytes'] / 1e6:.1f}",
+                      f"{row['p50_ms']:.1f}", f"{row['acc']:.3f}", f"{row['large_acc']:.3f}")
+    console.print(table)
 
 
 def _register_datasets(registry: Registry, bench: Benchmark, train: dict) -> list[str]:
@@ -137,15 +208,6 @@ def _register_datasets(registry: Registry, bench: Benchmark, train: dict) -> lis
             if split_name == "public":
                 ids.append(record.id)
     return ids
-
-
-def _register_base(registry: Registry, source: str):
-    name = source.removeprefix("package:").replace("/", "--")
-    existing = registry.latest(name)
-    if existing is not None:
-        return existing
-    return registry.register_model(name=name, path=source, kind="encoder", status="archived",
-                                   metadata={"source": source, "role": "pretrained base"})
 
 
 def _print_summary(console: Console, summary: dict) -> None:

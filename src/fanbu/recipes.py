@@ -12,9 +12,10 @@ from pydantic import BaseModel
 
 from fanbu.config import load_recipe
 from fanbu.demo import DemoRecipe
+from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.errors import ConfigError
 
-SCHEMAS: dict[str, type[BaseModel]] = {"demo": DemoRecipe}
+SCHEMAS: dict[str, type[BaseModel]] = {"demo": DemoRecipe, "derive": DeriveRecipe}
 
 
 def kind_of(path: str | Path) -> str:

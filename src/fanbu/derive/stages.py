@@ -1,0 +1,247 @@
+"""The derive stages, registered once each with a name, a summary, a reference and a typed config.
+
+A stage takes the current model of a domain and returns the next one. The pipeline saves and registers
+each stage's output with the previous stage's model as its parent. The **teacher** of a domain is the
+model as it stood right before the first ``prune`` or ``search`` stage (usually the large model after
+``finetune`` on the domain).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from fanbu.config import validate
+from fanbu.derive.data import DomainData
+from fanbu.errors import ConfigError
+from fanbu.models.artefact import Provenance
+from fanbu.models.encoder import EncoderHandle
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides the model it transforms."""
+
+    data: DomainData
+    teacher: EncoderHandle | None
+    work_dir: Path
+    seed: int = 0
+
+
+@dataclass
+class StageOutput:
+    """A stage's result: the new model and how it relates to its parent."""
+
+    handle: EncoderHandle
+    relation: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    save: Callable[[Path, Provenance], Any] | None = None  # custom artefact writer (default: handle.save)
+    hf_relation: str | None = (
+        None  # base_model_relation for the model card (finetune/adapter/quantized/merge)
+    )
+
+
+StageFn = Callable[[EncoderHandle, StageContext, Any], StageOutput]
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One registered stage."""
+
+    name: str
+    summary: str
+    reference: str
+    config: type[BaseModel]
+    run: StageFn
+    makes_student: bool = False  # the model before this stage becomes the teacher
+
+
+STAGES: dict[str, StageInfo] = {}
+
+
+def register_stage(
+    name: str, summary: str, reference: str, config: type[BaseModel], makes_student: bool = False
+) -> Callable[[StageFn], StageFn]:
+    """Register a stage function under ``name`` (one call per stage)."""
+
+    def wrap(fn: StageFn) -> StageFn:
+        if name in STAGES:
+            raise ValueError(f"derive stage {name!r} is registered twice")
+        STAGES[name] = StageInfo(name, summary, reference, config, fn, makes_student)
+        return fn
+
+    return wrap
+
+
+def _heads(
+    data: DomainData,
+) -> tuple[dict[str, tuple[list[str], list[int]]], dict[str, tuple[list[str], list[int]]]]:
+    return {data.name: data.train}, {data.name: data.validation}
+
+
+# --------------------------------------------------------------------------- finetune
+from fanbu.derive.finetune import FinetuneConfig, finetune, save_adapter  # noqa: E402
+
+
+@register_stage(
+    "finetune",
+    "Full or LoRA (PEFT) fine-tuning on the domain's private slice.",
+    "https://arxiv.org/abs/2106.09685",
+    FinetuneConfig,
+)
+def _finetune(handle: EncoderHandle, ctx: StageContext, config: FinetuneConfig) -> StageOutput:
+    train, validation = _heads(ctx.data)
+    tuned, result = finetune(handle, train, config, validation, checkpoint_dir=ctx.work_dir / "checkpoints")
+    metrics = {"val_acc": result.state.best or 0.0}
+    if config.mode == "lora" and not config.lora.merge:  # keep the adapter: save it the PEFT way
+        save = lambda path, provenance: save_adapter(tuned, path, provenance)  # noqa: E731
+        return StageOutput(tuned, "adapter", metrics, save=save, hf_relation="adapter")
+    return StageOutput(tuned, "finetune", metrics, hf_relation="finetune")
+
+
+# --------------------------------------------------------------------------- prune
+from fanbu.derive.prune import Calibration, PruneConfig, prune_encoder  # noqa: E402
+
+
+class PruneStageConfig(PruneConfig):
+    """Structured pruning settings plus how much calibration data to score units on."""
+
+    calibration: int = Field(
+        256, ge=1, description="Private training texts used to score units and count tokens."
+    )
+
+
+def calibration_for(ctx: StageContext, size: int) -> Calibration:
+    texts, labels = ctx.data.train
+    return Calibration(texts=texts[:size], labels=labels[:size], head=ctx.data.name)
+
+
+@register_stage(
+    "prune",
+    "Structured pruning: layers, heads, FFN neurons, hidden width, vocabulary; physically smaller.",
+    "https://arxiv.org/abs/2301.12900",
+    PruneStageConfig,
+    makes_student=True,
+)
+def _prune(handle: EncoderHandle, ctx: StageContext, config: PruneStageConfig) -> StageOutput:
+    settings = PruneConfig(**config.model_dump(exclude={"calibration"}))
+    pruned = prune_encoder(handle, settings, calibration_for(ctx, config.calibration))
+    return StageOutput(pruned, "pruned")
+
+
+# --------------------------------------------------------------------------- distill
+from fanbu.derive.distill import DistillConfig, distill  # noqa: E402
+
+
+@register_stage(
+    "distill",
+    "Knowledge distillation from the domain teacher: soft logits, projected hidden states, attention relations.",
+    "https://arxiv.org/abs/2002.10957",
+    DistillConfig,
+)
+def _distill(handle: EncoderHandle, ctx: StageContext, config: DistillConfig) -> StageOutput:
+    if ctx.teacher is None:
+        raise ValueError("the distill stage needs a teacher: put it after a prune or search stage")
+    train, validation = _heads(ctx.data)
+    if ctx.data.transfer:
+        texts, labels = train[ctx.data.name]
+        transfer = list(ctx.data.transfer)
+        train = {ctx.data.name: (texts + transfer, labels + [-1] * len(transfer))}
+    result = distill(
+        handle, ctx.teacher, train, config, validation, checkpoint_dir=ctx.work_dir / "checkpoints"
+    )
+    return StageOutput(handle, "distilled", {"val_acc": result.state.best or 0.0})
+
+
+# --------------------------------------------------------------------------- quantize
+from fanbu.derive.quantize import QuantizeConfig, save_deployment  # noqa: E402
+
+
+@register_stage(
+    "quantize",
+    "int8 dynamic quantisation for CPU and ONNX export checked against PyTorch with onnxruntime.",
+    "https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html",
+    QuantizeConfig,
+)
+def _quantize(handle: EncoderHandle, ctx: StageContext, config: QuantizeConfig) -> StageOutput:
+    check = ctx.data.validation[0][: config.check_texts]
+    reports: dict[str, float] = {}
+
+    def save(path: Path, provenance: Provenance) -> None:
+        report = save_deployment(handle, path, config, provenance, check)
+        reports["onnx_max_diff"] = float(report.onnx_max_diff or 0.0)
+
+    return StageOutput(handle, "quantized", reports, save=save, hf_relation="quantized")
+
+
+def parse_stages(raw: list[Any]) -> list[tuple[str, BaseModel]]:
+    """Validate ``[{stage_name: {settings}}, ...]`` against each stage's config, with field paths."""
+    stages = []
+    for index, item in enumerate(raw):
+        if isinstance(item, str):
+            item = {item: {}}
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"stages.{index}: write each stage as {{name: {{settings}}}}, got {item!r}")
+        ((name, settings),) = item.items()
+        if name not in STAGES:
+            raise ConfigError(f"stages.{index}: unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        config = validate(STAGES[name].config, settings or {}, source=f"stages.{index}.{name}")
+        stages.append((name, config))
+    return stages
+
+
+# --------------------------------------------------------------------------- search
+from fanbu.derive.search import SearchConfig, search  # noqa: E402
+from fanbu.evaluate.speed import measure_latency, param_count  # noqa: E402
+
+
+class SearchStageConfig(SearchConfig):
+    """Budgeted architecture search: each trial prunes the teacher and distils it briefly."""
+
+    importance: str = Field("taylor", description="Unit importance used to build every candidate.")
+    calibration: int = Field(256, ge=1, description="Private texts used to score units and count tokens.")
+    trial_examples: int = Field(
+        300, ge=8, description="Private training examples per trial's short distillation."
+    )
+    trial_epochs: int = Field(2, ge=1, description="Epochs of each trial's short distillation.")
+
+
+@register_stage(
+    "search",
+    "Optuna search over depth, heads, width, FFN and vocabulary for the best validation score under a budget.",
+    "https://arxiv.org/abs/1907.10902",
+    SearchStageConfig,
+    makes_student=True,
+)
+def _search(handle: EncoderHandle, ctx: StageContext, config: SearchStageConfig) -> StageOutput:
+    calibration = calibration_for(ctx, config.calibration)
+    texts, labels = ctx.data.train
+    subset = {ctx.data.name: (texts[: config.trial_examples], labels[: config.trial_examples])}
+    short = DistillConfig(
+        train={"epochs": config.trial_epochs, "lr": 5e-4, "progress": False, "seed": ctx.seed}
+    )
+    encoder_config = handle.model.encoder.config
+    head_dim = encoder_config.hidden_size // encoder_config.num_attention_heads
+    # BERT derives head width from hidden/heads: fixing the teacher's head width ties hidden to heads
+    base = PruneConfig(importance=config.importance, head_dim=head_dim)
+
+    def build(candidate: PruneConfig) -> EncoderHandle:
+        return prune_encoder(handle, candidate, calibration)
+
+    def score(candidate: EncoderHandle) -> float:
+        result = distill(candidate, handle, subset, short, {ctx.data.name: ctx.data.validation})
+        return float(result.state.best or 0.0)
+
+    def latency(candidate: EncoderHandle) -> float:
+        sample = ctx.data.validation[0][:16]
+        predict = lambda batch: candidate.predict(list(batch), ctx.data.name, batch_size=1)  # noqa: E731
+        return measure_latency(predict, sample, batch_size=1, iterations=10).p50_ms
+
+    settings = SearchConfig(**config.model_dump(include=set(SearchConfig.model_fields)))
+    result = search(build, score, settings, param_count(handle.model), latency, base)
+    pruned = prune_encoder(handle, result.best, calibration)
+    return StageOutput(pruned, "pruned", {"search_best_val_acc": result.best_score})

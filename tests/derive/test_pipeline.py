@@ -1,0 +1,98 @@
+"""The derive pipeline end to end on a tiny teacher and a small JSONL domain."""
+
+import json
+import random
+
+import pytest
+
+from fanbu.config import load_recipe
+from fanbu.derive.pipeline import DeriveRecipe, run_derive
+from fanbu.errors import ConfigError
+from fanbu.models import EncoderHandle
+from fanbu.models.artefact import Provenance
+from fanbu.registry import Registry
+
+WORDS = {"space": "orbit rocket nasa launch moon", "med": "doctor patient disease drug clinic"}
+
+
+def write_domain(path, n=60, seed=0):
+    rng = random.Random(seed)
+    with open(path, "w") as fh:
+        for _ in range(n):
+            label = rng.choice(sorted(WORDS))
+            words = rng.sample(WORDS[label].split(), 3) + [rng.choice(["the", "a", "and", "of"]) for _ in range(3)]
+            fh.write(json.dumps({"text": " ".join(words), "label": label}) + "\n")
+
+
+@pytest.fixture
+def setup(tmp_path):
+    write_domain(tmp_path / "sci.jsonl")
+    teacher = EncoderHandle.tiny(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
+    teacher.save(tmp_path / "teacher", Provenance(name="tiny"))
+    recipe = {
+        "teacher": str(tmp_path / "teacher"),
+        "max_length": 32,
+        "data": {"source": "files", "files": [{"name": "sci", "train": str(tmp_path / "sci.jsonl")}]},
+        "stages": [
+            {"finetune": {"train": {"epochs": 2, "lr": 1e-3, "progress": False}}},
+            {"prune": {"layers": 1, "heads": 2, "hidden": 16, "ffn": 0.5, "vocab": 200, "calibration": 32}},
+            {"distill": {"train": {"epochs": 2, "lr": 1e-3, "progress": False}}},
+            {"quantize": {"check_texts": 4}},
+        ],
+    }
+    return tmp_path, recipe
+
+
+def test_every_stage_is_registered_with_its_parent(setup):
+    tmp_path, raw = setup
+    recipe = DeriveRecipe.model_validate(raw)
+    registry = Registry.open(tmp_path / "home")
+    [result] = run_derive(recipe, registry)
+    chain = [registry.get_model(i) for i in result["models"]]
+    assert [m.name for m in chain] == ["sci.finetune", "sci.prune", "sci.distill", "sci.quantize"]
+    assert [m.relation for m in chain] == ["finetune", "pruned", "distilled", "quantized"]
+    for parent, child in zip(chain, chain[1:]):
+        assert child.parents == (parent.id,)
+    assert chain[0].parents == ("teacher:v0",)
+    assert chain[1].metadata["params"] < chain[0].metadata["params"]
+    assert {e.split for e in registry.evaluations(result["final"])} == {"validation", "test"}
+    assert 0.0 <= result["test"]["accuracy"] <= 1.0
+    assert (tmp_path / "home" / "runs" / registry.list_runs()[0].id / "recipe.resolved.yaml").is_file()
+    registry.close()
+
+
+def test_unknown_stage_and_bad_stage_settings_name_the_path(setup):
+    _, raw = setup
+    with pytest.raises(ConfigError, match=r"stages.1: unknown stage 'shrink'"):
+        load_recipe(DeriveRecipe, None, base={**raw, "stages": [{"finetune": {}}, {"shrink": {}}]})
+    with pytest.raises(ConfigError, match=r"stages.0.prune: layerz: unknown key"):
+        load_recipe(DeriveRecipe, None, base={**raw, "stages": [{"prune": {"layerz": 2}}]})
+
+
+def test_missing_champion_teacher_says_what_to_do(setup):
+    tmp_path, raw = setup
+    recipe = DeriveRecipe.model_validate({**raw, "teacher": "large"})
+    registry = Registry.open(tmp_path / "home2")
+    with pytest.raises(Exception, match="no champion of that name in the registry; run `fanbu demo` first"):
+        run_derive(recipe, registry)
+    assert registry.list_runs()[0].status == "failed"
+    registry.close()
+
+
+def test_teacher_spec_dispatch(tmp_path):
+    from fanbu.derive.pipeline import load_teacher, register_source
+    from fanbu.errors import RegistryError
+
+    registry = Registry.open(tmp_path)
+    with pytest.raises(RegistryError):
+        load_teacher("large:v7", registry, 32)
+    with pytest.raises(ConfigError, match="no champion of that name"):
+        load_teacher("large", registry, 32)
+    teacher = EncoderHandle.tiny()
+    teacher.save(tmp_path / "mine", Provenance())
+    handle, record = load_teacher(str(tmp_path / "mine"), registry, 32)
+    assert record is None and handle.max_length == 32
+    assert register_source(registry, "package:all-MiniLM-L6-v2") == "all-MiniLM-L6-v2:v0"
+    assert register_source(registry, "org/bert") == "org--bert:v0"
+    assert register_source(registry, "package:all-MiniLM-L6-v2") == "all-MiniLM-L6-v2:v0"  # registered once
+    registry.close()
