@@ -96,3 +96,19 @@ def test_teacher_spec_dispatch(tmp_path):
     assert register_source(registry, "org/bert") == "org--bert:v0"
     assert register_source(registry, "package:all-MiniLM-L6-v2") == "all-MiniLM-L6-v2:v0"  # registered once
     registry.close()
+
+
+def test_search_stage_picks_a_shape_under_the_budget(setup):
+    tmp_path, raw = setup
+    raw["stages"] = [
+        {"search": {"trials": 2, "budget": {"max_param_ratio": 0.95}, "trial_examples": 16, "trial_epochs": 1,
+                    "importance": "magnitude", "space": {"layers": [1], "heads": [2, 4], "ffn": [0.5], "vocab": [200]}}},
+        {"distill": {"train": {"epochs": 1, "progress": False}}},
+    ]
+    registry = Registry.open(tmp_path / "home")
+    [result] = run_derive(DeriveRecipe.model_validate(raw), registry)
+    searched = registry.get_model(result["models"][0])
+    assert searched.relation == "pruned"
+    teacher_params = EncoderHandle.load(tmp_path / "teacher").model.encoder.num_parameters()
+    assert searched.metadata["params"] < teacher_params
+    registry.close()
