@@ -36,7 +36,7 @@ TEACHER = "package:all-MiniLM-L6-v2"
 def bench_recipe(quick: bool) -> DeriveRecipe:
     """The derive recipe the bench runs (quick: capped data, same shapes)."""
     teacher_train = {"epochs": 2 if quick else 3, "batch_size": 16, "lr": 1e-4, "warmup_ratio": 0.06}
-    student_train = {"epochs": 8 if quick else 10, "batch_size": 16, "lr": 5e-4, "warmup_ratio": 0.06}
+    student_train = {"epochs": 3 if quick else 6, "batch_size": 16, "lr": 5e-4, "warmup_ratio": 0.06}
     data = DeriveData(max_train=600 if quick else None, max_validation=150 if quick else 300,
                       max_test=400 if quick else None, transfer="public")
     return DeriveRecipe(
@@ -45,7 +45,7 @@ def bench_recipe(quick: bool) -> DeriveRecipe:
         data=data,
         stages=[
             {"finetune": {"mode": "full", "train": teacher_train}},
-            {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 0.5, "vocab": 8000, "importance": "taylor",
+            {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 0.5, "vocab": 6000, "importance": "taylor",
                        "calibration": 256}},
             {"distill": {"temperature": 2.0, "alpha": 0.8, "hidden_weight": 1.0, "train": student_train}},
             {"quantize": {"int8": True, "onnx": True, "onnx_int8": True}},
