@@ -26,7 +26,7 @@ def test_every_command_has_help(args):
 def test_validate_prints_the_resolved_recipe():
     result = runner.invoke(app, ["validate", str(ROOT / "recipes" / "demo.yaml"), "train.epochs=7"])
     assert result.exit_code == 0, result.output
-    assert "epochs: 7" in result.output and "max_test: 300" in result.output
+    assert "epochs: 7" in result.output and "max_test: 200" in result.output
 
 
 def test_bad_recipe_exits_2_with_the_field_path(tmp_path):

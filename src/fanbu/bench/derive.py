@@ -28,7 +28,6 @@ from fanbu.evaluate.speed import measure_latency, measure_throughput, param_coun
 from fanbu.io import atomic_write_json
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import Registry
-from fanbu.train.config import TrainConfig
 
 TEACHER = "package:all-MiniLM-L6-v2"
 

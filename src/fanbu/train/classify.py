@@ -17,7 +17,7 @@ from fanbu.models.encoder import EncoderHandle
 from fanbu.train.batching import TaskData, TextPlan
 from fanbu.train.config import TrainConfig
 from fanbu.train.loop import Trainer, TrainResult
-from fanbu.train.strategy import Strategy, TaskLoss, classifier_forward
+from fanbu.train.strategy import ForwardFn, Strategy, TaskLoss, classifier_forward
 
 
 def evaluate_heads(
@@ -39,6 +39,7 @@ def train_heads(
     strategies: Sequence[Strategy] | None = None,
     checkpoint_dir: str | Path | None = None,
     description: str = "train",
+    forward: ForwardFn = classifier_forward,
 ) -> TrainResult:
     """Train ``handle``'s encoder and heads on every task in ``train`` (task name = head name).
 
@@ -50,11 +51,12 @@ def train_heads(
         strategies: Loss contributors; default ``[TaskLoss()]``.
         checkpoint_dir: Checkpoints for resume; ``None`` disables them.
         description: Progress-bar label.
+        forward: Maps (model, batch) to named outputs; strategies may need more than logits.
     """
     missing = [name for name in train if name not in handle.labels]
     if missing:
         raise ValueError(f"no head for tasks {missing}; add them with handle.add_head(name, label_names)")
-    tasks = [TaskData(name, list(texts), list(labels)) for name, (texts, labels) in train.items()]
+    tasks = [TaskData(name, list(texts), [int(y) for y in labels]) for name, (texts, labels) in train.items()]
     plan = TextPlan(tasks, handle.tokenize, batch_size=config.batch_size, seed=config.seed)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
@@ -68,7 +70,7 @@ def train_heads(
         plan,
         config,
         list(strategies) if strategies else [TaskLoss()],
-        forward=classifier_forward,
+        forward=forward,
         evaluate=evaluate if validation else None,
         checkpoint_dir=checkpoint_dir,
         description=description,

@@ -10,8 +10,6 @@ import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from torch import nn
-
 from fanbu.derive.distill.attention import AttentionDistillation
 from fanbu.derive.distill.config import DistillConfig
 from fanbu.derive.distill.forward import distill_forward
@@ -19,9 +17,8 @@ from fanbu.derive.distill.losses import UNLABELED, HiddenDistillation, LogitDist
 from fanbu.derive.distill.teacher import LiveTeacher, TeacherCache, TeacherOutputs
 from fanbu.errors import CheckpointError, DomainError, ModelError
 from fanbu.models.encoder import EncoderHandle
-from fanbu.train.batching import TaskData, TextPlan
-from fanbu.train.classify import evaluate_heads
-from fanbu.train.loop import Trainer, TrainResult
+from fanbu.train.classify import train_heads
+from fanbu.train.loop import TrainResult
 from fanbu.train.strategy import Strategy
 
 Pairs = tuple[Sequence[str], Sequence[int]]
@@ -150,23 +147,13 @@ def distill(
     texts = {task: list(pairs[0]) for task, pairs in train.items()}
     source = teacher_source(teacher, texts, config, cache, checkpoint_dir)
     strategies = distill_strategies(student, teacher, config, source)
-    tasks = [TaskData(task, texts[task], [int(y) for y in labels]) for task, (_, labels) in train.items()]
-    plan = TextPlan(tasks, student.tokenize, batch_size=config.train.batch_size, seed=config.train.seed)
-
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        results = evaluate_heads(student, validation or {})
-        metrics = {f"{task}.acc": r["accuracy"] for task, r in results.items()}
-        metrics["score"] = sum(r["accuracy"] for r in results.values()) / max(1, len(results))
-        return metrics
-
-    trainer = Trainer(
-        student.model,
-        plan,
+    return train_heads(
+        student,
+        train,
         config.train,
-        strategies,
-        forward=functools.partial(distill_forward, relations=config.attention_weight > 0),
-        evaluate=evaluate if validation else None,
+        validation,
+        strategies=strategies,
         checkpoint_dir=checkpoint_dir,
         description="distill",
+        forward=functools.partial(distill_forward, relations=config.attention_weight > 0),
     )
-    return trainer.fit()
