@@ -1,0 +1,21 @@
+"""反哺 / feed back: strategies that move the swarm's knowledge into the next large model, behind a gate."""
+
+from fanbu.feedback.base import (
+    STRATEGIES,
+    FeedbackContext,
+    Labeled,
+    StrategyInfo,
+    StrategyOutput,
+    get_strategy,
+    register_strategy,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "FeedbackContext",
+    "Labeled",
+    "StrategyInfo",
+    "StrategyOutput",
+    "get_strategy",
+    "register_strategy",
+]

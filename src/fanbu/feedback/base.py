@@ -1,0 +1,123 @@
+"""What every feedback strategy sees and returns, and the one registry of strategies.
+
+A strategy turns the current champion large model and the swarm of domain experts into a **candidate**
+large model. It may use the experts, the domains' public slices, unlabeled text and data collected
+while serving; never a domain's private slice (the context does not carry it) and never a held-out
+task's data (forgetting is measured there, by the gate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from fanbu.errors import ConfigError
+from fanbu.models.encoder import EncoderHandle
+
+Labeled = tuple[list[str], list[int]]  # (texts, label indices)
+
+
+@dataclass
+class FeedbackContext:
+    """The inputs of one feedback step.
+
+    Attributes:
+        large: The current champion, with one head per domain and per held-out task. Strategies
+            must not modify it in place: copy it (``copy.deepcopy``) before training.
+        experts: Domain name -> expert. Each expert has a head named after its domain whose label
+            order matches the large model's head of that name. Experts may differ in architecture
+            from ``large`` (pruned / distilled students) or share it (full fine-tunes, LoRA-merged).
+        public: Domain name -> its labelled public slice (what large v0 was trained on).
+        validation: Domain name -> a labelled validation slice for early stopping and selection.
+        unlabeled: Extra unlabelled text (for example collected while serving); may be empty.
+        work_dir: Scratch directory for checkpoints.
+        seed: Seeds every random choice.
+    """
+
+    large: EncoderHandle
+    experts: dict[str, EncoderHandle]
+    public: dict[str, Labeled]
+    validation: dict[str, Labeled] = field(default_factory=dict)
+    unlabeled: list[str] = field(default_factory=list)
+    work_dir: Path = Path(".")
+    seed: int = 0
+
+    @property
+    def domains(self) -> list[str]:
+        """The feedback domains (those with an expert), in a stable order."""
+        return sorted(self.experts)
+
+    def transfer_texts(self, domain: str | None = None) -> list[str]:
+        """Texts a strategy may label with the experts: the public slices plus unlabeled text."""
+        names = [domain] if domain is not None else sorted(self.public)
+        texts = [t for name in names for t in self.public.get(name, ([], []))[0]]
+        return texts + (list(self.unlabeled) if domain is None else [])
+
+
+@dataclass
+class StrategyOutput:
+    """A strategy's candidate and what it measured on the way."""
+
+    handle: EncoderHandle
+    relation: str  # lineage relation to the champion: distill / merge / moe / finetune
+    metrics: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # e.g. which experts were selected and why
+
+
+StrategyFn = Callable[[FeedbackContext, Any], StrategyOutput]
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """One registered strategy."""
+
+    name: str
+    summary: str
+    reference: str
+    config: type[BaseModel]
+    run: StrategyFn
+
+
+STRATEGIES: dict[str, StrategyInfo] = {}
+
+
+def register_strategy(
+    name: str, summary: str, reference: str, config: type[BaseModel]
+) -> Callable[[StrategyFn], StrategyFn]:
+    """Register a strategy function under ``name`` (one call per strategy)."""
+
+    def wrap(fn: StrategyFn) -> StrategyFn:
+        if name in STRATEGIES:
+            raise ValueError(f"feedback strategy {name!r} is registered twice")
+        STRATEGIES[name] = StrategyInfo(name, summary, reference, config, fn)
+        return fn
+
+    return wrap
+
+
+def get_strategy(name: str) -> StrategyInfo:
+    """The registered strategy ``name``, or a ConfigError listing the known ones."""
+    if name not in STRATEGIES:
+        known = ", ".join(sorted(STRATEGIES)) or "none registered"
+        raise ConfigError(f"unknown feedback strategy {name!r}; known: {known}")
+    return STRATEGIES[name]
+
+
+def check_experts(ctx: FeedbackContext, what: str) -> None:
+    """Every expert must have its domain's head with the large model's label order."""
+    if not ctx.experts:
+        raise ConfigError(f"{what}: the swarm is empty; derive at least one expert first")
+    for name, expert in ctx.experts.items():
+        if name not in expert.labels:
+            raise ConfigError(f"{what}: expert {name!r} has no head {name!r} (heads: {sorted(expert.labels)})")
+        if name not in ctx.large.labels:
+            raise ConfigError(f"{what}: the large model has no head {name!r}; add it before feeding back")
+        if list(expert.labels[name]) != list(ctx.large.labels[name]):
+            raise ConfigError(
+                f"{what}: expert {name!r} labels {expert.labels[name]} differ from the large model's "
+                f"{ctx.large.labels[name]}"
+            )
