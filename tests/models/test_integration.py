@@ -36,3 +36,15 @@ def test_packaged_smollm2_gguf_gives_finite_logits() -> None:
     assert logits.shape[:2] == batch["input_ids"].shape
     assert torch.isfinite(logits).all()
     assert not getattr(handle.model, "is_quantized", False)  # dense float32: trainable and saveable
+
+
+def test_fast_tokenization_matches_hugging_face_on_real_posts() -> None:
+    from fanbu.data.builtin import newsgroups20_domains
+    from fanbu.models.tokenize import encode_texts
+
+    handle = EncoderHandle.from_source("package:all-MiniLM-L6-v2", max_length=128)
+    texts = list(newsgroups20_domains()[0].train.texts[:300])
+    for max_length in (128, 256):
+        ids, mask = encode_texts(handle.tokenizer, texts, max_length)
+        ref = handle.tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        assert (ids == ref["input_ids"]).all() and (mask == ref["attention_mask"]).all()

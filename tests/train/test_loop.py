@@ -196,3 +196,19 @@ def test_strategy_modules_are_trained_and_checkpointed(toy_data, tmp_path):
     assert not torch.equal(before, strategy.projection.weight)
     saved = latest_checkpoint(tmp_path) / "strategy-proj.safetensors"
     assert saved.is_file()
+
+
+def test_group_by_length_batches_similar_lengths_and_covers_every_example():
+    texts = ["x " * n for n in range(1, 200)]
+    task = TaskData("a", texts, [n % 2 for n in range(1, 200)])
+    plain = TextPlan([task], tokenize, batch_size=8, seed=3)
+    grouped = TextPlan([task], tokenize, batch_size=8, seed=3, group_by_length=True)
+    first = grouped.schedule(0)
+    assert first == grouped.schedule(0) and first != grouped.schedule(1)
+    assert sorted(i for item in first for i in item.indices) == list(range(199))
+
+    def spread(items):  # mean (longest - shortest) length within a batch
+        return sum(max(len(texts[i]) for i in it.indices) - min(len(texts[i]) for i in it.indices)
+                   for it in items) / len(items)
+
+    assert spread(first) < spread(plain.schedule(0)) / 3

@@ -35,7 +35,8 @@ def scratch_like(student: EncoderHandle, seed: int = 0) -> EncoderHandle:
         torch.manual_seed(seed)
         encoder = AutoModel.from_config(config)
         model = EncoderClassifier(encoder, {h: len(n) for h, n in student.labels.items()}, student.model.dropout.p)
-    return EncoderHandle(model, student.tokenizer, student.labels, student.max_length)
+    return EncoderHandle(model, student.tokenizer, student.labels, student.max_length,
+                         truncation=student.truncation)
 
 
 def scratch_accuracy(

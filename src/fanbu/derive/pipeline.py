@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from torch import nn
@@ -25,6 +25,7 @@ from fanbu.evaluate.speed import param_count
 from fanbu.execute import ExecutorConfig, make_executor
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
+from fanbu.models.tokenize import Truncation
 from fanbu.registry import Registry
 
 DEFAULT_STAGES: list[Any] = [
@@ -44,6 +45,9 @@ class DeriveRecipe(Strict):
         "(package:NAME, a directory, a hub id).",
     )
     max_length: int = Field(128, ge=8, description="Tokens per text for teacher and students.")
+    truncation: Literal["head", "head_tail"] = Field(
+        "head", description="Which tokens of a long text to keep: its head, or its head and its tail (half each)."
+    )
     data: DeriveData = Field(default_factory=DeriveData)
     stages: list[Any] = Field(
         default_factory=lambda: list(DEFAULT_STAGES), description="[{stage: {settings}}, ...]"
@@ -87,7 +91,9 @@ def keep_head(handle: EncoderHandle, name: str, label_names: tuple[str, ...]) ->
     return handle
 
 
-def load_teacher(spec: str, registry: Registry, max_length: int) -> tuple[EncoderHandle, str | None]:
+def load_teacher(
+    spec: str, registry: Registry, max_length: int, truncation: Truncation = "head"
+) -> tuple[EncoderHandle, str | None]:
     """Load the teacher from the registry (id or champion of a name) or from a model source."""
     record = None
     is_source = spec.startswith("package:") or "/" in spec or Path(spec).exists()
@@ -102,9 +108,11 @@ def load_teacher(spec: str, registry: Registry, max_length: int) -> tuple[Encode
             )
     if record is not None:
         handle = EncoderHandle.load(record.path)
-        handle.max_length = max_length
+        handle.max_length, handle.truncation = max_length, truncation
         return handle, record.id
-    return EncoderHandle.from_source(spec, max_length=max_length), None
+    handle = EncoderHandle.from_source(spec, max_length=max_length)
+    handle.truncation = truncation
+    return handle, None
 
 
 def register_source(registry: Registry, spec: str) -> str:
@@ -130,7 +138,7 @@ def derive_domain(job: DomainJob) -> dict[str, Any]:
     registry = Registry(job.db_url, Path(job.home))
     try:
         data = load_domain_data(recipe.data, job.domain)
-        handle, parent = load_teacher(recipe.teacher, registry, recipe.max_length)
+        handle, parent = load_teacher(recipe.teacher, registry, recipe.max_length, recipe.truncation)
         parent = parent or register_source(registry, recipe.teacher)
         handle = keep_head(handle, data.name, data.label_names)
         teacher: EncoderHandle | None = None

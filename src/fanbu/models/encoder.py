@@ -30,6 +30,7 @@ from fanbu.models.sources import (
     resolve_source,
 )
 from fanbu.models.tiny import tiny_tokenizer
+from fanbu.models.tokenize import TRUNCATIONS, Truncation, encode_texts, length_order
 
 HEADS_FILE = "heads.safetensors"
 HANDLE_FILE = "handle.json"
@@ -84,18 +85,11 @@ class EncoderClassifier(nn.Module):
 
 
 def tokenize_texts(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
+    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, truncation: Truncation = "head"
 ) -> dict[str, Tensor]:
     """Pad and truncate ``texts`` to ``max_length``: ids and attention mask, each ``(batch, seq)``."""
-    if isinstance(texts, str):
-        raise ModelError("pass a list of texts, not a single string (wrap it: [text])")
-    if len(texts) == 0:
-        raise ModelError("no texts to tokenize; pass at least one")
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise ModelError(f"text {index} is a {type(text).__name__}, not a str; convert it first")
-    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    ids, mask = encode_texts(tokenizer, texts, max_length, truncation)
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
 
 class EncoderHandle:
@@ -110,11 +104,15 @@ class EncoderHandle:
         labels: Mapping[str, Sequence[str]] | None = None,
         max_length: int = 256,
         provenance: Provenance | None = None,
+        truncation: Truncation = "head",
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.labels: dict[str, list[str]] = {name: list(names) for name, names in (labels or {}).items()}
         self.max_length = max_length
+        if truncation not in TRUNCATIONS:
+            raise ModelError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+        self.truncation: Truncation = truncation
         self.provenance = provenance
         missing = sorted(set(model.heads) ^ set(self.labels))
         if missing:
@@ -174,7 +172,7 @@ class EncoderHandle:
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
         """Padded, truncated ``input_ids`` and ``attention_mask``, each ``(batch, seq)``."""
-        return tokenize_texts(self.tokenizer, texts, self.max_length)
+        return tokenize_texts(self.tokenizer, texts, self.max_length, self.truncation)
 
     def predict_proba(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
         """Class probabilities ``(n, num_labels)`` in eval mode without gradients."""
@@ -187,18 +185,22 @@ class EncoderHandle:
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
+        order = length_order(texts)  # longest first: batches of similar length pad little
+        ordered = [texts[i] for i in order]
         chunks = []
         try:
             with torch.no_grad():
-                for start in range(0, len(texts), batch_size):
+                for start in range(0, len(ordered), batch_size):
                     batch = {
-                        k: v.to(device) for k, v in self.tokenize(texts[start : start + batch_size]).items()
+                        k: v.to(device) for k, v in self.tokenize(ordered[start : start + batch_size]).items()
                     }
                     logits = self.model(**batch, head=head)  # (batch, num_labels)
                     chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
         finally:
             self.model.train(was_training)
-        return np.concatenate(chunks)
+        probs = np.empty((len(texts), len(self.labels[head])), dtype=np.float32)
+        probs[order] = np.concatenate(chunks)
+        return probs
 
     def predict(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
         """Predicted label indices ``(n,)``."""
@@ -212,7 +214,8 @@ class EncoderHandle:
                 state = {k: v.detach().contiguous().cpu() for k, v in self.model.heads.state_dict().items()}
                 save_file(state, str(tmp / HEADS_FILE))
             self.tokenizer.save_pretrained(tmp)
-            settings = {"max_length": self.max_length, "dropout": self.model.dropout.p, "labels": self.labels}
+            settings = {"max_length": self.max_length, "truncation": self.truncation,
+                        "dropout": self.model.dropout.p, "labels": self.labels}
             atomic_write_json(tmp / HANDLE_FILE, settings)
             write_provenance(tmp, provenance, self.kind)
         self.provenance = provenance
@@ -238,7 +241,7 @@ class EncoderHandle:
                 raise ModelError(
                     f"{directory / HEADS_FILE}: does not match {HANDLE_FILE} ({exc}); re-save"
                 ) from None
-        return cls(model, tokenizer, labels, settings["max_length"], provenance)
+        return cls(model, tokenizer, labels, settings["max_length"], provenance, settings.get("truncation", "head"))
 
 
 def _read_settings(directory: Path) -> dict[str, Any]:

@@ -65,7 +65,11 @@ class TextPlan:
         batch_size: Examples per batch (the last batch of a task may be smaller).
         seed: Seeds the shuffling; epoch ``e`` uses ``(seed, e)``.
         shuffle: Shuffle examples and interleave tasks; off gives a fixed task-by-task order.
+        group_by_length: Within shuffled windows of ``batch_size * 32`` examples, batch texts of
+            similar length together (batches still come in random order), so that little is padded.
     """
+
+    GROUP_WINDOW = 32  # batches per window sorted by length
 
     def __init__(
         self,
@@ -74,6 +78,7 @@ class TextPlan:
         batch_size: int,
         seed: int = 0,
         shuffle: bool = True,
+        group_by_length: bool = False,
     ) -> None:
         if not tasks:
             raise ValueError("a batch plan needs at least one task")
@@ -84,6 +89,8 @@ class TextPlan:
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
+        self.group_by_length = group_by_length
+        self._lengths = {t.name: np.array([len(x) for x in t.texts]) for t in tasks} if group_by_length else {}
 
     def __len__(self) -> int:
         return sum(-(-len(t.texts) // self.batch_size) for t in self.tasks.values())
@@ -93,6 +100,13 @@ class TextPlan:
         items: list[PlanItem] = []
         for task in self.tasks.values():
             order = rng.permutation(len(task.texts)) if self.shuffle else np.arange(len(task.texts))
+            if self.group_by_length:
+                window = self.batch_size * self.GROUP_WINDOW
+                lengths = self._lengths[task.name]
+                order = np.concatenate([
+                    chunk[np.argsort(-lengths[chunk], kind="stable")]
+                    for chunk in np.split(order, range(window, len(order), window))
+                ])
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start : start + self.batch_size]
                 items.append(PlanItem(task.name, tuple(int(i) for i in chunk)))

@@ -57,7 +57,8 @@ def train_heads(
     if missing:
         raise ValueError(f"no head for tasks {missing}; add them with handle.add_head(name, label_names)")
     tasks = [TaskData(name, list(texts), [int(y) for y in labels]) for name, (texts, labels) in train.items()]
-    plan = TextPlan(tasks, handle.tokenize, batch_size=config.batch_size, seed=config.seed)
+    plan = TextPlan(tasks, handle.tokenize, batch_size=config.batch_size, seed=config.seed,
+                    group_by_length=config.group_by_length)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         results = evaluate_heads(handle, validation or {})

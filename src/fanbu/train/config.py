@@ -21,6 +21,9 @@ class TrainConfig(Strict):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
     grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimiser step.")
     seed: int = Field(0, description="Seeds batch order, dropout and initialisation.")
+    group_by_length: bool = Field(
+        False, description="Batch texts of similar length together (less padding, faster; order stays random)."
+    )
     eval_every: int | None = Field(
         None, ge=1, description="Evaluate every N optimiser steps; null: at the end of each epoch."
     )

@@ -52,7 +52,7 @@ def teacher_fingerprint(teacher: EncoderHandle) -> str:
             continue
         tensor = value.dequantize() if value.is_quantized else value
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    digest.update(sha256_json([teacher.max_length, sorted(teacher.tokenizer.get_vocab().items())]).encode())
+    digest.update(sha256_json([teacher.max_length, teacher.truncation, sorted(teacher.tokenizer.get_vocab().items())]).encode())
     return digest.hexdigest()
 
 

@@ -109,6 +109,7 @@ def save_adapter(handle: EncoderHandle, path: str | Path, provenance: Provenance
         handle.tokenizer.save_pretrained(tmp)
         settings = {
             "max_length": handle.max_length,
+            "truncation": handle.truncation,
             "dropout": handle.model.dropout.p,
             "labels": handle.labels,
             "adapter": ADAPTER_CONFIG,
@@ -150,4 +151,5 @@ def load_adapter(base: EncoderHandle, path: str | Path) -> EncoderHandle:
             ) from None
     model.to(next(base.model.parameters()).device)
     tokenizer = AutoTokenizer.from_pretrained(str(directory))
-    return EncoderHandle(model, tokenizer, labels, settings["max_length"], provenance)
+    return EncoderHandle(model, tokenizer, labels, settings["max_length"], provenance,
+                         settings.get("truncation", "head"))

@@ -104,6 +104,7 @@ def finetune_causal_lm(
         handle.tokenize,
         batch_size=config.train.batch_size,
         seed=config.train.seed,
+        group_by_length=config.train.group_by_length,
     )
     if config.mode == "lora":
         handle.model = add_lora(handle.model, config.lora, task_type="CAUSAL_LM")

@@ -77,7 +77,7 @@ def shrink_encoder(
     )
     model.train(old.training)
     new_tokenizer = tokenizer if tokenizer is not None else copy.deepcopy(handle.tokenizer)
-    return EncoderHandle(model, new_tokenizer, handle.labels, handle.max_length)
+    return EncoderHandle(model, new_tokenizer, handle.labels, handle.max_length, truncation=handle.truncation)
 
 
 def _round(

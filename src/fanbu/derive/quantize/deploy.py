@@ -127,6 +127,7 @@ def save_deployment(
             "deployable": ONNX_INT8_FILE if config.onnx_int8 else ONNX_FILE if config.onnx else None,
             "labels": handle.labels,
             "max_length": handle.max_length,
+            "truncation": handle.truncation,
             "config": config.model_dump(),
             "opset": graph_opset(tmp / ONNX_FILE) if config.onnx else None,
             "check_texts": len(texts),

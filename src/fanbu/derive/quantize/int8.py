@@ -30,7 +30,8 @@ def quantize_int8(handle: EncoderHandle) -> EncoderHandle:
         )
         warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated", category=UserWarning)
         quantized = quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
-    return EncoderHandle(quantized, handle.tokenizer, handle.labels, handle.max_length, handle.provenance)
+    return EncoderHandle(quantized, handle.tokenizer, handle.labels, handle.max_length, handle.provenance,
+                         handle.truncation)
 
 
 def is_int8(module: nn.Module) -> bool:

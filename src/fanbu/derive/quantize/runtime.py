@@ -14,7 +14,8 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from fanbu.derive.quantize.graph import OUTPUT_PREFIX, open_session, session_heads
 from fanbu.derive.quantize.manifest import read_manifest, verified_file
 from fanbu.errors import ModelError
-from fanbu.models.encoder import EncoderHandle, tokenize_texts
+from fanbu.models.encoder import EncoderHandle
+from fanbu.models.tokenize import Truncation, encode_texts, length_order
 
 
 class Predictor(Protocol):
@@ -36,11 +37,13 @@ class OnnxClassifier:
         tokenizer: PreTrainedTokenizerBase,
         labels: Mapping[str, Sequence[str]],
         max_length: int,
+        truncation: Truncation = "head",
     ) -> None:
         self.session = session
         self.tokenizer = tokenizer
         self.labels = {name: list(names) for name, names in labels.items()}
         self.max_length = max_length
+        self.truncation: Truncation = truncation
         graph_heads = set(session_heads(session, "the ONNX graph"))
         missing = sorted(set(self.labels) - graph_heads)
         if missing:
@@ -69,7 +72,8 @@ class OnnxClassifier:
         path = verified_file(directory, manifest, name)
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
         return cls(
-            open_session(path, intra_op_threads), tokenizer, manifest["labels"], manifest["max_length"]
+            open_session(path, intra_op_threads), tokenizer, manifest["labels"], manifest["max_length"],
+            manifest.get("truncation", "head"),
         )
 
     @classmethod
@@ -84,7 +88,8 @@ class OnnxClassifier:
             raise ModelError(
                 f"{path}: graph has heads {unknown} that the handle lacks; export from this handle"
             )
-        return cls(session, handle.tokenizer, {h: handle.labels[h] for h in heads}, handle.max_length)
+        return cls(session, handle.tokenizer, {h: handle.labels[h] for h in heads}, handle.max_length,
+                   handle.truncation)
 
     def predict_proba(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
         """Class probabilities ``(n, num_labels)``."""
@@ -94,13 +99,17 @@ class OnnxClassifier:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         if len(texts) == 0:
             return np.zeros((0, len(self.labels[head])), dtype=np.float32)
+        order = length_order(texts)  # longest first: batches of similar length pad little
+        ordered = [texts[i] for i in order]
         chunks = []
-        for start in range(0, len(texts), batch_size):
-            enc = tokenize_texts(self.tokenizer, texts[start : start + batch_size], self.max_length)
-            feed = {k: v.numpy().astype(np.int64) for k, v in enc.items()}  # each (batch, seq)
-            (logits,) = self.session.run([OUTPUT_PREFIX + head], feed)  # (batch, num_labels)
-            chunks.append(_softmax(logits))
-        return np.concatenate(chunks).astype(np.float32)
+        for start in range(0, len(ordered), batch_size):
+            ids, mask = encode_texts(self.tokenizer, ordered[start : start + batch_size], self.max_length,
+                                     self.truncation)  # each (batch, seq)
+            (logits,) = self.session.run([OUTPUT_PREFIX + head], {"input_ids": ids, "attention_mask": mask})
+            chunks.append(_softmax(logits))  # (batch, num_labels)
+        probs = np.empty((len(texts), len(self.labels[head])), dtype=np.float32)
+        probs[order] = np.concatenate(chunks)
+        return probs
 
     def predict(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
         """Predicted label indices ``(n,)``."""
