@@ -132,12 +132,74 @@ def bench_derive(
     quick: Annotated[bool, typer.Option("--quick", help="Capped data; finishes within 20 minutes on 2 cores.")] = False,
     domains: Annotated[list[str] | None, typer.Option("--domain", help="Only these domains (repeatable).")] = None,
     home: Annotated[Path | None, typer.Option(help="Keep the bench's registry and models here.")] = None,
+    lm: Annotated[bool, typer.Option("--lm", help="Also SmolLM2-135M pruned to 10 layers and distilled per BBC "
+                                                  "category (slower).")] = False,
 ) -> None:
     """Students vs teachers, from-scratch students and TF-IDF on the 20 Newsgroups domains."""
     from fanbu.bench.derive import run_bench
 
-    run_bench(quick, out, console, home=home, domains=domains)
+    run_bench(quick, out, console, home=home, domains=domains, lm=lm)
     console.print(f"results written to {out}")
+
+
+@bench_app.command("serve")
+@friendly
+def bench_serve(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-serve.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="Capped data and load; one domain.")] = False,
+    domain: Annotated[str, typer.Option("--domain", help="The 20 Newsgroups domain to serve.")] = "rec",
+    home: Annotated[Path | None, typer.Option(help="Keep the bench's registry, models and logs here.")] = None,
+) -> None:
+    """Small int8 vs large model behind a real server: throughput, latency, cascade, kill -9."""
+    from fanbu.bench.serve import run_bench as run_serve_bench
+
+    run_serve_bench(quick, out, console, home=home, domain=domain)
+    console.print(f"results written to {out}")
+
+
+@app.command()
+@friendly
+def serve(
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. port=8080")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A serve config YAML.")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """Serve registered models and cascades over HTTP (token auth, loopback); log every prediction."""
+    from fanbu.serve import ServeConfig
+    from fanbu.serve import serve as run_server
+
+    resolved = load_recipe(ServeConfig, config, overrides or [])
+    registry = _registry(home, db)
+    try:
+        run_server(resolved, registry, console)
+    finally:
+        registry.close()
+
+
+@app.command()
+@friendly
+def collect(
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. quota=500")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="A curation config YAML.")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """Curate the serving logs into a versioned, fingerprinted dataset in the registry."""
+    from fanbu.collect import CurateConfig, curate
+
+    resolved = load_recipe(CurateConfig, config, overrides or [])
+    registry = _registry(home, db)
+    try:
+        record, counts = curate(registry, resolved)
+    finally:
+        registry.close()
+    table = Table("domain", "human", "pseudo", "hard", "unlabeled")
+    for name, row in counts["domains"].items():
+        table.add_row(name, *(str(row[k]) for k in ("human", "pseudo", "hard", "unlabeled")))
+    console.print(table)
+    console.print(f"dataset {record.id} ({record.n_rows} labelled rows) at {record.source}; "
+                  f"{counts['skipped_hash_only']} hash-only logs skipped", highlight=False)
 
 
 @app.command()
@@ -179,6 +241,24 @@ def models(
         console.print(table)
     finally:
         registry.close()
+
+
+@app.command()
+@friendly
+def rollback(
+    name: Annotated[str, typer.Option(help="The model name whose champion is rolled back.")] = "large",
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """Restore the previous champion: the current one is marked rejected, the one it replaced is champion."""
+    from fanbu.feedback.gate import rollback as roll_back
+
+    registry = _registry(home, db)
+    try:
+        result = roll_back(registry, name)
+    finally:
+        registry.close()
+    console.print(f"rolled back {name}: {result.restored.id} is champion again; {result.retired.id} is rejected")
 
 
 @app.command()

@@ -7,6 +7,7 @@ public unlabeled text (``transfer``) on which only the teacher's soft labels app
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +39,9 @@ class DeriveData(Strict):
     max_test: int | None = Field(None, ge=1, description="Cap on test examples per domain.")
     transfer: Literal["none", "public"] = Field(
         "none", description="Extra unlabeled distillation text: none, or every domain's public slice."
+    )
+    max_transfer: int | None = Field(
+        None, ge=1, description="Cap on transfer texts: the domain's own public slice first, then the others in turn."
     )
 
     @model_validator(mode="after")
@@ -99,7 +103,10 @@ def load_domain_data(settings: DeriveData, name: str) -> DomainData:
     train = _pairs(private, settings.max_train, settings.seed)
     transfer: tuple[str, ...] = ()
     if settings.transfer == "public":
-        transfer = tuple(t for d in bench.domains for t in bench.public(d.name).texts)
+        others = [bench.public(d.name).texts for d in bench.domains if d.name != name]
+        interleaved = [t for group in itertools.zip_longest(*others) for t in group if t is not None]
+        own = bench.public(name).texts if any(d.name == name for d in bench.domains) else ()
+        transfer = tuple([*own, *interleaved][: settings.max_transfer])
     return DomainData(
         name=name,
         label_names=domain.label_names,

@@ -142,6 +142,7 @@ def distill_causal_lm(
         student.tokenize,
         batch_size=config.train.batch_size,
         seed=config.train.seed,
+        group_by_length=config.train.group_by_length,
     )
     strategies: list[Strategy] = []
     if config.alpha < 1:

@@ -21,6 +21,7 @@ from torch import Tensor
 from fanbu.errors import CheckpointError, ModelError
 from fanbu.io import atomic_write_bytes, sha256_json
 from fanbu.models.encoder import EncoderHandle
+from fanbu.models.tokenize import length_order
 
 CACHE_FORMAT = "1"
 
@@ -120,13 +121,16 @@ class TeacherCache:
         for task, texts in tasks.items():
             if len(texts) == 0:
                 raise ModelError(f"task {task!r} has no texts to run the teacher on; drop it or add texts")
+            order = length_order(texts)  # longest first: batches of similar length pad little
+            ordered = [texts[i] for i in order]
             chunks = [
-                teacher_forward(teacher, task, texts[i : i + batch_size])
-                for i in range(0, len(texts), batch_size)
+                teacher_forward(teacher, task, ordered[i : i + batch_size])
+                for i in range(0, len(ordered), batch_size)
             ]
-            logits[task] = torch.cat([c[0] for c in chunks]).cpu()  # (n, labels)
+            back = torch.from_numpy(order.argsort())  # sorted position of each original example
+            logits[task] = torch.cat([c[0] for c in chunks]).cpu()[back]  # (n, labels)
             if hidden:
-                pooled[task] = torch.cat([c[1] for c in chunks]).cpu()  # (n, hidden)
+                pooled[task] = torch.cat([c[1] for c in chunks]).cpu()[back]  # (n, hidden)
         fingerprints = {task: texts_fingerprint(texts) for task, texts in tasks.items()}
         return cls(logits, pooled, fingerprints, teacher_fingerprint(teacher))
 
