@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fanbu.errors import ModelError
+
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
@@ -88,6 +90,25 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, recorded_in: str, remedy: str) -> None:
+    """Raise :class:`ModelError` unless ``path`` exists and hashes to ``expected``.
+
+    Args:
+        path: The file to check.
+        expected: Its sha256 as recorded when it was written.
+        recorded_in: Where ``expected`` was recorded (named in the message).
+        remedy: What the user should do about a missing or damaged file.
+    """
+    if not path.is_file():
+        raise ModelError(f"{path}: listed in {recorded_in} but missing; {remedy}")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelError(
+            f"{path}: corrupt or truncated (sha256 {actual[:12]}… differs from {expected[:12]}… recorded in "
+            f"{recorded_in}); {remedy}"
+        )
 
 
 def sha256_json(obj: Any) -> str:

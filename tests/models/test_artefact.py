@@ -84,7 +84,7 @@ def test_damaged_weights_name_the_file(
     else:
         data[len(data) // 2] ^= 0xFF
     weights.write_bytes(bytes(data))
-    expected = rf"{re.escape(str(weights))}: weights file is corrupt or truncated .*re-save"
+    expected = rf"{re.escape(str(weights))}: corrupt or truncated .*re-save"
     with pytest.raises(ModelError, match=expected):
         verify_weights(out)
     with pytest.raises(ModelError, match=expected):
@@ -112,7 +112,7 @@ def test_missing_weights_file_is_reported(
     out = encoder.save(tmp_path / "enc", provenance)
     (out / "model.safetensors").unlink()
     with pytest.raises(
-        ModelError, match=r"model\.safetensors: weights file listed in fanbu\.json is missing"
+        ModelError, match=r"model\.safetensors: listed in fanbu\.json but missing"
     ):
         verify_weights(out)
 

@@ -23,7 +23,7 @@ from safetensors import SafetensorError, safe_open
 import fanbu
 from fanbu.config import RESOLVED_RECIPE
 from fanbu.errors import ModelError
-from fanbu.io import atomic_directory, atomic_write_json, atomic_write_text, sha256_file
+from fanbu.io import atomic_directory, atomic_write_json, atomic_write_text, sha256_file, verify_sha256
 
 if TYPE_CHECKING:
     from fanbu.models.adapter import ModuleHandle
@@ -132,14 +132,7 @@ def verify_weights(directory: Path) -> None:
     weights = _read_record(directory)["weights"]
     for name, expected in sorted(weights.items()):
         path = directory / name
-        if not path.is_file():
-            raise ModelError(f"{path}: weights file listed in {FANBU_JSON} is missing; restore it or re-save")
-        actual = sha256_file(path)
-        if actual != expected:
-            raise ModelError(
-                f"{path}: weights file is corrupt or truncated (sha256 {actual[:12]}… differs from "
-                f"{expected[:12]}… recorded in {FANBU_JSON}); re-save the model or restore the file"
-            )
+        verify_sha256(path, expected, FANBU_JSON, "re-save the model or restore the file")
         check_safetensors(path)
 
 

@@ -105,7 +105,7 @@ def test_corrupt_or_missing_files_are_reported(deployment: Deployment, tmp_path:
     with pytest.raises(ModelError, match="model.int8.onnx: corrupt or truncated .*run save_deployment again"):
         load_deployment(copy, "onnx_int8")
     (copy / "model.onnx").unlink()
-    with pytest.raises(ModelError, match="model.onnx: missing; restore it or run save_deployment again"):
+    with pytest.raises(ModelError, match="model.onnx: listed in deployment.json but missing; restore the file or run save_deployment again"):
         load_deployment(copy, "onnx")
     with pytest.raises(ModelError, match="unknown runtime 'tflite'; pick one of onnx_int8, onnx"):
         load_deployment(copy, "tflite")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fanbu.errors import ModelError
-from fanbu.io import atomic_write_json, sha256_file
+from fanbu.io import atomic_write_json, sha256_file, verify_sha256
 
 DEPLOYMENT_JSON = "deployment.json"
 ONNX_FILE = "model.onnx"
@@ -65,12 +65,5 @@ def verified_file(directory: str | Path, manifest: dict[str, Any], name: str) ->
     expected = manifest["sha256"].get(name)
     if expected is None:
         raise ModelError(f"{path}: not part of this deployment ({DEPLOYMENT_JSON} lists no sha256 for it)")
-    if not path.is_file():
-        raise ModelError(f"{path}: missing; restore it or run save_deployment again")
-    actual = sha256_file(path)
-    if actual != expected:
-        raise ModelError(
-            f"{path}: corrupt or truncated (sha256 {actual[:12]}… differs from {expected[:12]}… recorded in "
-            f"{DEPLOYMENT_JSON}); restore the file or run save_deployment again"
-        )
+    verify_sha256(path, expected, DEPLOYMENT_JSON, "restore the file or run save_deployment again")
     return path
