@@ -50,7 +50,7 @@ class LMBenchSettings(Strict):
 
 
 def lm_settings(quick: bool) -> LMBenchSettings:
-    return LMBenchSettings(max_docs=120, max_test=30, steps=30) if quick else LMBenchSettings()
+    return LMBenchSettings(max_docs=100, max_test=20, steps=16, batch_size=4) if quick else LMBenchSettings()
 
 
 def _train(steps: int, batch_size: int, lr: float, seed: int) -> TrainConfig:

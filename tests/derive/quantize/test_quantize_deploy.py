@@ -129,7 +129,7 @@ def test_bad_inputs_to_save_deployment(handle: EncoderHandle, texts: list[str], 
 def test_failed_parity_leaves_no_directory(
     handle: EncoderHandle, exported: Path, texts: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(deploy_module, "export_onnx", lambda h, path, opset: shutil.copy(exported, path))
+    monkeypatch.setattr(deploy_module, "export_onnx", lambda h, path, opset, exporter: shutil.copy(exported, path))
     monkeypatch.setattr(deploy_module, "onnx_max_diffs", lambda h, path, t: {"topic": 0.5, "sentiment": 0.0})
     config = QuantizeConfig(int8=False, onnx_int8=False)
     with pytest.raises(OnnxParityError, match="head 'topic' differs from PyTorch by 0.5 > atol 0.0001"):

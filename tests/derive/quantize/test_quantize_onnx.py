@@ -144,3 +144,21 @@ def test_graph_with_heads_the_handle_lacks_is_refused(exported: Path, texts: lis
     other.add_head("topic", ["a", "b", "c"])
     with pytest.raises(ModelError, match=r"graph has heads \['sentiment'\] that the handle lacks"):
         check_onnx(other, exported, texts)
+
+
+@pytest.mark.parametrize("exporter", ["fused", "dynamo"])
+def test_both_exporters_match_pytorch_and_only_fused_has_attention_kernels(
+    handle: EncoderHandle, texts: list[str], tmp_path: Path, exporter: str
+) -> None:
+    path = export_onnx(handle, tmp_path / f"{exporter}.onnx", exporter=exporter)  # type: ignore[arg-type]
+    assert check_onnx(handle, path, texts, atol=1e-4) <= 1e-4
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert ("Attention" in ops) == (exporter == "fused")
+    int8 = quantize_onnx_int8(path, tmp_path / f"{exporter}.int8.onnx")
+    probs = OnnxClassifier.from_handle(handle, int8).predict_proba(texts, "topic")
+    assert probs.shape == (len(texts), 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_unknown_exporter_is_refused(handle: EncoderHandle, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="exporter must be"):
+        export_onnx(handle, tmp_path / "x.onnx", exporter="torchscript")  # type: ignore[arg-type]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from onnx.defs import onnx_opset_version
 from pydantic import Field, model_validator
 
@@ -22,6 +24,11 @@ class QuantizeConfig(Strict):
     onnx_int8: bool = Field(
         True,
         description="onnxruntime dynamic int8 quantisation of the exported graph: the deployable artefact.",
+    )
+    exporter: Literal["fused", "dynamo"] = Field(
+        "fused",
+        description="fused: TorchScript export + onnxruntime's BERT fusion (one Attention kernel per layer; "
+        "faster on CPU); dynamo: torch.onnx.export(dynamo=True), unfused.",
     )
     opset: int = Field(17, ge=MIN_OPSET, le=MAX_OPSET, description="ONNX opset of the exported graph.")
     atol: float = Field(

@@ -151,7 +151,7 @@ def _build_runtimes(
         report.torch_int8_agreement = _mean(per_head["torch_int8_agreement"])
         report.runtimes.append("torch_int8")
     if config.onnx:
-        export_onnx(handle, tmp / ONNX_FILE, opset=config.opset)
+        export_onnx(handle, tmp / ONNX_FILE, opset=config.opset, exporter=config.exporter)
         per_head["onnx_max_diff"] = onnx_max_diffs(handle, tmp / ONNX_FILE, texts)
         report.onnx_max_diff = assert_parity(per_head["onnx_max_diff"], tmp / ONNX_FILE, config.atol)
         report.runtimes.append("onnx")

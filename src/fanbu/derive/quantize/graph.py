@@ -2,7 +2,17 @@
 
 One graph serves every head: inputs ``input_ids`` and ``attention_mask`` of shape ``(batch, sequence)``
 with both axes dynamic, and one output ``logits_<head>`` of shape ``(batch, num_labels)`` per head.
-Export goes through ``torch.onnx.export(dynamo=True)``, the exporter torch maintains.
+
+Two exporters:
+
+- ``fused`` (default): torch's TorchScript exporter on the model with eager attention, then
+  onnxruntime's BERT fusion passes, which turn each layer's attention into one ``Attention`` kernel and
+  fuse embeddings + layer norm, residual + layer norm and bias + GELU. On a two-layer MiniLM student at
+  256 tokens this made the int8 graph about 1.7x faster at batch 1 than the unfused one.
+- ``dynamo``: ``torch.onnx.export(dynamo=True)``; its graph spells attention out op by op, which the
+  fusion passes do not recognise.
+
+Either way the graph is checked against PyTorch before it is deployed.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -19,6 +30,7 @@ import onnxruntime as ort
 import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers import optimizer as fusion
 from torch import Tensor, nn
 
 from fanbu.derive.quantize.int8 import is_int8
@@ -26,6 +38,7 @@ from fanbu.errors import ModelError
 from fanbu.io import atomic_write_bytes
 from fanbu.models.encoder import EncoderClassifier, EncoderHandle
 
+Exporter = Literal["fused", "dynamo"]
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT_PREFIX = "logits_"
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for a single-file ONNX model
@@ -69,7 +82,11 @@ def _pick_heads(handle: EncoderHandle, heads: Sequence[str] | None) -> list[str]
 
 
 def export_onnx(
-    handle: EncoderHandle, path: str | Path, heads: Sequence[str] | None = None, opset: int = 17
+    handle: EncoderHandle,
+    path: str | Path,
+    heads: Sequence[str] | None = None,
+    opset: int = 17,
+    exporter: Exporter = "fused",
 ) -> Path:
     """Export the encoder and ``heads`` (default: all) as one ONNX graph, written atomically to ``path``."""
     names = _pick_heads(handle, heads)
@@ -78,6 +95,10 @@ def export_onnx(
             "the handle holds torch int8 layers, which ONNX cannot express; export the fp32 handle and "
             "quantise the graph with quantize_onnx_int8"
         )
+    if exporter == "fused":
+        return _export_fused(handle, Path(path), names, opset)
+    if exporter != "dynamo":
+        raise ModelError(f"exporter must be 'fused' or 'dynamo', got {exporter!r}")
     device = next(handle.model.parameters()).device
     sample = {k: v.to(device) for k, v in handle.tokenize(_SAMPLE).items()}  # each (2, seq)
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
@@ -106,6 +127,40 @@ def export_onnx(
     if proto.ByteSize() > MAX_PROTO_BYTES:
         raise ModelError(f"the ONNX graph is {proto.ByteSize()} bytes, over protobuf's 2 GiB; prune it first")
     return atomic_write_bytes(path, proto.SerializeToString())
+
+
+def _export_fused(handle: EncoderHandle, path: Path, names: list[str], opset: int) -> Path:
+    """TorchScript export with eager attention, then onnxruntime's BERT fusion, written atomically."""
+    config = handle.model.encoder.config
+    device = next(handle.model.parameters()).device
+    sample = {k: v.to(device) for k, v in handle.tokenize(_SAMPLE).items()}  # each (2, seq)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
+    was_training, attention = handle.model.training, config._attn_implementation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        raw, fused = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx"
+        try:
+            config._attn_implementation = "eager"  # the attention pattern the fusion passes recognise
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notices
+                torch.onnx.export(
+                    _AllHeads(handle.model, names).eval(),
+                    (sample["input_ids"], sample["attention_mask"]),
+                    str(raw),
+                    input_names=list(INPUTS),
+                    output_names=[OUTPUT_PREFIX + n for n in names],
+                    opset_version=opset,
+                    dynamic_axes=axes,
+                    dynamo=False,
+                )
+        finally:
+            config._attn_implementation = attention
+            handle.model.train(was_training)
+        optimized = fusion.optimize_model(
+            str(raw), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size
+        )
+        optimized.save_model_to_file(str(fused))
+        return atomic_write_bytes(path, fused.read_bytes())
 
 
 def graph_opset(path: str | Path) -> int:
@@ -211,9 +266,10 @@ def quantize_onnx_int8(path: str | Path, out: str | Path) -> Path:
     os.close(fd)
     try:
         # Per-channel scales: on MiniLM-L6 they raised argmax agreement with fp32 from 0.81 to 0.95 (64
-        # texts, untrained head) at the same size and speed; onnxruntime's pre-processing and BERT fusion
-        # passes found nothing to fuse in the exported graph, so they are not run.
-        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True)
+        # texts, untrained head) at the same size and speed.
+        # DefaultTensorType: the fused graph's com.microsoft kernels escape ONNX shape inference.
+        quantize_dynamic(source, tmp, weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
