@@ -1,5 +1,14 @@
 """反哺 / feed back: strategies that move the swarm's knowledge into the next large model, behind a gate."""
 
+from fanbu.feedback import (  # noqa: F401 (importing a strategy module registers it)
+    continual,
+    graft,
+    merge,
+    moe,
+    multitask,
+    sequential,
+    swarm,
+)
 from fanbu.feedback.base import (
     STRATEGIES,
     FeedbackContext,

@@ -1,0 +1,194 @@
+"""Continual-learning safeguards that compose with every training-based feedback strategy.
+
+:class:`ContinualConfig` is the ``continual:`` field of those strategies; each safeguard becomes a
+strategy of the one loop (an extra loss term) or extra batches:
+
+* **LwF** (Li & Hoiem 2016): on every batch, distil the previous large version (``ctx.large``,
+  frozen) into the candidate on *every* head it has, the held-out tasks' heads included, so heads
+  nobody trains keep their behaviour. Heads other than the batch's own are held fixed in this term
+  (their gradient would only be noise that Adam amplifies); the shared encoder is what it constrains.
+* **EWC** (Kirkpatrick et al. 2017): ``lambda/2 * sum_i F_i (theta_i - theta*_i)^2`` with the diagonal
+  Fisher of the champion on general data (public texts labelled by the champion's own predictions),
+  scaled to mean 1 so that ``ewc_lambda`` means the same for any model size.
+* **Replay**: a share of the batches comes from the public labelled slices (what large v0 was
+  trained on), with their hard labels.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from fanbu.config import Strict
+from fanbu.derive.distill.losses import kd_loss
+from fanbu.errors import ConfigError
+from fanbu.feedback.base import FeedbackContext, Labeled
+from fanbu.feedback.soft_losses import is_replay
+from fanbu.models.encoder import EncoderHandle
+from fanbu.train.strategy import Batch, Strategy
+
+
+class ContinualConfig(Strict):
+    """Safeguards against forgetting; every one is off at its default (0)."""
+
+    lwf_weight: float = Field(
+        0.0, ge=0, description="Weight of the LwF term (distil the champion on every head); 0: off."
+    )
+    lwf_temperature: float = Field(2.0, gt=0, description="Softmax temperature of the LwF term.")
+    ewc_lambda: float = Field(
+        0.0, ge=0, description="Strength of the EWC penalty (Fisher scaled to mean 1); 0: off."
+    )
+    fisher_samples: int = Field(128, ge=1, description="Public texts used to estimate the diagonal Fisher.")
+    replay_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=0.9,
+        description="Share of training batches drawn from the public labelled slices; 0: off.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any safeguard is on."""
+        return self.lwf_weight > 0 or self.ewc_lambda > 0 or self.replay_fraction > 0
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
+
+
+class LwF:
+    """``weight * mean over heads of T^2 KL(previous_T || candidate_T)`` on each training batch.
+
+    The batch inputs are fed to the previous version as they are: the candidate must share its
+    tokenizer (it does, being a copy of it).
+    """
+
+    name = "lwf"
+
+    def __init__(self, previous: EncoderHandle, weight: float, temperature: float) -> None:
+        self.previous = previous
+        self.weight = weight
+        self.temperature = temperature
+        self.heads = sorted(previous.labels)
+
+    @torch.no_grad()
+    def _previous_logits(self, batch: Batch) -> dict[str, Tensor]:
+        model = self.previous.model
+        was_training = model.training
+        model.eval()
+        try:
+            device = next(model.parameters()).device
+            inputs = {k: v.to(device) for k, v in batch.inputs.items()}
+            pooled = model.embed(**inputs)  # (batch, hidden)
+            return {h: model.heads[h](pooled).float() for h in self.heads}  # each (batch, labels_h)
+        finally:
+            model.train(was_training)
+
+    def losses(self, outputs: Mapping[str, Tensor], batch: Batch, model: nn.Module) -> Mapping[str, Tensor]:
+        if "pooled" not in outputs:
+            raise ValueError("LwF needs outputs['pooled']; train with distill_forward")
+        core = _unwrap(model)
+        pooled = core.dropout(outputs["pooled"])  # (batch, hidden), as the model's own forward sees it
+        old = self._previous_logits(batch)
+        terms = []
+        for head in self.heads:
+            if head == batch.task:
+                student = outputs["logits"]  # (batch, labels_h), the head being trained
+            else:  # the head stays as it is; only the shared encoder is held to the old outputs
+                layer = core.heads[head]
+                student = F.linear(pooled, layer.weight.detach(), layer.bias.detach())  # (batch, labels_h)
+            terms.append(kd_loss(student, old[head].to(student.device), self.temperature))
+        return {"lwf": self.weight * torch.stack(terms).mean()}
+
+
+class EWC:
+    """``lambda / 2 * sum_i F_i (theta_i - anchor_i)^2`` over the parameters the Fisher covers."""
+
+    name = "ewc"
+
+    def __init__(self, fisher: Mapping[str, Tensor], anchor: Mapping[str, Tensor], strength: float) -> None:
+        self.fisher = dict(fisher)
+        self.anchor = dict(anchor)
+        self.strength = strength
+
+    def losses(self, outputs: Mapping[str, Tensor], batch: Batch, model: nn.Module) -> Mapping[str, Tensor]:
+        params = dict(_unwrap(model).named_parameters())
+        penalty = outputs["logits"].sum() * 0.0
+        for name, fisher in self.fisher.items():
+            param = params[name]
+            if fisher.device != param.device:
+                self.fisher[name] = fisher = fisher.to(param.device)
+                self.anchor[name] = self.anchor[name].to(param.device)
+            penalty = penalty + (fisher * (param - self.anchor[name]) ** 2).sum()
+        return {"ewc": 0.5 * self.strength * penalty}
+
+
+class ReplayLoss:
+    """Cross-entropy on replay batches only (hard labels of the public slices)."""
+
+    name = "replay"
+
+    def losses(self, outputs: Mapping[str, Tensor], batch: Batch, model: nn.Module) -> Mapping[str, Tensor]:
+        if not is_replay(batch):
+            return {}
+        return {"replay": F.cross_entropy(outputs["logits"], batch.targets["labels"])}
+
+
+def general_texts(data: Mapping[str, Sequence[str]], samples: int, seed: int) -> list[tuple[str, str]]:
+    """Up to ``samples`` (head, text) pairs spread evenly over the heads, drawn with ``seed``."""
+    rng = np.random.default_rng(seed)
+    orders = {h: list(rng.permutation(len(t))) for h, t in sorted(data.items()) if len(t)}
+    picked: list[tuple[str, str]] = []
+    while len(picked) < samples and any(orders.values()):
+        for head, order in orders.items():
+            if order and len(picked) < samples:
+                picked.append((head, data[head][int(order.pop(0))]))
+    return picked
+
+
+def fisher_diagonal(champion: EncoderHandle, pairs: Sequence[tuple[str, str]]) -> dict[str, Tensor]:
+    """Diagonal Fisher of ``champion`` on (head, text) pairs labelled by its own predictions, mean 1."""
+    if not pairs:
+        raise ConfigError(
+            "EWC needs public texts for the Fisher; give the context public slices or set ewc_lambda: 0"
+        )
+    model = copy.deepcopy(champion.model).eval()  # gradients never touch the champion
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    device = next(model.parameters()).device
+    for head, text in pairs:
+        model.zero_grad(set_to_none=True)
+        inputs = {k: v.to(device) for k, v in champion.tokenize([text]).items()}
+        logits = model(**inputs, head=head)  # (1, labels)
+        F.cross_entropy(logits, logits.argmax(dim=-1).detach()).backward()
+        for name, param in params.items():
+            if param.grad is not None:
+                fisher[name] += param.grad.detach() ** 2
+    mean = torch.cat([f.reshape(-1) for f in fisher.values()]).mean().clamp_min(1e-20)
+    return {n: (f / mean).detach() for n, f in fisher.items() if bool(f.any())}
+
+
+def replay_data(ctx: FeedbackContext, heads: Mapping[str, Sequence[str]]) -> dict[str, Labeled]:
+    """The public labelled slices that have a head in the candidate (``heads``: head -> label names)."""
+    return {n: (list(t), list(y)) for n, (t, y) in sorted(ctx.public.items()) if n in heads and len(t)}
+
+
+def continual_strategies(config: ContinualConfig, ctx: FeedbackContext, seed: int) -> list[Strategy]:
+    """The loss terms of the safeguards ``config`` turns on (replay's extra batches come from the plan)."""
+    strategies: list[Strategy] = []
+    if config.lwf_weight > 0:
+        strategies.append(LwF(ctx.large, config.lwf_weight, config.lwf_temperature))
+    if config.ewc_lambda > 0:
+        texts = {n: texts for n, (texts, _) in replay_data(ctx, ctx.large.labels).items()}
+        fisher = fisher_diagonal(ctx.large, general_texts(texts, config.fisher_samples, seed))
+        anchor = {n: p.detach().clone() for n, p in ctx.large.model.named_parameters() if n in fisher}
+        strategies.append(EWC(fisher, anchor, config.ewc_lambda))
+    if config.replay_fraction > 0:
+        strategies.append(ReplayLoss())
+    return strategies

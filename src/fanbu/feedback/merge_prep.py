@@ -1,0 +1,152 @@
+"""What weight-space strategies (merge, MoE, graft) share: plain weights, architecture checks, selection.
+
+An expert can be a full fine-tune of the large model or carry an unmerged LoRA adapter (PEFT); either
+way :func:`plain_state` gives its encoder weights as a plain Hugging Face state dict (a LoRA update is
+merged into a copy). Experts whose own head does worse than the champion on the validation slice are
+left out by :func:`select_experts`, so a poisoned expert never reaches the merged weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from peft import PeftModel
+from pydantic import Field
+from torch import Tensor
+
+from fanbu.config import Strict
+from fanbu.errors import ConfigError
+from fanbu.feedback.base import FeedbackContext
+from fanbu.models.encoder import EncoderHandle
+
+ARCH_FIELDS = (
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "hidden_act",
+)
+
+
+class SelectionConfig(Strict):
+    """Which experts take part: those whose own head holds up against the champion on validation."""
+
+    enabled: bool = Field(True, description="Leave out experts worse than the champion on validation.")
+    tolerance: float = Field(
+        0.0, ge=0, le=1, description="Accuracy (a fraction) an expert may trail the champion by and stay in."
+    )
+    batch_size: int = Field(64, ge=1, description="Batch size of the validation predictions.")
+
+
+def plain_state(handle: EncoderHandle) -> dict[str, Tensor]:
+    """The encoder's floating-point weights as a plain state dict (a LoRA adapter merged into a copy)."""
+    encoder = handle.model.encoder
+    if isinstance(encoder, PeftModel):
+        encoder = copy.deepcopy(encoder).merge_and_unload()
+    return {k: v.detach() for k, v in encoder.state_dict().items() if v.is_floating_point()}
+
+
+def check_same_architecture(large: EncoderHandle, experts: dict[str, EncoderHandle], what: str) -> None:
+    """Experts must share the large model's architecture and weight shapes, else a ConfigError."""
+    if isinstance(large.model.encoder, PeftModel):
+        raise ConfigError(f"{what}: the large model carries an unmerged adapter; merge it (merge_lora) first")
+    reference = plain_state(large)
+    base_config = _base_config(large)
+    for name, expert in sorted(experts.items()):
+        config = _base_config(expert)
+        diff = {f: (getattr(config, f, None), getattr(base_config, f, None)) for f in ARCH_FIELDS}
+        diff = {f: pair for f, pair in diff.items() if pair[0] != pair[1]}
+        if not diff:
+            state = plain_state(expert)
+            mismatched = sorted(set(state) ^ set(reference)) or [
+                k for k, v in reference.items() if state[k].shape != v.shape
+            ]
+            if mismatched:
+                diff = {"weights": (f"{mismatched[:3]} differ", "")}
+        if diff:
+            detail = ", ".join(f"{f} {a}" + (f" vs {b}" if b != "" else "") for f, (a, b) in diff.items())
+            raise ConfigError(
+                f"{what}: expert {name!r} has a different architecture from the large model ({detail}); weight "
+                "merging needs experts fine-tuned from the large model (full or LoRA). Feed a pruned or "
+                "distilled expert back with swarm distillation (strategy swarm_distill) instead"
+            )
+
+
+def _base_config(handle: EncoderHandle) -> Any:
+    encoder = handle.model.encoder
+    if isinstance(encoder, PeftModel):
+        encoder = encoder.get_base_model()
+    return encoder.config
+
+
+def _accuracy(
+    handle: EncoderHandle, texts: list[str], labels: list[int], head: str, batch_size: int
+) -> float:
+    predictions = handle.predict(texts, head, batch_size=batch_size)
+    return float((predictions == labels).mean()) if len(labels) else 0.0
+
+
+def select_experts(ctx: FeedbackContext, config: SelectionConfig) -> tuple[list[str], dict[str, Any]]:
+    """The domains whose expert takes part, and a record of why each one is in or out.
+
+    An expert is left out when its own head's validation accuracy trails the champion's by more than
+    ``config.tolerance``. Domains without a validation slice are kept (and say so).
+    """
+    selected: list[str] = []
+    excluded: dict[str, str] = {}
+    scores: dict[str, dict[str, float]] = {}
+    for domain in ctx.domains:
+        if not config.enabled:
+            selected.append(domain)
+            continue
+        if domain not in ctx.validation or not ctx.validation[domain][0]:
+            selected.append(domain)
+            scores[domain] = {}
+            continue
+        texts, labels = list(ctx.validation[domain][0]), [int(y) for y in ctx.validation[domain][1]]
+        expert = _accuracy(ctx.experts[domain], texts, labels, domain, config.batch_size)
+        champion = _accuracy(ctx.large, texts, labels, domain, config.batch_size)
+        scores[domain] = {"expert": expert, "champion": champion}
+        if expert < champion - config.tolerance - 1e-9:
+            excluded[domain] = (
+                f"validation accuracy {expert:.3f} < champion {champion:.3f} - tolerance {config.tolerance:.3f}"
+            )
+        else:
+            selected.append(domain)
+    unchecked = [d for d in selected if config.enabled and not scores.get(d)]
+    details = {"selected": selected, "excluded": excluded, "validation": scores, "unchecked": unchecked}
+    return selected, details
+
+
+def require_selection(selected: list[str], details: dict[str, Any], what: str) -> None:
+    """Raise when selection left no expert: there is nothing to feed back."""
+    if not selected:
+        reasons = "; ".join(f"{d}: {r}" for d, r in details["excluded"].items())
+        raise ConfigError(
+            f"{what}: every expert was left out by selection ({reasons}); nothing to feed back. Check the "
+            "experts, or raise selection.tolerance / set selection.enabled: false"
+        )
+
+
+def take_heads(candidate: EncoderHandle, experts: dict[str, EncoderHandle], domains: list[str]) -> None:
+    """Copy each domain's head from its expert into ``candidate`` (in place; heads are not merged)."""
+    for domain in domains:
+        source = experts[domain].model.heads[domain].state_dict()
+        candidate.model.heads[domain].load_state_dict({k: v.detach().clone() for k, v in source.items()})
+
+
+def validation_metrics(ctx: FeedbackContext, handle: EncoderHandle, batch_size: int = 64) -> dict[str, float]:
+    """The candidate's validation accuracy per feedback domain, and their mean (not a test result)."""
+    metrics = {}
+    for domain in ctx.domains:
+        if domain in ctx.validation and ctx.validation[domain][0]:
+            texts, labels = ctx.validation[domain]
+            metrics[f"{domain}.val_acc"] = _accuracy(
+                handle, list(texts), [int(y) for y in labels], domain, batch_size
+            )
+    if metrics:
+        metrics["val_acc_mean"] = sum(metrics.values()) / len(metrics)
+    return metrics

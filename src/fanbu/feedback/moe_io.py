@@ -1,0 +1,107 @@
+"""Saving and reloading a mixture-of-experts encoder: safetensors weights plus a JSON description.
+
+A saved MoE directory holds the encoder's ``config.json`` (the dense BERT it was upcycled from),
+``moe.json`` (experts, top-k), ``moe_encoder.safetensors`` (every encoder weight, routers and experts
+included), the heads, tokenizer, ``handle.json`` and provenance like any encoder. :meth:`MoEHandle.load`
+rebuilds the dense BERT from ``config.json`` without weights, converts its FFNs into mixtures of the
+recorded shape and loads the weights strictly. The weights file is deliberately not ``model.safetensors``,
+so plain ``AutoModel.from_pretrained`` / ``EncoderHandle.load`` fail loudly instead of silently dropping
+the experts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from fanbu.errors import ModelError
+from fanbu.feedback.moe_layers import mixtures, to_moe
+from fanbu.io import atomic_write_json
+from fanbu.models.artefact import Provenance, expect_kind, model_directory, write_provenance
+from fanbu.models.encoder import HANDLE_FILE, HEADS_FILE, EncoderClassifier, EncoderHandle, _read_settings
+
+MOE_FILE = "moe.json"
+MOE_WEIGHTS = "moe_encoder.safetensors"
+MOE_FORMAT = 1
+
+
+class MoEHandle(EncoderHandle):
+    """An encoder handle whose FFNs are mixtures of experts; predicts like any :class:`EncoderHandle`."""
+
+    def __init__(self, *args: Any, experts: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.experts = list(experts)
+        blocks = list(mixtures(self.model.encoder))
+        if not blocks:
+            raise ModelError("MoEHandle needs an encoder whose FFNs are mixtures (see fanbu.feedback.moe)")
+        if len(blocks[0].experts) != len(self.experts):
+            raise ModelError(f"{len(blocks[0].experts)} experts per layer but {len(self.experts)} names")
+
+    @property
+    def top_k(self) -> int:
+        """Experts used per token."""
+        return next(mixtures(self.model.encoder)).top_k
+
+    def save(self, path: str | Path, provenance: Provenance, overwrite: bool = False) -> Path:
+        """Save atomically: config, MoE description and weights, heads, tokenizer, settings, provenance."""
+        with model_directory(path, overwrite) as tmp:
+            self.model.encoder.config.save_pretrained(tmp)
+            state = {k: v.detach().contiguous().cpu() for k, v in self.model.encoder.state_dict().items()}
+            save_file(state, str(tmp / MOE_WEIGHTS))
+            if len(self.model.heads):
+                heads = {k: v.detach().contiguous().cpu() for k, v in self.model.heads.state_dict().items()}
+                save_file(heads, str(tmp / HEADS_FILE))
+            self.tokenizer.save_pretrained(tmp)
+            settings = {
+                "max_length": self.max_length,
+                "dropout": self.model.dropout.p,
+                "labels": self.labels,
+                "moe": MOE_FILE,
+            }
+            atomic_write_json(tmp / HANDLE_FILE, settings)
+            atomic_write_json(
+                tmp / MOE_FILE, {"format": MOE_FORMAT, "experts": self.experts, "top_k": self.top_k}
+            )
+            write_provenance(tmp, provenance, self.kind)
+        self.provenance = provenance
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> MoEHandle:
+        """Load a directory written by :meth:`save` (weights checked against ``fanbu.json`` first)."""
+        directory = Path(path)
+        provenance = expect_kind(directory, cls.kind)
+        spec = _read_spec(directory)
+        settings = _read_settings(directory)
+        encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(directory)), dtype=torch.float32)
+        to_moe(encoder, [{} for _ in spec["experts"]], int(spec["top_k"]))
+        try:
+            encoder.load_state_dict(load_file(str(directory / MOE_WEIGHTS)), strict=True)
+        except RuntimeError as exc:
+            raise ModelError(
+                f"{directory / MOE_WEIGHTS}: does not match {MOE_FILE} ({exc}); re-save"
+            ) from None
+        labels: dict[str, list[str]] = settings["labels"]
+        model = EncoderClassifier(encoder, {n: len(v) for n, v in labels.items()}, settings["dropout"])
+        if labels:
+            model.heads.load_state_dict(load_file(str(directory / HEADS_FILE)), strict=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        return cls(model, tokenizer, labels, settings["max_length"], provenance, experts=spec["experts"])
+
+
+def _read_spec(directory: Path) -> dict[str, Any]:
+    path = directory / MOE_FILE
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(
+            f"{path}: missing or not valid JSON ({exc}); this is not a saved MoE (load it with EncoderHandle.load)"
+        ) from None
+    if spec.get("format") != MOE_FORMAT or not {"experts", "top_k"} <= set(spec):
+        raise ModelError(f"{path}: needs format {MOE_FORMAT}, experts and top_k; re-save the model")
+    return dict(spec)

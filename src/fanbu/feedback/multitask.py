@@ -1,0 +1,71 @@
+"""Multi-task learning on the swarm's soft labels: one shared trunk, a head per domain, trained jointly.
+
+Every expert labels *every* domain's transfer texts (and the unlabeled ones) on its own head, so each
+text teaches all heads at once through the shared encoder; sampling is balanced, so each head gets
+as many rows as the largest and, within a head, every source domain is equally represented.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fanbu.config import Strict
+from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
+from fanbu.feedback.continual import ContinualConfig
+from fanbu.feedback.soft_targets import TeacherConfig
+from fanbu.feedback.swarm import default_train
+from fanbu.feedback.train_run import distil_swarm
+from fanbu.train.config import TrainConfig
+
+
+def _all_texts() -> TeacherConfig:
+    return TeacherConfig(pool="all")
+
+
+class MultitaskConfig(Strict):
+    """Settings of ``multitask``: joint training of all heads on the experts' soft labels."""
+
+    teachers: TeacherConfig = Field(
+        default_factory=_all_texts, description="How the experts label the texts (pool: all by default)."
+    )
+    alpha: float = Field(
+        0.7, ge=0, le=1, description="Weight of the soft-label KL; the public hard labels get 1 - alpha."
+    )
+    balanced: bool = Field(True, description="Balance rows across heads and source domains (oversampling).")
+    selection_tolerance: float | None = Field(
+        0.02,
+        ge=0,
+        description="Leave out experts whose validation accuracy is below the champion's by more than this; "
+        "null keeps every expert.",
+    )
+    continual: ContinualConfig = Field(
+        default_factory=ContinualConfig, description="Safeguards against forgetting."
+    )
+    train: TrainConfig = Field(
+        default_factory=default_train,
+        description="Loop settings (train.seed is replaced by the context's seed).",
+    )
+
+
+@register_strategy(
+    "multitask",
+    "joint multi-task training of a shared trunk and per-domain heads on the swarm's soft labels",
+    "https://arxiv.org/abs/1706.05098",
+    MultitaskConfig,
+)
+def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
+    """Train a copy of ``ctx.large`` on every head at once, with balanced sampling."""
+    check_experts(ctx, "multitask")
+    output = distil_swarm(
+        ctx,
+        "multitask",
+        config.teachers,
+        config.alpha,
+        0.0,
+        config.selection_tolerance,
+        config.continual,
+        config.train,
+        balanced=config.balanced,
+    )
+    output.details["balanced"] = config.balanced
+    return output

@@ -1,0 +1,73 @@
+"""Swarm distillation: the experts teach a copy of the large model, each on its domain's head.
+
+Per sample the teachers are chosen by domain, or weighted by their confidence / entropy with a
+threshold that drops unconfident teachers (selective transfer, as in FedMKT). The candidate learns
+the mixed soft labels (KL at a temperature) together with the public hard labels, optionally matches
+the experts' pooled features through learned projections (their widths may differ), and can carry the
+continual safeguards. Experts that do worse than the champion on their domain's validation slice are
+left out first.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fanbu.config import Strict
+from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
+from fanbu.feedback.continual import ContinualConfig
+from fanbu.feedback.soft_targets import TeacherConfig
+from fanbu.feedback.train_run import distil_swarm
+from fanbu.train.config import TrainConfig
+
+
+def default_train() -> TrainConfig:
+    """Loop settings for fine-tuning a large encoder on soft labels."""
+    return TrainConfig(epochs=3, batch_size=16, lr=5e-5, warmup_ratio=0.1)
+
+
+class SwarmConfig(Strict):
+    """Settings of ``swarm_distill``: loss = (1 - alpha) * CE(public labels) + alpha * KL + feature term."""
+
+    teachers: TeacherConfig = Field(
+        default_factory=TeacherConfig, description="How the experts label the texts."
+    )
+    alpha: float = Field(
+        0.7, ge=0, le=1, description="Weight of the soft-label KL; the public hard labels get 1 - alpha."
+    )
+    feature_weight: float = Field(
+        0.0, ge=0, description="Weight of pooled-feature matching through a projection per expert (0: off)."
+    )
+    selection_tolerance: float | None = Field(
+        0.02,
+        ge=0,
+        description="Leave out experts whose validation accuracy is below the champion's by more than this; "
+        "null keeps every expert.",
+    )
+    continual: ContinualConfig = Field(
+        default_factory=ContinualConfig, description="Safeguards against forgetting."
+    )
+    train: TrainConfig = Field(
+        default_factory=default_train,
+        description="Loop settings (train.seed is replaced by the context's seed).",
+    )
+
+
+@register_strategy(
+    "swarm_distill",
+    "multi-teacher distillation of the experts into the large model (by domain or confidence-weighted)",
+    "https://arxiv.org/abs/2406.02224",
+    SwarmConfig,
+)
+def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
+    """Distil the selected experts into a copy of ``ctx.large``."""
+    check_experts(ctx, "swarm_distill")
+    return distil_swarm(
+        ctx,
+        "swarm_distill",
+        config.teachers,
+        config.alpha,
+        config.feature_weight,
+        config.selection_tolerance,
+        config.continual,
+        config.train,
+    )

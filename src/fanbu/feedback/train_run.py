@@ -1,0 +1,163 @@
+"""How training-based feedback strategies train a candidate: one call into the one loop.
+
+:func:`fit_candidate` adds the continual safeguards to a strategy's loss terms, interleaves replay
+batches, and scores the candidate on ``ctx.validation`` (mean accuracy: early stopping and best-weight
+restore). :func:`distil_swarm` is the shared body of ``swarm_distill`` and ``multitask``: select the
+experts, build the soft targets, train a copy of the champion on them.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from fanbu.derive.distill.forward import distill_forward
+from fanbu.derive.distill.losses import MaskedTaskLoss
+from fanbu.errors import ConfigError
+from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput
+from fanbu.feedback.continual import ContinualConfig, continual_strategies, replay_data
+from fanbu.feedback.soft_losses import FeatureMatching, MainOnly, SoftLabelLoss
+from fanbu.feedback.soft_targets import SoftTargets, TeacherConfig, balanced_indices, build_targets
+from fanbu.feedback.train_plan import MixedPlan
+from fanbu.feedback.train_select import select_experts
+from fanbu.models.encoder import EncoderHandle
+from fanbu.train.batching import TaskData, TextPlan
+from fanbu.train.classify import evaluate_heads
+from fanbu.train.config import TrainConfig
+from fanbu.train.loop import Trainer, TrainResult
+from fanbu.train.strategy import Strategy
+
+
+def validation_splits(ctx: FeedbackContext, handle: EncoderHandle) -> dict[str, Labeled]:
+    """The non-empty validation slices that have a head in ``handle``."""
+    return {h: v for h, v in sorted(ctx.validation.items()) if h in handle.labels and len(v[0])}
+
+
+def fit_candidate(
+    candidate: EncoderHandle,
+    ctx: FeedbackContext,
+    train: Mapping[str, tuple[Sequence[str], Sequence[int]]],
+    strategies: Sequence[Strategy],
+    config: TrainConfig,
+    continual: ContinualConfig,
+    description: str,
+    evaluate_on: Sequence[str] | None = None,
+) -> TrainResult:
+    """Train ``candidate`` in place on ``train`` (head -> texts, labels with -1 = none).
+
+    The strategies' terms see only the main batches; the safeguards of ``continual`` see every batch.
+    Early stopping and best-weight restore use the validation slices of ``evaluate_on`` (default: all).
+    """
+    tasks = [TaskData(head, list(texts), [int(y) for y in labels]) for head, (texts, labels) in train.items()]
+    main = TextPlan(tasks, candidate.tokenize, batch_size=config.batch_size, seed=config.seed)
+    replay = None
+    if continual.replay_fraction > 0:
+        data = replay_data(ctx, candidate.labels)
+        if not data:
+            raise ConfigError(
+                "continual.replay_fraction > 0 but the context has no public labelled slice with a head in "
+                "the large model; give ctx.public or set replay_fraction: 0"
+            )
+        replay_tasks = [TaskData(head, texts, labels) for head, (texts, labels) in data.items()]
+        replay = TextPlan(
+            replay_tasks, candidate.tokenize, batch_size=config.batch_size, seed=config.seed + 1
+        )
+    plan = MixedPlan(main, replay, continual.replay_fraction, seed=config.seed)
+    terms = [MainOnly(s) for s in strategies] + continual_strategies(continual, ctx, config.seed)
+    validation = validation_splits(ctx, candidate)
+    if evaluate_on is not None:
+        validation = {h: v for h, v in validation.items() if h in evaluate_on}
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        results = evaluate_heads(candidate, validation)
+        metrics = {f"{head}.acc": r["accuracy"] for head, r in results.items()}
+        metrics["score"] = sum(r["accuracy"] for r in results.values()) / max(1, len(results))
+        return metrics
+
+    trainer = Trainer(
+        candidate.model,
+        plan,
+        config,
+        terms,
+        forward=distill_forward,
+        evaluate=evaluate if validation else None,
+        description=description,
+    )
+    result = trainer.fit()
+    candidate.model.eval()
+    return result
+
+
+def validation_metrics(ctx: FeedbackContext, candidate: EncoderHandle) -> dict[str, float]:
+    """Validation accuracy of the candidate and the champion per domain, and their means."""
+    splits = validation_splits(ctx, candidate)
+    if not splits:
+        return {}
+    new = evaluate_heads(candidate, splits)
+    old = evaluate_heads(ctx.large, splits)
+    metrics: dict[str, float] = {}
+    for head in splits:
+        metrics[f"val.{head}.acc"] = new[head]["accuracy"]
+        metrics[f"val.{head}.champion_acc"] = old[head]["accuracy"]
+    metrics["val.mean_acc"] = sum(r["accuracy"] for r in new.values()) / len(new)
+    metrics["val.champion_mean_acc"] = sum(r["accuracy"] for r in old.values()) / len(old)
+    return metrics
+
+
+def balance(targets: Mapping[str, SoftTargets], seed: int) -> dict[str, SoftTargets]:
+    """Every head gets as many rows as the largest, every source within a head equally many."""
+    size = max(len(t) for t in targets.values())
+    return {
+        h: t.select(balanced_indices(t.sources, size, seed + i))
+        for i, (h, t) in enumerate(sorted(targets.items()))
+    }
+
+
+def distil_swarm(
+    ctx: FeedbackContext,
+    what: str,
+    teachers: TeacherConfig,
+    alpha: float,
+    feature_weight: float,
+    tolerance: float | None,
+    continual: ContinualConfig,
+    train: TrainConfig,
+    balanced: bool = False,
+) -> StrategyOutput:
+    """Select the experts, label the transfer texts with them, and distil into a copy of the champion."""
+    train = train.model_copy(update={"seed": ctx.seed})  # the context seeds every random choice
+    selection = select_experts(ctx, tolerance)
+    if not selection.kept:
+        raise ConfigError(
+            f"{what}: every expert was left out by the selection ({selection.excluded}); check the experts "
+            "or raise selection_tolerance (null switches selection off)"
+        )
+    experts = {d: ctx.experts[d] for d in selection.kept}
+    cache_dir = ctx.work_dir / "teacher-cache"
+    targets = build_targets(ctx, experts, teachers, features=feature_weight > 0, cache_dir=cache_dir)
+    if not targets:
+        raise ConfigError(f"{what}: no transfer texts; give the context public slices or unlabeled texts")
+    if balanced:
+        targets = balance(targets, ctx.seed)
+    candidate = copy.deepcopy(ctx.large)
+    strategies: list[Strategy] = []
+    if alpha < 1:
+        strategies.append(MaskedTaskLoss(weight=1 - alpha))
+    strategies.append(SoftLabelLoss(targets, alpha, teachers.temperature))
+    if feature_weight > 0:
+        strategies.append(
+            FeatureMatching(targets, feature_weight, candidate.model.hidden_size, seed=train.seed)
+        )
+    data = {h: (t.texts, t.labels.tolist()) for h, t in targets.items()}
+    result = fit_candidate(candidate, ctx, data, strategies, train, continual, what)
+    details: dict[str, Any] = {
+        "selection": selection.as_details(),
+        "targets": {h: t.stats() for h, t in targets.items()},
+        "continual": continual.model_dump(),
+        "best_step": result.state.best_step,
+    }
+    metrics = {"steps": float(result.state.global_step), **validation_metrics(ctx, candidate)}
+    return StrategyOutput(candidate, "distill", metrics, details)

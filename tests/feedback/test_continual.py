@@ -1,0 +1,127 @@
+"""Continual safeguards: LwF and EWC reduce drift on a held-out head, replay batches, the Fisher."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from feedback_helpers import drift, quick_dict
+
+from fanbu.config import validate
+from fanbu.derive.distill.forward import distill_forward
+from fanbu.errors import ConfigError
+from fanbu.feedback import get_strategy
+from fanbu.feedback.continual import EWC, ContinualConfig, LwF, fisher_diagonal, general_texts
+from fanbu.feedback.soft_losses import SoftLabelLoss, is_replay
+from fanbu.feedback.soft_targets import TeacherConfig, build_targets
+from fanbu.feedback.train_plan import MixedPlan
+from fanbu.train.batching import TaskData, TextPlan
+from fanbu.train.strategy import Batch
+
+
+def heldout_drift(make_context, large_v0, toy_data, continual: dict) -> float:
+    """Drift of the held-out ``mood`` head after naive sequential feedback with ``continual`` on."""
+    info = get_strategy("sequential")
+    config = validate(info.config, {"train": quick_dict(), "use_unlabeled": True, "continual": continual})
+    output = info.run(make_context(), config)
+    return drift(output.handle, large_v0, "mood", toy_data["heldout_test"]["mood"][0])
+
+
+def test_lwf_and_ewc_reduce_drift_on_a_heldout_head(make_context, large_v0, toy_data):
+    none = heldout_drift(make_context, large_v0, toy_data, {})
+    lwf = heldout_drift(make_context, large_v0, toy_data, {"lwf_weight": 1.0})
+    ewc = heldout_drift(make_context, large_v0, toy_data, {"ewc_lambda": 10.0})
+    assert none > 0.03  # the unguarded baseline does drift
+    assert lwf < 0.7 * none
+    assert ewc < 0.5 * none
+
+
+def test_safeguards_compose_with_swarm_distillation(make_context, large_v0, weights_of):
+    before = weights_of(large_v0)
+    info = get_strategy("swarm_distill")
+    continual = {"lwf_weight": 0.5, "ewc_lambda": 1.0, "fisher_samples": 16, "replay_fraction": 0.25}
+    output = info.run(
+        make_context(), validate(info.config, {"train": quick_dict(epochs=2), "continual": continual})
+    )
+    assert output.details["continual"]["replay_fraction"] == 0.25
+    assert all(torch.equal(v, before[k]) for k, v in weights_of(large_v0).items())
+    assert all(p.grad is None for p in large_v0.model.parameters())
+
+
+def test_fisher_is_scaled_to_mean_one_and_leaves_the_champion_alone(large_v0, toy_data):
+    texts = {d: t for d, (t, _) in toy_data["public"].items()}
+    pairs = general_texts(texts, 12, seed=0)
+    assert [h for h, _ in pairs[:4]] == ["health", "tech", "health", "tech"]
+    fisher = fisher_diagonal(large_v0, pairs)
+    params = dict(large_v0.model.named_parameters())
+    assert set(fisher) <= set(params)
+    assert "heads.mood.weight" not in fisher  # no public text reaches the held-out head
+    flat = torch.cat([f.reshape(-1) for f in fisher.values()])
+    assert bool((flat >= 0).all()) and float(flat.sum()) > 0
+    assert all(p.grad is None for p in large_v0.model.parameters())
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_grows_away_from_it(large_v0):
+    anchor = {n: p.detach().clone() for n, p in large_v0.model.named_parameters()}
+    fisher = {n: torch.ones_like(p) for n, p in anchor.items()}
+    term = EWC(fisher, anchor, strength=2.0)
+    outputs = {"logits": torch.zeros(1, 3, requires_grad=True)}
+    assert float(term.losses(outputs, None, large_v0.model)["ewc"].detach()) == 0.0
+    moved = {n: a + 0.1 for n, a in anchor.items()}
+    far = EWC(fisher, moved, strength=2.0).losses(outputs, None, large_v0.model)["ewc"]
+    count = sum(a.numel() for a in anchor.values())
+    assert abs(float(far.detach()) - 0.01 * count) < 1e-3 * count
+
+
+def test_lwf_is_zero_for_the_unchanged_model(large_v0, toy_data):
+    candidate = copy.deepcopy(large_v0)
+    candidate.model.eval()
+    texts = toy_data["public"]["tech"][0][:4]
+    batch = Batch(candidate.tokenize(texts), {}, "tech", torch.arange(4))
+    loss = LwF(large_v0, weight=1.0, temperature=2.0).losses(
+        distill_forward(candidate.model, batch), batch, candidate.model
+    )
+    assert float(loss["lwf"].detach()) < 1e-5
+
+
+def test_replay_batches_are_interleaved_tagged_and_skipped_by_soft_terms(make_context, large_v0):
+    main = TextPlan(
+        [TaskData("tech", [f"text {i}" for i in range(64)], [0] * 64)], large_v0.tokenize, 16, seed=0
+    )
+    replay = TextPlan([TaskData("health", ["public text"] * 8, [1] * 8)], large_v0.tokenize, 16, seed=1)
+    plan = MixedPlan(main, replay, fraction=0.5, seed=0)
+    items = plan.schedule(0)
+    assert len(items) == len(plan) == 8 and items == plan.schedule(0)
+    replayed = [plan.make(item) for item in items if item.task.startswith("replay.")]
+    assert len(replayed) == 4 and all(is_replay(b) and b.task == "health" for b in replayed)
+    ctx = make_context()
+    soft = SoftLabelLoss(build_targets(ctx, ctx.experts, TeacherConfig()), alpha=1.0, temperature=2.0)
+    assert soft.losses({"logits": torch.zeros(1, 3)}, replayed[0], large_v0.model) == {}
+
+
+def test_replay_without_public_data_is_refused(make_context):
+    ctx = make_context()
+    ctx.public = {}
+    ctx.unlabeled = ctx.unlabeled[:32]
+    info = get_strategy("swarm_distill")
+    config = validate(info.config, {"train": quick_dict(epochs=1), "continual": {"replay_fraction": 0.2}})
+    with pytest.raises(ConfigError, match="replay_fraction"):
+        info.run(ctx, config)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"lwf_weight": -0.5}, "lwf_weight"),
+        ({"lwf_temperature": 0}, "lwf_temperature"),
+        ({"ewc_lambda": -1}, "ewc_lambda"),
+        ({"fisher_samples": 0}, "fisher_samples"),
+        ({"replay_fraction": 1.0}, "replay_fraction"),
+        ({"replay": 0.1}, "replay"),
+    ],
+)
+def test_config_rejects_bad_values(settings, field):
+    with pytest.raises(ConfigError, match=field):
+        validate(ContinualConfig, settings)
+    assert not ContinualConfig().enabled and ContinualConfig(ewc_lambda=1.0).enabled

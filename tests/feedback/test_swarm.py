@@ -1,0 +1,157 @@
+"""swarm_distill on tiny models: outputs, selection of a poisoned expert, teacher choice, features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from feedback_helpers import DOMAINS, quick_dict
+
+from fanbu.config import validate
+from fanbu.derive.distill.losses import kd_loss
+from fanbu.derive.distill.teacher import TeacherCache
+from fanbu.errors import ConfigError
+from fanbu.feedback import get_strategy
+from fanbu.feedback.soft_losses import FeatureMatching, weighted_kd
+from fanbu.feedback.soft_targets import TeacherConfig, build_targets, teacher_weights
+from fanbu.feedback.swarm import SwarmConfig
+from fanbu.train.classify import evaluate_heads
+
+
+def run_swarm(ctx, **settings):
+    info = get_strategy("swarm_distill")
+    return info.run(ctx, validate(info.config, {"train": quick_dict(), **settings}))
+
+
+def mean_test_acc(handle, toy_data) -> float:
+    scores = evaluate_heads(handle, toy_data["test"])
+    return sum(r["accuracy"] for r in scores.values()) / len(scores)
+
+
+def test_by_domain_improves_the_large_model_and_leaves_the_champion_alone(
+    make_context, large_v0, experts, toy_data, weights_of
+):
+    before, expert_before = weights_of(large_v0), weights_of(experts["tech"])
+    output = run_swarm(make_context())
+    candidate = output.handle
+    assert output.relation == "distill"
+    assert candidate.labels == large_v0.labels and candidate.model is not large_v0.model
+    texts = toy_data["test"]["tech"][0]
+    assert candidate.predict_proba(texts, "tech").shape == (len(texts), 3)
+    assert candidate.predict_proba(texts, "mood").shape == (len(texts), 2)
+    changed = [k for k, v in weights_of(candidate).items() if not torch.equal(v, before[k])]
+    assert changed, "the candidate must differ from the champion"
+    assert all(torch.equal(v, before[k]) for k, v in weights_of(large_v0).items())
+    assert all(torch.equal(v, expert_before[k]) for k, v in weights_of(experts["tech"]).items())
+    assert mean_test_acc(candidate, toy_data) > mean_test_acc(large_v0, toy_data) + 0.1
+    assert output.metrics["val.mean_acc"] > output.metrics["val.champion_mean_acc"]
+    assert output.details["selection"]["kept"] == sorted(DOMAINS)
+    assert output.details["targets"]["tech"]["soft"] > 0
+
+
+def test_selection_leaves_out_a_poisoned_expert(make_context, experts, poisoned_expert):
+    ctx = make_context({"tech": poisoned_expert, "health": experts["health"]})
+    output = run_swarm(ctx, train=quick_dict(epochs=1))
+    selection = output.details["selection"]
+    assert selection["kept"] == ["health"]
+    assert "tech" in selection["excluded"] and "below the champion" in selection["excluded"]["tech"]
+    scores = selection["scores"]["tech"]
+    assert scores["expert"] < scores["champion"]
+    assert output.details["targets"]["tech"]["soft"] == 0  # no soft label of the poisoned expert is used
+
+
+def test_selection_off_keeps_the_poisoned_expert(make_context, experts, poisoned_expert):
+    ctx = make_context({"tech": poisoned_expert, "health": experts["health"]})
+    output = run_swarm(ctx, selection_tolerance=None, train=quick_dict(epochs=1))
+    assert output.details["selection"]["kept"] == ["health", "tech"]
+
+
+def test_a_swarm_with_only_bad_experts_is_refused(make_context, poisoned_expert):
+    with pytest.raises(ConfigError, match="every expert was left out"):
+        run_swarm(make_context({"tech": poisoned_expert}))
+
+
+def test_confidence_threshold_drops_unconfident_teachers(make_context, tmp_path):
+    ctx = make_context()
+    loose = build_targets(ctx, ctx.experts, TeacherConfig(choice="confidence"))
+    strict = build_targets(ctx, ctx.experts, TeacherConfig(choice="confidence", threshold=0.9))
+    for head in DOMAINS:
+        assert loose[head].stats()["soft"] == len(loose[head])
+        assert strict[head].stats()["soft"] < loose[head].stats()["soft"]
+        assert bool((strict[head].weights[strict[head].weights > 0] >= 0.9).all())
+        assert strict[head].probs.shape == (len(strict[head]), 3)
+
+
+def test_teacher_weights():
+    logits = torch.tensor([[10.0, 0.0, 0.0], [0.0, 0.0, 0.0]])  # (2, 3): confident, uniform
+    confidence = teacher_weights(logits, "confidence")
+    entropy = teacher_weights(logits, "entropy")
+    assert confidence[0] > 0.99 and abs(float(confidence[1]) - 1 / 3) < 1e-6
+    assert entropy[0] > 0.99 and abs(float(entropy[1])) < 1e-6
+    assert torch.equal(teacher_weights(logits, "by_domain"), torch.ones(2))
+
+
+def test_cross_heads_mix_every_expert_that_has_the_head(make_context):
+    ctx = make_context()
+    config = TeacherConfig(choice="entropy", cross_heads=True, use_unlabeled=False)
+    targets = build_targets(ctx, ctx.experts, config)
+    own = build_targets(ctx, ctx.experts, TeacherConfig(choice="entropy", use_unlabeled=False))
+    assert not torch.allclose(targets["tech"].probs, own["tech"].probs)  # the health expert votes too
+    assert torch.allclose(targets["tech"].probs.sum(dim=-1), torch.ones(len(targets["tech"])))
+
+
+def test_entropy_choice_with_narrow_experts_and_feature_matching(make_context, narrow_experts):
+    output = run_swarm(
+        make_context(narrow_experts), teachers={"choice": "entropy", "threshold": 0.2}, feature_weight=0.5
+    )
+    assert output.handle.labels.keys() >= set(DOMAINS)
+    assert output.metrics["steps"] > 0
+
+
+def test_feature_matching_projects_to_each_expert_width(make_context, narrow_experts, large_v0):
+    targets = build_targets(make_context(narrow_experts), narrow_experts, TeacherConfig(), features=True)
+    term = FeatureMatching(targets, weight=1.0, width=large_v0.model.hidden_size)
+    assert [(p.in_features, p.out_features) for p in term.proj] == [(32, 16), (32, 16)]
+    assert targets["tech"].features["tech"][0].shape == (len(targets["tech"]), 16)
+
+
+def test_weighted_kd_matches_kd_loss_for_one_teacher():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(5, 3), torch.randn(5, 3)
+    probs = torch.softmax(teacher / 2.0, dim=-1)
+    same = weighted_kd(student, probs, torch.ones(5), 2.0)
+    assert torch.allclose(same, kd_loss(student, teacher, 2.0), atol=1e-5)
+    assert float(weighted_kd(student, probs, torch.zeros(5), 2.0)) == 0.0
+
+
+def test_teacher_outputs_are_cached_in_the_work_dir(make_context, monkeypatch):
+    ctx = make_context()
+    first = build_targets(ctx, ctx.experts, TeacherConfig(), cache_dir=ctx.work_dir / "cache")
+    assert sorted(p.name for p in (ctx.work_dir / "cache").iterdir()) == [
+        "teacher-health.safetensors",
+        "teacher-tech.safetensors",
+    ]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the saved cache should have been reused")
+
+    monkeypatch.setattr(TeacherCache, "build", refuse)
+    again = build_targets(ctx, ctx.experts, TeacherConfig(), cache_dir=ctx.work_dir / "cache")
+    assert torch.equal(first["tech"].probs, again["tech"].probs)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"alpha": 1.5}, "alpha"),
+        ({"teachers": {"choice": "by_domain", "threshold": 0.5}}, "threshold"),
+        ({"teachers": {"choice": "vote"}}, "teachers.choice"),
+        ({"feature_weight": -1}, "feature_weight"),
+        ({"selection_tolerance": -0.1}, "selection_tolerance"),
+        ({"continual": {"lwf_weight": -1}}, "continual.lwf_weight"),
+        ({"teachers": {"temperature": 0}}, "teachers.temperature"),
+        ({"epochs": 3}, "epochs"),
+    ],
+)
+def test_config_rejects_bad_values(settings, field):
+    with pytest.raises(ConfigError, match=field):
+        validate(SwarmConfig, settings)
