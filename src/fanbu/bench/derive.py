@@ -52,7 +52,7 @@ def bench_recipe(quick: bool) -> DeriveRecipe:
         data=data,
         stages=[
             {"finetune": {"mode": "full", "train": teacher_train}},
-            {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 0.5, "vocab": 6000, "importance": "taylor",
+            {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 512, "vocab": 6000, "importance": "taylor",
                        "calibration": 256}},
             {"distill": {"temperature": 2.0, "alpha": 0.8, "hidden_weight": 1.0, "train": student_train}},
             {"quantize": {"int8": True, "onnx": True, "onnx_int8": True}},
