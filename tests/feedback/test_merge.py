@@ -143,7 +143,7 @@ def test_selection_leaves_the_poisoned_expert_out(tmp_path: Path) -> None:
     out = merge_strategy(ctx, MergeConfig(method="ties"))
     assert out.details["selected"] == ["topic"]
     assert "sentiment" in out.details["excluded"]
-    assert "< champion" in out.details["excluded"]["sentiment"]
+    assert "below the champion" in out.details["excluded"]["sentiment"]
     assert torch.equal(
         out.handle.model.heads["sentiment"].weight, swarm.large.model.heads["sentiment"].weight
     )

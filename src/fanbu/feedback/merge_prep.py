@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
 from peft import PeftModel
 from pydantic import Field
 from torch import Tensor
@@ -18,6 +19,7 @@ from torch import Tensor
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
 from fanbu.feedback.base import FeedbackContext
+from fanbu.feedback.train_select import select_experts as choose_experts
 from fanbu.models.encoder import EncoderHandle
 
 ARCH_FIELDS = (
@@ -38,7 +40,6 @@ class SelectionConfig(Strict):
     tolerance: float = Field(
         0.0, ge=0, le=1, description="Accuracy (a fraction) an expert may trail the champion by and stay in."
     )
-    batch_size: int = Field(64, ge=1, description="Batch size of the validation predictions.")
 
 
 def plain_state(handle: EncoderHandle) -> dict[str, Tensor]:
@@ -82,43 +83,21 @@ def _base_config(handle: EncoderHandle) -> Any:
     return encoder.config
 
 
-def _accuracy(
-    handle: EncoderHandle, texts: list[str], labels: list[int], head: str, batch_size: int
-) -> float:
-    predictions = handle.predict(texts, head, batch_size=batch_size)
-    return float((predictions == labels).mean()) if len(labels) else 0.0
-
-
 def select_experts(ctx: FeedbackContext, config: SelectionConfig) -> tuple[list[str], dict[str, Any]]:
     """The domains whose expert takes part, and a record of why each one is in or out.
 
-    An expert is left out when its own head's validation accuracy trails the champion's by more than
-    ``config.tolerance``. Domains without a validation slice are kept (and say so).
+    The rule is the one every feedback strategy uses (:func:`fanbu.feedback.train_select.select_experts`):
+    an expert is left out when its own head's validation accuracy trails the champion's by more than
+    ``config.tolerance``; domains without a validation slice are kept (and listed as unchecked).
     """
-    selected: list[str] = []
-    excluded: dict[str, str] = {}
-    scores: dict[str, dict[str, float]] = {}
-    for domain in ctx.domains:
-        if not config.enabled:
-            selected.append(domain)
-            continue
-        if domain not in ctx.validation or not ctx.validation[domain][0]:
-            selected.append(domain)
-            scores[domain] = {}
-            continue
-        texts, labels = list(ctx.validation[domain][0]), [int(y) for y in ctx.validation[domain][1]]
-        expert = _accuracy(ctx.experts[domain], texts, labels, domain, config.batch_size)
-        champion = _accuracy(ctx.large, texts, labels, domain, config.batch_size)
-        scores[domain] = {"expert": expert, "champion": champion}
-        if expert < champion - config.tolerance - 1e-9:
-            excluded[domain] = (
-                f"validation accuracy {expert:.3f} < champion {champion:.3f} - tolerance {config.tolerance:.3f}"
-            )
-        else:
-            selected.append(domain)
-    unchecked = [d for d in selected if config.enabled and not scores.get(d)]
-    details = {"selected": selected, "excluded": excluded, "validation": scores, "unchecked": unchecked}
-    return selected, details
+    selection = choose_experts(ctx, config.tolerance if config.enabled else None)
+    details = {
+        "selected": list(selection.kept),
+        "excluded": dict(selection.excluded),
+        "validation": {d: dict(s) for d, s in selection.scores.items()},
+        "unchecked": list(selection.unchecked) if config.enabled else [],
+    }
+    return list(selection.kept), details
 
 
 def require_selection(selected: list[str], details: dict[str, Any], what: str) -> None:
@@ -144,9 +123,8 @@ def validation_metrics(ctx: FeedbackContext, handle: EncoderHandle, batch_size: 
     for domain in ctx.domains:
         if domain in ctx.validation and ctx.validation[domain][0]:
             texts, labels = ctx.validation[domain]
-            metrics[f"{domain}.val_acc"] = _accuracy(
-                handle, list(texts), [int(y) for y in labels], domain, batch_size
-            )
+            predictions = handle.predict(list(texts), domain, batch_size=batch_size)
+            metrics[f"{domain}.val_acc"] = float((predictions == np.asarray(labels)).mean())
     if metrics:
         metrics["val_acc_mean"] = sum(metrics.values()) / len(metrics)
     return metrics

@@ -1,0 +1,55 @@
+"""Collection: the logging store of served predictions and feedback, and its curation into datasets.
+
+:class:`LogStore` lives in the registry's database; :func:`curate` (``fanbu collect``) turns its rows
+into a registered, fingerprinted dataset; :func:`load_collected` reads one back for a feedback recipe.
+Names are imported on first use (the store does not need the data loaders).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CurateConfig": "fanbu.collect.curation",
+    "curate": "fanbu.collect.curation",
+    "CollectedData": "fanbu.collect.dataset",
+    "collected_sources": "fanbu.collect.dataset",
+    "load_collected": "fanbu.collect.dataset",
+    "read_collected": "fanbu.collect.dataset",
+    "PRIVACY_MODES": "fanbu.collect.privacy",
+    "PrivacyMode": "fanbu.collect.privacy",
+    "mask_text": "fanbu.collect.privacy",
+    "stored_form": "fanbu.collect.privacy",
+    "Answer": "fanbu.collect.store",
+    "Feedback": "fanbu.collect.store",
+    "LogStore": "fanbu.collect.store",
+    "LogStoreError": "fanbu.collect.store",
+    "Prediction": "fanbu.collect.store",
+    "UnknownPredictionError": "fanbu.collect.store",
+}
+
+__all__ = [
+    "PRIVACY_MODES",
+    "Answer",
+    "CollectedData",
+    "CurateConfig",
+    "Feedback",
+    "LogStore",
+    "LogStoreError",
+    "Prediction",
+    "PrivacyMode",
+    "UnknownPredictionError",
+    "collected_sources",
+    "curate",
+    "load_collected",
+    "mask_text",
+    "read_collected",
+    "stored_form",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fanbu.collect' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

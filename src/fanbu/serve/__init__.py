@@ -1,0 +1,58 @@
+"""Serving: registered small models (and an edge-to-large cascade) behind a FastAPI app, every answer logged.
+
+``create_app`` builds the app; ``serve`` runs it under uvicorn (``fanbu serve``). Predictions and
+feedback go into the logging store (:mod:`fanbu.collect`) before the response is sent. Names are
+imported on first use, so that a load-generating process can import :mod:`fanbu.serve.load` without
+loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "create_app": "fanbu.serve.app",
+    "MicroBatcher": "fanbu.serve.batcher",
+    "Overloaded": "fanbu.serve.batcher",
+    "Route": "fanbu.serve.cascade",
+    "tune_threshold": "fanbu.serve.cascade",
+    "Batching": "fanbu.serve.config",
+    "CascadeConfig": "fanbu.serve.config",
+    "Limits": "fanbu.serve.config",
+    "ServeConfig": "fanbu.serve.config",
+    "ModelPool": "fanbu.serve.models",
+    "NotServableError": "fanbu.serve.models",
+    "UnknownModelError": "fanbu.serve.models",
+    "parse_ref": "fanbu.serve.models",
+    "resolve": "fanbu.serve.models",
+    "TOKEN_ENV": "fanbu.serve.security",
+    "resolve_token": "fanbu.serve.security",
+    "serve": "fanbu.serve.server",
+}
+
+__all__ = [
+    "TOKEN_ENV",
+    "Batching",
+    "CascadeConfig",
+    "Limits",
+    "MicroBatcher",
+    "ModelPool",
+    "NotServableError",
+    "Overloaded",
+    "Route",
+    "ServeConfig",
+    "UnknownModelError",
+    "create_app",
+    "parse_ref",
+    "resolve",
+    "resolve_token",
+    "serve",
+    "tune_threshold",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fanbu.serve' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

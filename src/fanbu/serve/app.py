@@ -1,0 +1,183 @@
+"""The FastAPI app: predict, feedback, health, metrics; behind the :class:`~fanbu.serve.gate.Gate`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+import fanbu
+from fanbu.collect.store import LogStore, LogStoreError, UnknownPredictionError
+from fanbu.registry import Registry
+from fanbu.serve.batcher import Overloaded
+from fanbu.serve.config import ServeConfig
+from fanbu.serve.errors import (
+    ApiError,
+    ErrorResponses,
+    on_api_error,
+    on_http_error,
+    on_unexpected_error,
+    on_validation_error,
+)
+from fanbu.serve.gate import Gate
+from fanbu.serve.schemas import (
+    FeedbackRequest,
+    FeedbackResponse,
+    PredictionOut,
+    PredictRequest,
+    PredictResponse,
+)
+from fanbu.serve.state import ServerState
+
+_BEARER = Depends(
+    HTTPBearer(auto_error=False, description="The API token (checked before the request is read).")
+)
+
+
+def create_app(config: ServeConfig, registry: Registry, store: LogStore, token_hash: str | None) -> FastAPI:
+    """Build the app. ``token_hash`` is the sha256 of the accepted token (``None``: auth is off)."""
+    if config.auth and token_hash is None:
+        raise ValueError("auth is on but no token hash was given; use fanbu.serve.security.resolve_token")
+    state = ServerState(config, registry, store)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(state.start)
+        yield
+        await state.stop()
+
+    app = FastAPI(
+        title="fanbu serve",
+        version=fanbu.__version__,
+        lifespan=lifespan,
+        description="Small domain models, an edge-to-large cascade, and a log of what they meet.",
+    )
+    app.state.serve = state
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected_error)
+    app.add_middleware(
+        Gate,
+        token_hash=token_hash if config.auth else None,
+        max_body_bytes=config.limits.max_body_bytes,
+        metrics=state.metrics,
+    )
+    secured: list[Any] = [] if not config.auth else [_security_dependency()]
+
+    @app.get("/health", summary="Liveness: no token needed")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": fanbu.__version__}
+
+    @app.get("/metrics", summary="Prometheus text format", dependencies=secured, response_class=Response)
+    async def metrics() -> Response:
+        for (target, _), batcher in state.batchers.items():
+            state.metrics.queue_depth.labels(target).set(batcher.depth())
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    @app.get("/v1/models", summary="Served models and cascades", dependencies=secured)
+    async def models() -> dict[str, Any]:
+        return {
+            "routes": {
+                name: {
+                    "model": r.small.record.id,
+                    "large": r.large.record.id if r.large else None,
+                    "threshold": r.threshold if r.large else None,
+                    "heads": r.labels,
+                }
+                for name, r in sorted(state.routes.items())
+            }
+        }
+
+    @app.post("/v1/predict", response_model=PredictResponse, dependencies=secured, responses=ErrorResponses)
+    async def predict(body: PredictRequest) -> PredictResponse:
+        limits = config.limits
+        if len(body.texts) > limits.max_batch_texts:
+            raise ApiError(
+                422,
+                "too_many_texts",
+                f"{len(body.texts)} texts in one request; the limit is "
+                f"{limits.max_batch_texts} (limits.max_batch_texts): split the batch",
+                "max_batch_texts",
+            )
+        for index, text in enumerate(body.texts):
+            if len(text) > limits.max_text_chars:
+                raise ApiError(
+                    422,
+                    "text_too_long",
+                    f"texts.{index} has {len(text)} characters; the limit is "
+                    f"{limits.max_text_chars} (limits.max_text_chars): shorten it",
+                    "max_text_chars",
+                )
+        route = await state.route(body.model)
+        head = state.head_of(route, body.head)
+        try:
+            predictions = await state.batcher(route, head).submit(body.texts)
+        except LogStoreError as exc:
+            raise ApiError(
+                503,
+                "store_unavailable",
+                f"the prediction could not be logged, so it is not answered: {exc}",
+                headers={"Retry-After": str(limits.retry_after_s)},
+            ) from None
+        except Overloaded:
+            state.metrics.rejected.labels("overloaded").inc()
+            raise ApiError(
+                429,
+                "overloaded",
+                f"model {body.model!r} has {limits.max_queue} requests waiting "
+                f"(limits.max_queue); retry after {limits.retry_after_s} s",
+                "max_queue",
+                headers={"Retry-After": str(limits.retry_after_s)},
+            ) from None
+        labels = route.labels[head]
+        return PredictResponse(
+            model=body.model,
+            head=head,
+            predictions=[
+                PredictionOut(
+                    id=p.id,
+                    label=p.final.label,
+                    confidence=p.final.confidence,
+                    probabilities=dict(zip(labels, p.final.probabilities, strict=True)),
+                    model=p.final.model_id,
+                    escalated=p.escalated,
+                )
+                for p in predictions
+            ],
+        )
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse, dependencies=secured, responses=ErrorResponses)
+    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
+        try:
+            model_id, head = await asyncio.to_thread(state.store.prediction_head, body.prediction_id)
+        except UnknownPredictionError as exc:
+            raise ApiError(404, "unknown_prediction", str(exc)) from None
+        if body.label is not None:
+            labels = await asyncio.to_thread(state.labels_of, model_id, head)
+            if body.label not in labels:
+                raise ApiError(
+                    422,
+                    "unknown_label",
+                    f"label {body.label!r} is not one of head {head!r}'s labels: {', '.join(labels)}",
+                )
+        await asyncio.to_thread(state.store.add_feedback, body.prediction_id, body.label, body.rating)
+        state.metrics.feedback.inc()
+        return FeedbackResponse(prediction_id=body.prediction_id, label=body.label, rating=body.rating)
+
+    return app
+
+
+async def _documented(request: Request, credentials: Any = _BEARER) -> None:
+    """The gate has already checked the token; this only documents it in the OpenAPI schema."""
+
+
+def _security_dependency() -> Any:
+    return Depends(_documented)

@@ -1,0 +1,100 @@
+"""Errors the API answers with: a status code and ``{"error": code, "message": ..., "limit": ...}``.
+
+Every refusal says what went wrong and, for a limit, which setting it hit (``limits.<name>``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+
+class ApiError(Exception):
+    """An error answered as JSON with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        limit: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.limit, self.headers = status, code, message, limit, headers
+
+    def response(self) -> JSONResponse:
+        """The JSON response for this error."""
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.limit is not None:
+            body["limit"] = self.limit
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def too_large(size: int, limit: int) -> ApiError:
+    """413 for a body over ``limits.max_body_bytes``."""
+    return ApiError(
+        413,
+        "body_too_large",
+        f"request body is {size} bytes or more; the limit is {limit} "
+        "bytes (limits.max_body_bytes): send fewer or shorter texts",
+        "max_body_bytes",
+    )
+
+
+def _where(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "body"
+
+
+async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
+    """Handler for :class:`ApiError`."""
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """422 with one readable line per problem, e.g. ``texts.2: Input should be a valid string``."""
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            problems.append(f"body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})")
+        else:
+            problems.append(f"{_where(tuple(error.get('loc', ())))}: {error.get('msg')}")
+    return ApiError(422, "invalid_request", "; ".join(problems) or "invalid request").response()
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors (404 unknown path, 405 wrong method) in the same JSON shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message).response()
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """500 as JSON; the traceback goes to the server's log, not to the client."""
+    message = f"{request.method} {request.url.path} failed ({type(exc).__name__}); see the server log"
+    return ApiError(500, "internal_error", message).response()
+
+
+def _error_doc(description: str) -> dict[str, Any]:
+    from fanbu.serve.schemas import ErrorOut
+
+    return {"description": description, "model": ErrorOut}
+
+
+ErrorResponses: dict[int | str, dict[str, Any]] = {
+    401: _error_doc("Missing or wrong token."),
+    404: _error_doc("Unknown model or prediction id."),
+    413: _error_doc("Body over limits.max_body_bytes."),
+    415: _error_doc("Not a JSON body."),
+    422: _error_doc("Invalid request or a limit exceeded (the `limit` field names it)."),
+    429: _error_doc("Queue full: retry after the Retry-After header's seconds."),
+    503: _error_doc("The logging store is unavailable: nothing was answered."),
+}

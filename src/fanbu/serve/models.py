@@ -1,0 +1,140 @@
+"""Models the server answers with: registry refs (``name`` or ``name:v3``) resolved and loaded once.
+
+A servable model is an encoder classifier directory: a saved :class:`EncoderHandle`, or a derive
+``quantize`` deployment (loaded on the configured runtime, ``onnx_int8`` by default). A model's heads
+and their label names come from its ``handle.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from fanbu.derive.quantize import DEPLOYMENT_JSON, Predictor, load_deployment
+from fanbu.errors import FanbuError, ModelError, RegistryError
+from fanbu.models.encoder import HANDLE_FILE, EncoderHandle
+from fanbu.registry import ModelRecord, Registry
+
+_REF = re.compile(r"(?P<name>[^:]+)(?::v?(?P<version>\d+))?")
+
+
+class UnknownModelError(FanbuError):
+    """No registered model has this name (or version)."""
+
+
+class NotServableError(FanbuError):
+    """The model exists but is not an encoder classifier the server can run."""
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """``"name"`` -> ``(name, None)``; ``"name:v3"`` or ``"name:3"`` -> ``(name, 3)``."""
+    match = _REF.fullmatch(ref.strip()) if isinstance(ref, str) else None
+    if match is None:
+        raise UnknownModelError(f"bad model reference {ref!r}: use name or name:vN (e.g. comp.quantize:v0)")
+    version = match.group("version")
+    return match.group("name"), None if version is None else int(version)
+
+
+def resolve(registry: Registry, ref: str) -> ModelRecord:
+    """The registered model ``ref`` names (the latest version when none is given)."""
+    name, version = parse_ref(ref)
+    if version is None:
+        record = registry.latest(name)
+        if record is None:
+            raise UnknownModelError(
+                f"unknown model {name!r}: no registered model has this name (see `fanbu models`)"
+            )
+        return record
+    try:
+        return registry.get_model(f"{name}:v{version}")
+    except RegistryError:
+        raise UnknownModelError(
+            f"unknown model {name}:v{version}: this version is not registered (see `fanbu models --name {name}`)"
+        ) from None
+
+
+def read_labels(record: ModelRecord) -> dict[str, list[str]]:
+    """Head name -> label names of a registered encoder, read from its ``handle.json``."""
+    path = Path(record.path) / HANDLE_FILE
+    if record.kind != EncoderHandle.kind or not path.is_file():
+        raise NotServableError(
+            f"model {record.id} ({record.kind} at {record.path}) is not an encoder classifier directory; "
+            "serve a saved EncoderHandle or a quantize deployment"
+        )
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise NotServableError(f"{path}: unreadable ({exc}); re-save model {record.id}") from None
+    if not labels:
+        raise NotServableError(f"model {record.id} has no heads; add one with handle.add_head and re-save")
+    return {str(head): [str(n) for n in names] for head, names in labels.items()}
+
+
+def load_predictor(record: ModelRecord, runtime: str = "onnx_int8", threads: int | None = None) -> Predictor:
+    """Load ``record``'s directory: a deployment on ``runtime``, else the saved handle."""
+    read_labels(record)
+    directory = Path(record.path)
+    try:
+        if (directory / DEPLOYMENT_JSON).is_file():
+            return load_deployment(directory, runtime=runtime, intra_op_threads=threads)
+        return EncoderHandle.load(directory)
+    except ModelError as exc:
+        raise NotServableError(f"model {record.id}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Served:
+    """A loaded model: its record, its predictor and its heads' label names."""
+
+    record: ModelRecord
+    predictor: Predictor
+    labels: dict[str, list[str]]
+
+
+class ModelPool:
+    """Loads each referenced model once; safe to call from several threads.
+
+    A ref without a version is pinned to the version it resolved to when first used; restart the
+    server to pick up a newer one.
+    """
+
+    def __init__(self, registry: Registry, runtime: str = "onnx_int8", threads: int | None = None) -> None:
+        self.registry = registry
+        self.runtime = runtime
+        self.threads = threads
+        self._by_ref: dict[str, Served] = {}
+        self._by_id: dict[str, Served] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, ref: str) -> Served | None:
+        """The loaded model for ``ref``, or ``None`` when it has not been loaded yet."""
+        return self._by_ref.get(ref)
+
+    def get(self, ref: str) -> Served:
+        """Resolve and load ``ref`` (once).
+
+        Raises:
+            UnknownModelError: nothing is registered under that name or version.
+            NotServableError: the model is not an encoder classifier.
+        """
+        served = self._by_ref.get(ref)
+        if served is not None:
+            return served
+        with self._lock:
+            if ref in self._by_ref:
+                return self._by_ref[ref]
+            record = resolve(self.registry, ref)
+            served = self._by_id.get(record.id)
+            if served is None:
+                predictor = load_predictor(record, self.runtime, self.threads)
+                served = Served(record, predictor, read_labels(record))
+                self._by_id[record.id] = served
+            self._by_ref[ref] = served
+            return served
+
+    def loaded(self) -> list[str]:
+        """Ids of the loaded models."""
+        return sorted(self._by_id)

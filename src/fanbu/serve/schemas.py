@@ -1,0 +1,72 @@
+"""Request and response bodies of the API (published in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field, model_validator
+
+from fanbu.config import Strict
+
+
+class PredictRequest(Strict):
+    """Texts to classify with one model (or cascade) and head."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=300,
+        description="name, name:vN, or a cascade name.",
+        examples=["comp.quantize"],
+    )
+    texts: list[str] = Field(min_length=1, description="The texts; at most limits.max_batch_texts.")
+    head: str | None = Field(
+        None, max_length=255, description="The head (domain); optional if the model has one head."
+    )
+
+
+class PredictionOut(BaseModel):
+    """One text's answer."""
+
+    id: str = Field(description="Prediction id, for /v1/feedback.")
+    label: str
+    confidence: float = Field(description="Top class probability.")
+    probabilities: dict[str, float] = Field(description="Label name -> probability.")
+    model: str = Field(description="The model version that answered (name:vN).")
+    escalated: bool = Field(description="Whether a cascade passed this text to its large model.")
+
+
+class PredictResponse(BaseModel):
+    """Answers in the order of the request's texts."""
+
+    model: str
+    head: str
+    predictions: list[PredictionOut]
+
+
+class FeedbackRequest(Strict):
+    """A corrected label and/or a rating for a prediction."""
+
+    prediction_id: str = Field(min_length=1, max_length=64)
+    label: str | None = Field(None, max_length=255, description="The correct label name.")
+    rating: int | None = Field(None, ge=1, le=5, description="1 (wrong) .. 5 (right).")
+
+    @model_validator(mode="after")
+    def _something(self) -> FeedbackRequest:
+        if self.label is None and self.rating is None:
+            raise ValueError("give a corrected label, a rating (1-5), or both")
+        return self
+
+
+class FeedbackResponse(BaseModel):
+    """The recorded feedback."""
+
+    prediction_id: str
+    label: str | None
+    rating: int | None
+    status: str = "recorded"
+
+
+class ErrorOut(BaseModel):
+    """Every error: a code, a message that says what to do, and the limit hit, if any."""
+
+    error: str
+    message: str
+    limit: str | None = None

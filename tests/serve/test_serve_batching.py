@@ -1,0 +1,113 @@
+"""Micro-batching and the cascade threshold."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from fanbu.collect.store import LogStore
+from fanbu.errors import ConfigError
+from fanbu.serve import MicroBatcher, Overloaded, tune_threshold
+
+
+def test_concurrent_requests_share_one_batch() -> None:
+    calls: list[list[str]] = []
+
+    def run(texts: list[str]) -> list[str]:
+        calls.append(texts)
+        return [t.upper() for t in texts]
+
+    async def main() -> list[list[str]]:
+        batcher = MicroBatcher(run, max_batch=8, max_wait_s=0.2, max_queue=16)
+        results = await asyncio.gather(*(batcher.submit([f"t{i}", f"u{i}"]) for i in range(3)))
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert results == [["T0", "U0"], ["T1", "U1"], ["T2", "U2"]]
+    assert calls == [["t0", "u0", "t1", "u1", "t2", "u2"]]  # one batch for three requests
+
+
+def test_max_batch_splits_and_errors_reach_every_request() -> None:
+    calls: list[int] = []
+
+    def run(texts: list[str]) -> list[str]:
+        calls.append(len(texts))
+        if "boom" in texts:
+            raise RuntimeError("model failed")
+        return texts
+
+    async def main() -> tuple[list[object], list[int]]:
+        batcher = MicroBatcher(run, max_batch=2, max_wait_s=0.05, max_queue=16)
+        ok = await asyncio.gather(*(batcher.submit([str(i)]) for i in range(4)))
+        failed = await asyncio.gather(batcher.submit(["boom"]), batcher.submit(["x"]), return_exceptions=True)
+        await batcher.close()
+        return [*ok, *failed], list(calls)
+
+    results, sizes = asyncio.run(main())
+    assert results[:4] == [["0"], ["1"], ["2"], ["3"]]
+    assert sizes[:2] == [2, 2]
+    assert all(isinstance(r, RuntimeError) for r in results[4:])
+
+
+def test_full_queue_raises_overloaded() -> None:
+    gate = threading.Event()
+
+    def run(texts: list[str]) -> list[str]:
+        gate.wait(timeout=10)
+        return texts
+
+    async def main() -> None:
+        batcher = MicroBatcher(run, max_batch=1, max_wait_s=0.0, max_queue=1)
+        first = asyncio.create_task(batcher.submit(["a"]))
+        while batcher.depth() or first.done():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the worker has taken "a" and is blocked in run
+        second = asyncio.create_task(batcher.submit(["b"]))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded):
+            await batcher.submit(["c"])
+        gate.set()
+        assert await first == ["a"] and await second == ["b"]
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_tune_threshold_hits_the_target_rate() -> None:
+    confidences = [i / 100 for i in range(100)]
+    threshold = tune_threshold(confidences, 0.3)
+    assert sum(c < threshold for c in confidences) == 30
+    assert tune_threshold([0.9] * 10, 0.3) == 0.9  # ties never escalate more than asked
+    assert sum(c < tune_threshold(confidences, 1.0) for c in confidences) == 100
+    assert tune_threshold([], 0.2) == 0.0
+    with pytest.raises(ConfigError, match="in \\[0, 1\\]"):
+        tune_threshold(confidences, 1.5)
+
+
+def test_cascade_threshold_tuned_at_start_from_logged_confidences(make_client, store: LogStore) -> None:
+    texts = [f"text number {i} about science and computer hardware" for i in range(40)]
+    plain = make_client()
+    for start in range(0, 40, 8):
+        assert (
+            plain.post("/v1/predict", json={"model": "small", "texts": texts[start : start + 8]}).status_code
+            == 200
+        )
+    logged = store.confidences("small:v0", "topic")
+    assert len(logged) == 40
+    cascade = {
+        "small": "small",
+        "large": "large",
+        "threshold": 0.99,
+        "target_escalation_rate": 0.25,
+        "min_samples": 40,
+    }
+    tuned = make_client(cascades={"edge": cascade})
+    threshold = tuned.get("/v1/models").json()["routes"]["edge"]["threshold"]
+    assert threshold == tune_threshold(logged, 0.25)
+    preds = tuned.post("/v1/predict", json={"model": "edge", "texts": texts[:40]}).json()["predictions"]
+    assert sum(p["escalated"] for p in preds) == 10
+    too_few = make_client(cascades={"edge": {**cascade, "min_samples": 1000}})
+    assert too_few.get("/v1/models").json()["routes"]["edge"]["threshold"] == 0.99
