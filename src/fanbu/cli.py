@@ -115,6 +115,36 @@ def derive(
 
 @app.command()
 @friendly
+def feedback(
+    recipe: Annotated[Path, typer.Argument(help="A feedback recipe YAML (see recipes/feedback.yaml).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """反哺: turn the swarm into candidate large models, gate each, promote the best that passes."""
+    from fanbu.feedback.pipeline import run_feedback
+    from fanbu.feedback.recipe import FeedbackRecipe
+
+    resolved = load_recipe(FeedbackRecipe, recipe, overrides or [])
+    registry = _registry(home, db)
+    try:
+        summary = run_feedback(resolved, registry)
+    finally:
+        registry.close()
+    table = Table("strategy", "candidate", "PGR mean", "forgetting (pts)", "seconds", "gate")
+    for row in summary["strategies"]:
+        pgr = "-" if row["pgr_mean"] is None else f"{row['pgr_mean']:.3f}"
+        forgetting = "-" if row["forgetting"] is None else f"{row['forgetting']:+.1f}"
+        table.add_row(row["name"], row["model"], pgr, forgetting, f"{row['seconds']:.0f}",
+                      f"{row['gate']['status']}: {row['gate']['reason']}")
+    console.print(table)
+    promoted = summary["promoted"]
+    console.print(f"{promoted} is the new champion" if promoted else f"{summary['champion']} stays champion",
+                  highlight=False)
+
+
+@app.command()
+@friendly
 def stages() -> None:
     """List the registered derive stages with their references."""
     from fanbu.derive.stages import STAGES
@@ -139,6 +169,19 @@ def bench_derive(
     from fanbu.bench.derive import run_bench
 
     run_bench(quick, out, console, home=home, domains=domains, lm=lm)
+    console.print(f"results written to {out}")
+
+
+@bench_app.command("feedback")
+@friendly
+def bench_feedback(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-feedback.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="Three domains, capped data, 128 tokens.")] = False,
+) -> None:
+    """Every feedback strategy vs naive sequential fine-tuning and uniform averaging: PGR and forgetting."""
+    from fanbu.bench.feedback import run_bench as run_feedback_bench
+
+    run_feedback_bench(quick, out, console)
     console.print(f"results written to {out}")
 
 

@@ -14,8 +14,9 @@ from fanbu.config import load_recipe
 from fanbu.demo import DemoRecipe
 from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.errors import ConfigError
+from fanbu.feedback.recipe import FeedbackRecipe
 
-SCHEMAS: dict[str, type[BaseModel]] = {"demo": DemoRecipe, "derive": DeriveRecipe}
+SCHEMAS: dict[str, type[BaseModel]] = {"demo": DemoRecipe, "derive": DeriveRecipe, "feedback": FeedbackRecipe}
 
 
 def kind_of(path: str | Path) -> str:

@@ -26,7 +26,7 @@ def test_multitask_trains_every_head_jointly(make_context, large_v0, toy_data, w
     before = weights_of(large_v0)
     output = run_multitask(make_context())
     candidate = output.handle
-    assert output.relation == "distill" and output.details["balanced"] is True
+    assert output.relation == "multitask" and output.details["balanced"] is True
     assert candidate.predict_proba(toy_data["test"]["health"][0], "health").shape == (60, 3)
     assert any(not torch.equal(v, before[k]) for k, v in weights_of(candidate).items())
     assert all(torch.equal(v, before[k]) for k, v in weights_of(large_v0).items())

@@ -33,7 +33,7 @@ def test_by_domain_improves_the_large_model_and_leaves_the_champion_alone(
     before, expert_before = weights_of(large_v0), weights_of(experts["tech"])
     output = run_swarm(make_context())
     candidate = output.handle
-    assert output.relation == "distill"
+    assert output.relation == "distilled"
     assert candidate.labels == large_v0.labels and candidate.model is not large_v0.model
     texts = toy_data["test"]["tech"][0]
     assert candidate.predict_proba(texts, "tech").shape == (len(texts), 3)

@@ -63,7 +63,7 @@ class StrategyOutput:
     """A strategy's candidate and what it measured on the way."""
 
     handle: EncoderHandle
-    relation: str  # lineage relation to the champion: distill / merge / moe / finetune
+    relation: str  # lineage relation to the champion, one of fanbu.registry.RELATIONS
     metrics: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # e.g. which experts were selected and why
 

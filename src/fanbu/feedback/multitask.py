@@ -66,6 +66,7 @@ def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
         config.continual,
         config.train,
         balanced=config.balanced,
+        relation="multitask",
     )
     output.details["balanced"] = config.balanced
     return output

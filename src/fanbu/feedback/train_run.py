@@ -126,6 +126,7 @@ def distil_swarm(
     continual: ContinualConfig,
     train: TrainConfig,
     balanced: bool = False,
+    relation: str = "distilled",
 ) -> StrategyOutput:
     """Select the experts, label the transfer texts with them, and distil into a copy of the champion."""
     train = train.model_copy(update={"seed": ctx.seed})  # the context seeds every random choice
@@ -160,4 +161,4 @@ def distil_swarm(
         "best_step": result.state.best_step,
     }
     metrics = {"steps": float(result.state.global_step), **validation_metrics(ctx, candidate)}
-    return StrategyOutput(candidate, "distill", metrics, details)
+    return StrategyOutput(candidate, relation, metrics, details)

@@ -243,6 +243,37 @@ class Registry:
             row.status, row.reason = status, reason
             return queries.model_records(session, [row])[0]
 
+    def set_statuses(
+        self,
+        changes: Sequence[tuple[str, str, str | None]],
+        *,
+        expected: Mapping[str, str] | None = None,
+    ) -> list[ModelRecord]:
+        """Apply ``(model id, status, reason)`` changes in one transaction: all of them or none.
+
+        Args:
+            changes: The new status and reason of each model.
+            expected: Model id -> the status it must have now; a model found in another status (changed
+                meanwhile by another process) makes the whole call fail with nothing written.
+        """
+        for _, status, _ in changes:
+            check_choice(status, MODEL_STATUSES, "model status")
+        check_unique([model_id for model_id, _, _ in changes], "models")
+        expected = expected or {}
+        with self._session(write=True) as session:
+            rows = []
+            for model_id, status, reason in changes:
+                row = queries.model_row(session, model_id)
+                if model_id in expected and row.status != expected[model_id]:
+                    raise RegistryError(
+                        f"{model_id} is {row.status!r}, expected {expected[model_id]!r} (changed meanwhile?); "
+                        "nothing was written, re-read the registry and try again"
+                    )
+                row.status, row.reason = status, reason
+                rows.append(row)
+            session.flush()
+            return queries.model_records(session, rows)
+
     # --------------------------------------------------------------------------------- datasets
 
     def register_dataset(

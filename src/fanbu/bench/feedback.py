@@ -1,0 +1,238 @@
+"""``fanbu bench feedback``: every feedback strategy against the two baselines on the 20 Newsgroups domains.
+
+Large v0 is the packaged MiniLM trained on the public slices of the feedback domains and on the
+held-out tasks (BBC News, Reuters R8); each domain's expert is a full fine-tune of large v0 on that
+domain's private slice. Every registered strategy (default settings) and the baselines (naive
+sequential fine-tuning on pseudo-labels, uniform weight averaging without selection) turn the same
+swarm into a candidate; each is scored on the test splits: accuracy and PGR per domain, forgetting in
+points on the held-out tasks. Target: the best strategy reaches mean PGR >= 0.9 with forgetting <= 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from fanbu.errors import FanbuError
+from fanbu.feedback import STRATEGIES, FeedbackContext, Labeled, get_strategy
+from fanbu.feedback.scores import expert_accuracy, score_candidate
+from fanbu.io import atomic_write_json
+from fanbu.models.encoder import EncoderHandle
+from fanbu.train.classify import evaluate_heads, train_heads
+from fanbu.train.config import TrainConfig
+
+LARGE = "package:all-MiniLM-L6-v2"
+BASELINES: list[tuple[str, str, dict[str, Any]]] = [
+    ("sequential", "sequential", {}),
+    ("merge:average", "merge", {"method": "average", "selection": {"enabled": False}}),
+]
+TARGET_PGR, TARGET_FORGETTING = 0.9, 1.0
+
+
+@dataclass
+class BenchSetup:
+    """Large v0, its experts and the data every strategy sees (public, validation) or is scored on (tests)."""
+
+    large: EncoderHandle
+    experts: dict[str, EncoderHandle]
+    public: dict[str, Labeled]
+    validation: dict[str, Labeled]
+    tests: dict[str, Labeled]
+    heldout: list[str]
+    unlabeled: list[str] = field(default_factory=list)
+
+    @property
+    def domains(self) -> list[str]:
+        """The feedback domains."""
+        return sorted(self.experts)
+
+
+def _caps(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {
+            "domains": ["comp", "sci", "politics"],
+            "public": 200,
+            "private": 400,
+            "validation": 100,
+            "test": 300,
+            "max_length": 128,
+            "epochs": 2,
+        }
+    return {
+        "domains": None,
+        "public": 250,
+        "private": None,
+        "validation": 200,
+        "test": None,
+        "max_length": 256,
+        "epochs": 3,
+    }
+
+
+def build_setup(quick: bool, console: Console) -> BenchSetup:
+    """Train large v0 on the public slices and one full fine-tune per domain on its private slice."""
+    from fanbu.data.builtin import default_benchmark
+
+    caps = _caps(quick)
+    bench = default_benchmark(seed=0, public_fraction=0.1)
+    domains = [d.name for d in bench.domains if caps["domains"] is None or d.name in caps["domains"]]
+    heldout = [d.name for d in bench.heldout]
+
+    def pairs(split: Any, cap: int | None) -> Labeled:
+        split = split if cap is None else split.subsample(cap, 0)
+        return list(split.texts), list(split.labels or ())
+
+    public = {n: pairs(bench.public(n), caps["public"]) for n in (*domains, *heldout)}
+    validation = {n: pairs(bench.domain(n).validation, caps["validation"]) for n in (*domains, *heldout)}
+    tests = {n: pairs(bench.domain(n).test, caps["test"]) for n in (*domains, *heldout)}
+    train = TrainConfig(epochs=caps["epochs"], batch_size=16, lr=1e-4, warmup_ratio=0.06)
+    console.print(f"[bold]large v0[/]: {LARGE} on the public slices of {', '.join(domains + heldout)}")
+    large = EncoderHandle.from_source(LARGE, max_length=caps["max_length"])
+    for name in (*domains, *heldout):
+        large.add_head(name, bench.domain(name).label_names)
+    train_heads(large, public, train, validation, description="large v0")
+    large.model.eval()
+    experts = {}
+    for name in domains:
+        console.print(f"[bold]expert {name}[/]: large v0 fine-tuned on its private slice")
+        expert = copy.deepcopy(large)
+        train_heads(
+            expert,
+            {name: pairs(bench.private(name), caps["private"])},
+            train,
+            {name: validation[name]},
+            description=f"expert {name}",
+        )
+        expert.model.eval()
+        experts[name] = expert
+    feedback_public = {n: public[n] for n in domains}
+    return BenchSetup(large, experts, feedback_public, {n: validation[n] for n in domains}, tests, heldout)
+
+
+def bench_config(name: str, settings: dict[str, Any], quick: bool) -> BaseModel:
+    """A strategy's settings for the bench; quick mode trains one epoch wherever a strategy trains."""
+    config = get_strategy(name).config.model_validate(settings)
+    train = getattr(config, "train", None)
+    if quick and isinstance(train, TrainConfig):
+        config = config.model_copy(update={"train": train.model_copy(update={"epochs": 1})})
+    return config
+
+
+def run_one(
+    setup: BenchSetup,
+    label: str,
+    name: str,
+    config: BaseModel,
+    work: Path,
+    champion: dict[str, dict[str, float]],
+    expert_acc: dict[str, float],
+) -> dict[str, Any]:
+    """One strategy's candidate, scored; a strategy that refuses the swarm gets its error instead."""
+    ctx = FeedbackContext(
+        large=setup.large,
+        experts=setup.experts,
+        public=setup.public,
+        validation=setup.validation,
+        unlabeled=setup.unlabeled,
+        work_dir=work,
+        seed=0,
+    )
+    started = time.perf_counter()
+    try:
+        out = get_strategy(name).run(ctx, config)
+    except FanbuError as exc:
+        return {
+            "name": label,
+            "pgr_mean": None,
+            "forgetting": None,
+            "domains": [],
+            "seconds": time.perf_counter() - started,
+            "error": str(exc),
+        }
+    seconds = time.perf_counter() - started
+    scores = evaluate_heads(out.handle, setup.tests)
+    row = score_candidate(scores, champion, expert_acc, setup.domains, setup.heldout)
+    return {"name": label, "seconds": seconds, **row, "details": {k: str(v) for k, v in out.details.items()}}
+
+
+def run_bench(
+    quick: bool, out: Path, console: Console, setup_fn: Callable[[bool, Console], BenchSetup] | None = None
+) -> dict[str, Any]:
+    """Build the setup, run every strategy and both baselines, write the JSON to ``out``, print the table."""
+    started = time.perf_counter()
+    setup = (setup_fn or build_setup)(quick, console)
+    champion = evaluate_heads(setup.large, setup.tests)
+    expert_acc = expert_accuracy(setup.experts, setup.tests)
+    runs = [(n, n, {}) for n in sorted(STRATEGIES) if n != "sequential"]
+    report: dict[str, Any] = {"bench": "feedback", "quick": quick, "strategies": [], "baselines": []}
+    with tempfile.TemporaryDirectory(prefix="fanbu-bench-feedback-") as tmp:
+        for kind, items in (("strategies", runs), ("baselines", BASELINES)):
+            for label, name, settings in items:
+                console.print(f"[bold]{kind[:-1] if kind == 'baselines' else 'strategy'}[/] {label}")
+                config = bench_config(name, settings, quick)
+                work = Path(tmp) / label.replace(":", "-")
+                report[kind].append(run_one(setup, label, name, config, work, champion, expert_acc))
+    ok = [r for r in report["strategies"] if r["pgr_mean"] is not None and r["forgetting"] is not None]
+    best = max(ok, key=lambda r: r["pgr_mean"], default=None)
+    report.update(
+        {
+            "command": f"fanbu bench feedback{' --quick' if quick else ''} --out {out}",
+            "champion": {t: m["accuracy"] for t, m in champion.items()},
+            "expert_acc": expert_acc,
+            "heldout": setup.heldout,
+            "best": None if best is None else best["name"],
+            "target": {
+                "pgr_mean": TARGET_PGR,
+                "forgetting": TARGET_FORGETTING,
+                "met": best is not None
+                and best["pgr_mean"] >= TARGET_PGR
+                and best["forgetting"] <= TARGET_FORGETTING,
+            },
+            "seconds": time.perf_counter() - started,
+        }
+    )
+    atomic_write_json(out, report)
+    print_table(report, console)
+    return report
+
+
+def _fmt(value: float | None, points: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.1f}" if points else f"{value:.3f}"
+
+
+def print_table(report: dict[str, Any], console: Console) -> None:
+    """One row per strategy and baseline: mean PGR, forgetting, seconds, accuracy per domain."""
+    rows = [("strategy", r) for r in report["strategies"]] + [("baseline", r) for r in report["baselines"]]
+    domains = next(([d["name"] for d in r["domains"]] for _, r in rows if r["domains"]), [])
+    table = Table(
+        title=f"fanbu bench feedback{' --quick' if report['quick'] else ''} "
+        f"({report['seconds']:.0f} s; PGR target >= {TARGET_PGR}, forgetting <= {TARGET_FORGETTING})"
+    )
+    for column in ("name", "kind", "PGR mean", "forgetting (pts)", "seconds", *domains):
+        table.add_column(column, justify="left" if column in ("name", "kind") else "right")
+    for kind, row in rows:
+        accs = {d["name"]: d for d in row["domains"]}
+        cells = [f"{_fmt(accs[d]['acc'])} ({_fmt(accs[d]['pgr'])})" if d in accs else "-" for d in domains]
+        name = row["name"] + (" [red](error)[/]" if "error" in row else "")
+        table.add_row(
+            name,
+            kind,
+            _fmt(row["pgr_mean"]),
+            _fmt(row["forgetting"], True),
+            f"{row['seconds']:.0f}",
+            *cells,
+            style="bold" if row["name"] == report.get("best") else None,
+        )
+    console.print(table)
+    console.print("cells: accuracy (PGR); forgetting: mean accuracy drop on the held-out tasks, in points")

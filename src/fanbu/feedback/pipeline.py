@@ -1,0 +1,346 @@
+"""``fanbu feedback RECIPE.yaml``: run each strategy, register each candidate, gate them, promote the best.
+
+The context carries the champion, the experts, the domains' public and validation slices and
+unlabeled text: never a private slice, never a test split. Every candidate is registered as the next
+version of the champion's name (status ``candidate``, parents: the champion and the experts) and gated
+against the champion on the test split of every domain and held-out task. The best candidate that
+passes is promoted; the others are rejected with their reasons.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fanbu.config import write_resolved
+from fanbu.data.builtin import default_benchmark
+from fanbu.data.domain import Benchmark, Split
+from fanbu.data.loaders import load_domain
+from fanbu.derive.data import DeriveData
+from fanbu.derive.pipeline import DeriveRecipe, run_derive
+from fanbu.errors import ConfigError, FanbuError
+from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput, get_strategy
+from fanbu.feedback.gate import GateDecision, apply_decision, gate
+from fanbu.feedback.recipe import FeedbackRecipe
+from fanbu.feedback.scores import expert_accuracy, score_candidate
+from fanbu.models.artefact import Provenance
+from fanbu.models.encoder import EncoderHandle
+from fanbu.registry import ModelRecord, Registry
+
+
+# StrategyOutput.relation -> the registry's (Hugging Face style) relation name.
+@dataclass
+class FeedbackSlices:
+    """What one feedback run reads from the benchmark: context data, and the gate's test splits."""
+
+    domains: list[str]
+    heldout: list[str]
+    public: dict[str, Labeled]
+    validation: dict[str, Labeled]
+    tests: dict[str, Labeled]
+    unlabeled: list[str] = field(default_factory=list)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+def _pairs(split: Split, cap: int | None, seed: int) -> Labeled:
+    if cap is not None:
+        split = split.subsample(cap, seed)
+    return list(split.texts), list(split.labels or ())
+
+
+def _benchmark(recipe: FeedbackRecipe) -> Benchmark:
+    data = recipe.data
+    if data.source == "default":
+        return default_benchmark(seed=data.seed, public_fraction=data.public_fraction)
+    return Benchmark(
+        tuple(load_domain(s) for s in data.files),
+        tuple(load_domain(s) for s in data.heldout_files),
+        data.public_fraction,
+        data.seed,
+    )
+
+
+def load_slices(recipe: FeedbackRecipe, champion: EncoderHandle) -> FeedbackSlices:
+    """Public / validation slices of the feedback domains; test splits of every head of the champion."""
+    data, bench = recipe.data, _benchmark(recipe)
+    available = [d.name for d in bench.domains]
+    domains = list(data.domains or available)
+    unknown = sorted(set(domains) - set(available))
+    if unknown:
+        raise ConfigError(f"data.domains: unknown {unknown}; available: {', '.join(available)}")
+    heads = sorted(champion.labels)
+    missing = sorted(set(domains) - set(heads))
+    if missing:
+        raise ConfigError(
+            f"the champion has no head for {missing} (heads: {heads}); add them before feeding back"
+        )
+    known = set(bench.names())
+    heldout = [h for h in heads if h not in domains and h in known]
+    if len(heldout) + len(domains) < len(heads) and recipe.gate.require_all_heads:
+        raise ConfigError(
+            f"the champion's heads {sorted(set(heads) - known)} have no data in the benchmark, so the gate "
+            "cannot score them; add them under data.heldout_files, or set gate.require_all_heads: false"
+        )
+    for name in (*domains, *heldout):
+        if list(bench.domain(name).label_names) != list(champion.labels[name]):
+            raise ConfigError(
+                f"head {name!r}: the champion's labels {champion.labels[name]} differ from the data's "
+                f"{list(bench.domain(name).label_names)}; use the benchmark the champion was trained on"
+            )
+    slices = FeedbackSlices(domains, heldout, {}, {}, {})
+    for name in domains:
+        public, validation = bench.public(name), bench.domain(name).validation
+        slices.public[name] = _pairs(public, data.max_public, data.seed)
+        slices.validation[name] = _pairs(validation, data.max_validation, data.seed)
+        slices.fingerprints[f"{name}/public"] = public.fingerprint
+    for name in (*domains, *heldout):
+        test = bench.domain(name).test
+        slices.tests[name] = _pairs(test, data.max_test, 0)
+        slices.fingerprints[f"{name}/test"] = test.fingerprint
+    return slices
+
+
+def add_collected(slices: FeedbackSlices, registry: Registry, name: str, champion: EncoderHandle) -> str:
+    """Add a collected dataset: labelled rows to the domains' public data, the rest as unlabeled text."""
+    from fanbu.collect.dataset import read_collected
+
+    collected = read_collected(registry, name)
+    for domain, (texts, labels) in sorted(collected.labeled.items()):
+        if domain not in slices.domains:
+            slices.unlabeled.extend(texts)  # another task's rows: their text still carries language
+            continue
+        index = {label: i for i, label in enumerate(champion.labels[domain])}
+        names = collected.label_names[domain]
+        unknown = sorted({names[y] for y in labels} - set(index))
+        if unknown:
+            raise ConfigError(
+                f"collected dataset {collected.record.id}: {domain} labels {unknown} unknown to the champion"
+            )
+        old_texts, old_labels = slices.public[domain]
+        slices.public[domain] = (old_texts + list(texts), old_labels + [index[names[y]] for y in labels])
+    for texts in collected.unlabeled.values():
+        slices.unlabeled.extend(texts)
+    slices.fingerprints["collected"] = collected.record.fingerprint
+    return collected.record.id
+
+
+def load_champion(recipe: FeedbackRecipe, registry: Registry) -> tuple[EncoderHandle, ModelRecord]:
+    """The champion handle and record (``champion`` is an id, or a name whose champion is taken)."""
+    spec = recipe.champion
+    record = registry.get_model(spec) if ":" in spec else registry.latest(spec, status="champion")
+    if record is None:
+        raise ConfigError(
+            f"champion {spec!r}: no champion of that name; run `fanbu demo` first, or give an id"
+        )
+    if record.status != "champion":
+        raise ConfigError(
+            f"champion {record.id} is {record.status!r}; name the current champion of {record.name}"
+        )
+    handle = EncoderHandle.load(record.path)
+    if recipe.max_length is not None:
+        handle.max_length = recipe.max_length
+    handle.model.eval()
+    return handle, record
+
+
+def load_experts(
+    recipe: FeedbackRecipe, registry: Registry, champion: ModelRecord, domains: list[str], max_length: int
+) -> dict[str, tuple[EncoderHandle, str]]:
+    """Domain -> (expert, its model id): derived now from the champion, or read from the registry."""
+    settings = recipe.experts
+    if settings.source == "registry":
+        unknown = sorted(set(settings.models) - set(domains))
+        missing = sorted(set(domains) - set(settings.models))
+        if unknown or missing:
+            raise ConfigError(f"experts.models: no model for {missing}, not a feedback domain: {unknown}")
+        ids = {}
+        for domain, spec in settings.models.items():
+            record = registry.get_model(spec) if ":" in spec else registry.latest(spec)
+            if record is None:
+                raise ConfigError(f"experts.models.{domain}: no model named {spec!r}; see `fanbu models`")
+            ids[domain] = record.id
+    else:
+        data = recipe.data
+        derive = DeriveRecipe(
+            teacher=champion.id,
+            max_length=max_length,
+            data=DeriveData(
+                source=data.source,
+                domains=domains,
+                files=data.files,
+                seed=data.seed,
+                public_fraction=data.public_fraction,
+                max_train=settings.derive.max_train,
+                max_validation=data.max_validation,
+                max_test=data.max_test,
+            ),
+            stages=settings.derive.stages,
+            executor=settings.derive.executor,
+        )
+        ids = {row["domain"]: row["final"] for row in run_derive(derive, registry)}
+    experts = {}
+    for domain, model_id in sorted(ids.items()):
+        handle = EncoderHandle.load(registry.get_model(model_id).path)
+        if recipe.max_length is not None:
+            handle.max_length = recipe.max_length
+        handle.model.eval()
+        experts[domain] = (handle, model_id)
+    return experts
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def register_candidate(
+    registry: Registry,
+    champion: ModelRecord,
+    parents: list[str],
+    name: str,
+    config: Any,
+    out: StrategyOutput,
+    fingerprints: dict[str, str],
+    seconds: float,
+    recipe: dict[str, Any],
+) -> ModelRecord:
+    """Save a strategy's candidate as the next version of the champion's name, status ``candidate``."""
+    relation = out.relation
+    version = registry.next_version(champion.name)
+    path = registry.model_dir(champion.name, version)
+    settings = {"strategy": name, "settings": config.model_dump(mode="json"), "feedback": recipe}
+    provenance = Provenance(
+        recipe=settings,
+        parents=parents,
+        data_fingerprints=fingerprints,
+        base_model=champion.id,
+        base_model_relation=relation,
+        name=f"{champion.name}:v{version}",
+        metrics=dict(out.metrics),
+    )
+    out.handle.save(path, provenance)
+    return registry.register_model(
+        name=champion.name,
+        version=version,
+        path=path,
+        kind=out.handle.kind,
+        parents=parents,
+        relation=relation,
+        recipe=settings,
+        fingerprints=fingerprints,
+        status="candidate",
+        metadata={
+            "strategy": name,
+            "seconds": seconds,
+            "metrics": _jsonable(out.metrics),
+            "details": _jsonable(out.details),
+        },
+    )
+
+
+def decide(
+    registry: Registry,
+    champion: ModelRecord,
+    gated: list[tuple[ModelRecord, GateDecision]],
+    fingerprints: dict[str, str],
+    run_id: str,
+) -> str | None:
+    """Reject every candidate but the best that passed, then promote that one; its id.
+
+    The best has the highest mean score over the gated tasks; a tie goes to the earlier strategy.
+    """
+    passed = [(d.candidate_mean, r.id) for r, d in gated if d.promoted]
+    best_mean, best = max(passed, key=lambda p: p[0]) if passed else (None, None)
+    tests = {k.removesuffix("/test"): v for k, v in fingerprints.items() if k.endswith("/test")}
+    order = sorted(
+        gated, key=lambda item: item[0].id == best
+    )  # the winner last: the champion stays till then
+    for record, decision in order:
+        if decision.promoted and record.id != best:
+            decision = dataclasses.replace(
+                decision,
+                promoted=False,
+                reason=f"rejected: passed the gate, but {best} was promoted (mean {decision.metric} "
+                f"{best_mean:.3f} vs {decision.candidate_mean:.3f}; a tie goes to the earlier strategy)",
+            )
+        apply_decision(registry, record, champion, decision, fingerprints=tests, run_id=run_id)
+    return best
+
+
+def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
+    """Run every strategy of the recipe, gate each candidate, promote the best; the run's summary."""
+    if registry.home is None:
+        raise FanbuError(
+            "feedback needs a registry with a home directory for its artefacts (Registry.open(home))"
+        )
+    champion, champion_record = load_champion(recipe, registry)
+    slices = load_slices(recipe, champion)
+    collected = None
+    if recipe.data.collected is not None:
+        collected = add_collected(slices, registry, recipe.data.collected, champion)
+    strategies = recipe.parsed_strategies()
+    dumped = recipe.model_dump(mode="json")
+    run = registry.start_run("feedback", dumped)
+    run_dir = registry.home / "runs" / run.id
+    write_resolved(recipe, run_dir)
+    try:
+        experts = load_experts(recipe, registry, champion_record, slices.domains, champion.max_length)
+        swarm = {d: handle for d, (handle, _) in experts.items()}
+        parents = [champion_record.id, *(model_id for _, model_id in experts.values())]
+        expert_acc = expert_accuracy(swarm, slices.tests)
+        rows, gated = [], []
+        for index, (name, config) in enumerate(strategies):
+            ctx = FeedbackContext(
+                large=champion,
+                experts=swarm,
+                public=slices.public,
+                validation=slices.validation,
+                unlabeled=slices.unlabeled,
+                work_dir=run_dir / f"{index}-{name}",
+                seed=recipe.seed,
+            )
+            started = time.perf_counter()
+            out = get_strategy(name).run(ctx, config)
+            seconds = time.perf_counter() - started
+            record = register_candidate(
+                registry, champion_record, parents, name, config, out, slices.fingerprints, seconds, dumped
+            )
+            decision = gate(out.handle, champion, slices.tests, recipe.gate)
+            gated.append((record, decision))
+            row = score_candidate(
+                decision.candidate_metrics,
+                decision.champion_metrics,
+                expert_acc,
+                slices.domains,
+                slices.heldout,
+            )
+            rows.append(
+                {
+                    "name": name,
+                    "model": record.id,
+                    "seconds": seconds,
+                    **row,
+                    "gate": {"promoted": decision.promoted, "reason": decision.reason},
+                }
+            )
+        best = decide(registry, champion_record, gated, slices.fingerprints, run.id)
+        for row in rows:
+            final = registry.get_model(row["model"])
+            row["gate"] = {"status": final.status, "reason": final.reason, "passed": row["gate"]["promoted"]}
+        summary = {
+            "run": run.id,
+            "champion": champion_record.id,
+            "promoted": best,
+            "experts": {d: model_id for d, (_, model_id) in experts.items()},
+            "expert_acc": expert_acc,
+            "heldout": slices.heldout,
+            "collected": collected,
+            "strategies": rows,
+        }
+    except BaseException as exc:
+        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    registry.finish_run(run.id, "succeeded", _jsonable(summary))
+    return summary

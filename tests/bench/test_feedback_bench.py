@@ -1,0 +1,120 @@
+"""``fanbu bench feedback`` end to end on a tiny fake setup (tiny models, keyword data): the JSON's shape."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import random
+
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+from fanbu.bench import feedback as bench
+from fanbu.cli import app
+from fanbu.feedback import STRATEGIES
+from fanbu.models.encoder import EncoderHandle
+from fanbu.train.classify import train_heads
+from fanbu.train.config import TrainConfig
+
+WORDS = {
+    "sport": [["goal", "match", "team"], ["race", "lap", "car"]],
+    "money": [["bank", "loan", "rate"], ["stock", "share", "market"]],
+    "mood": [["happy", "great", "good"], ["sad", "bad", "awful"]],
+}
+FILLER = ["the", "a", "of", "and", "to", "in", "is", "on"]
+
+
+def _texts(task: str, n: int, seed: int, words: int = 3) -> tuple[list[str], list[int]]:
+    rng = random.Random(f"{task}-{seed}")
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        tokens = rng.sample(WORDS[task][label][:words], 1) + rng.sample(FILLER, 3)
+        rng.shuffle(tokens)
+        texts.append(" ".join(tokens))
+        labels.append(label)
+    return texts, labels
+
+
+def tiny_setup(quick: bool, console: Console) -> bench.BenchSetup:
+    """Large v0 knows one keyword per class; experts learn all three on their domain."""
+    torch.manual_seed(0)
+    large = EncoderHandle.tiny(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=0)
+    for task in WORDS:
+        large.add_head(task, ["first", "second"])
+    train = TrainConfig(epochs=6, batch_size=16, lr=3e-3, warmup_ratio=0.0, progress=False)
+    train_heads(large, {t: _texts(t, 32, 0, words=1) for t in WORDS}, train)
+    large.model.eval()
+    experts = {}
+    for domain in ("sport", "money"):
+        expert = copy.deepcopy(large)
+        train_heads(expert, {domain: _texts(domain, 64, 1)}, train)
+        expert.model.eval()
+        experts[domain] = expert
+    public = {d: _texts(d, 24, 2, words=1) for d in experts}
+    validation = {d: _texts(d, 24, 3) for d in experts}
+    tests = {t: _texts(t, 40, 4) for t in WORDS}
+    return bench.BenchSetup(large, experts, public, validation, tests, ["mood"], _texts("sport", 16, 5)[0])
+
+
+def test_bench_runs_every_strategy_and_both_baselines(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "build_setup", tiny_setup)
+    monkeypatch.setattr(
+        bench,
+        "bench_config",
+        lambda name, settings, quick: _tiny_config(name, settings),
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models run faster so on a shared CPU
+    out = tmp_path / "bench.json"
+    try:
+        result = CliRunner().invoke(app, ["bench", "feedback", "--quick", "--out", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    names = [r["name"] for r in report["strategies"]]
+    assert names == sorted(n for n in STRATEGIES if n != "sequential")
+    assert [r["name"] for r in report["baselines"]] == ["sequential", "merge:average"]
+    for row in report["strategies"] + report["baselines"]:
+        assert {"name", "pgr_mean", "forgetting", "seconds", "domains"} <= set(row)
+        assert "error" not in row, row  # every strategy runs on a same-architecture swarm
+        assert [d["name"] for d in row["domains"]] == ["money", "sport"]
+        assert all({"name", "acc", "pgr"} <= set(d) for d in row["domains"])
+        assert all(0.0 <= d["acc"] <= 1.0 for d in row["domains"])
+    assert report["heldout"] == ["mood"] and report["quick"] is True
+    assert set(report["target"]) == {"pgr_mean", "forgetting", "met"}
+    assert "PGR mean" in result.output and "merge:average" in result.output
+
+
+def _tiny_config(name: str, settings: dict):
+    """The bench's settings with a tiny model's loop: one epoch at a high learning rate."""
+    config = STRATEGIES[name].config.model_validate(settings)
+    if isinstance(getattr(config, "train", None), TrainConfig):
+        tiny = TrainConfig(epochs=1, batch_size=16, lr=3e-3, warmup_ratio=0.0, progress=False)
+        config = config.model_copy(update={"train": tiny})
+    return config
+
+
+def test_table_marks_errors_and_the_best() -> None:
+    row = {
+        "name": "merge",
+        "pgr_mean": 0.9,
+        "forgetting": 0.5,
+        "seconds": 2.0,
+        "domains": [{"name": "comp", "acc": 0.8, "pgr": 0.9}],
+    }
+    failed = {
+        "name": "moe",
+        "pgr_mean": None,
+        "forgetting": None,
+        "seconds": 0.0,
+        "domains": [],
+        "error": "x",
+    }
+    report = {"quick": True, "seconds": 3.0, "strategies": [row, failed], "baselines": [], "best": "merge"}
+    text = io.StringIO()
+    bench.print_table(report, Console(file=text, width=200))
+    assert "0.800 (0.900)" in text.getvalue() and "error" in text.getvalue()
