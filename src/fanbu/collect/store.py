@@ -8,19 +8,16 @@ that answers after :meth:`LogStore.log_batch` returns loses no acknowledged pred
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Self
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
 
 from fanbu.collect.schema import AnswerRow, FeedbackRow, LogBase, PredictionRow
 from fanbu.errors import FanbuError
-from fanbu.registry.engine import describe_url, open_engines
 from fanbu.registry.schema import utcnow
+from fanbu.registry.sqlstore import SqlStore
 
 ROLES = ("single", "small", "large")
 
@@ -77,41 +74,19 @@ class Feedback:
     rating: int | None
 
 
-class LogStore:
+class LogStore(SqlStore):
     """Predictions and feedback in the registry's database (tables ``serve_*``, created on open).
 
     Args:
         url: The registry's SQLAlchemy URL (``Registry.url``).
     """
 
+    error = LogStoreError
+    open_message = "cannot open the logging store in {url}: {reason}"
+    busy_message = "logging store {url}: {reason} (retry)"
+
     def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine, self._write_engine = open_engines(url)
-        try:
-            with self._write_engine.begin() as conn:
-                LogBase.metadata.create_all(conn)
-        except OperationalError as exc:
-            self._engine.dispose()
-            raise LogStoreError(f"cannot open the logging store in {describe_url(url)}: {exc.orig}") from exc
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release every pooled connection."""
-        self._engine.dispose()
-
-    @contextmanager
-    def _session(self, write: bool = False) -> Iterator[Session]:
-        engine = self._write_engine if write else self._engine
-        try:
-            with Session(engine, expire_on_commit=False) as session, session.begin():
-                yield session
-        except OperationalError as exc:
-            raise LogStoreError(f"logging store {describe_url(self.url)}: {exc.orig} (retry)") from exc
+        super().__init__(url, LogBase.metadata)
 
     def log_batch(self, predictions: Sequence[Prediction]) -> None:
         """Write ``predictions`` and all their answers in one transaction (all or nothing)."""

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
 
 from fanbu.errors import RegistryError
 from fanbu.registry import queries
@@ -28,7 +26,7 @@ from fanbu.registry.checks import (
     check_unique,
     jsonify,
 )
-from fanbu.registry.engine import describe_url, open_engines
+from fanbu.registry.engine import describe_url
 from fanbu.registry.records import (
     MODEL_STATUSES,
     RELATIONS,
@@ -52,11 +50,12 @@ from fanbu.registry.schema import (
     RunRow,
     utcnow,
 )
+from fanbu.registry.sqlstore import SqlStore
 
 _VERSION_RETRIES = 5  # auto-numbered versions retry when another writer took the same number
 
 
-class Registry:
+class Registry(SqlStore):
     """The lineage store: models (a DAG through their parents), datasets, runs and evaluations.
 
     Args:
@@ -64,19 +63,18 @@ class Registry:
         home: The directory artefacts live under (``home/models/<name>/v<version>``), if any.
     """
 
+    error = RegistryError
+    open_message = (
+        "cannot open registry {url}: {reason} "
+        "(check that its directory exists and is writable, or use Registry.open(home))"
+    )
+    busy_message = (
+        "registry {url}: {reason} (if it is locked, another process held the write lock too long; retry)"
+    )
+
     def __init__(self, url: str, home: Path | None = None) -> None:
-        self.url = url
         self.home = Path(home) if home is not None else None
-        self._engine, self._write_engine = open_engines(url)
-        try:
-            with self._write_engine.begin() as conn:
-                Base.metadata.create_all(conn)
-        except OperationalError as exc:
-            self._engine.dispose()
-            raise RegistryError(
-                f"cannot open registry {describe_url(url)}: {exc.orig} "
-                "(check that its directory exists and is writable, or use Registry.open(home))"
-            ) from exc
+        super().__init__(url, Base.metadata)
 
     @classmethod
     def open(cls, home: str | Path, url: str | None = None) -> Registry:
@@ -91,28 +89,6 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({describe_url(self.url)!r}, home={self.home!r})"
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release every pooled database connection."""
-        self._engine.dispose()
-
-    @contextmanager
-    def _session(self, write: bool = False) -> Iterator[Session]:
-        engine = self._write_engine if write else self._engine
-        try:
-            with Session(engine, expire_on_commit=False) as session, session.begin():
-                yield session
-        except OperationalError as exc:
-            raise RegistryError(
-                f"registry {describe_url(self.url)}: {exc.orig} (if it is locked, another process held "
-                "the write lock too long; retry)"
-            ) from exc
 
     # ----------------------------------------------------------------------------------- models
 

@@ -1,0 +1,62 @@
+"""The plumbing every fanbu store shares: two engines on one database, its tables, one transaction per use.
+
+The lineage registry and the serving log store both sit on the registry's database. Subclasses name
+their tables (``metadata``), the error they raise, and the messages that say what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar, Self
+
+from sqlalchemy import MetaData
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from fanbu.errors import FanbuError
+from fanbu.registry.engine import describe_url, open_engines
+
+
+class SqlStore:
+    """Open ``url`` (tables created if missing) and hand out transactions.
+
+    Class attributes:
+        error: The exception raised for database trouble.
+        open_message: Why opening failed, formatted with ``url`` and ``reason``.
+        busy_message: Why a transaction failed, formatted with ``url`` and ``reason``.
+    """
+
+    error: ClassVar[type[FanbuError]] = FanbuError
+    open_message: ClassVar[str] = "cannot open {url}: {reason}"
+    busy_message: ClassVar[str] = "{url}: {reason} (retry)"
+
+    def __init__(self, url: str, metadata: MetaData) -> None:
+        self.url = url
+        self._engine, self._write_engine = open_engines(url)
+        try:
+            with self._write_engine.begin() as conn:
+                metadata.create_all(conn)
+        except OperationalError as exc:
+            self._engine.dispose()
+            raise self.error(self.open_message.format(url=describe_url(url), reason=exc.orig)) from exc
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release every pooled database connection."""
+        self._engine.dispose()
+
+    @contextmanager
+    def _session(self, write: bool = False) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        engine = self._write_engine if write else self._engine
+        try:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise self.error(self.busy_message.format(url=describe_url(self.url), reason=exc.orig)) from exc
