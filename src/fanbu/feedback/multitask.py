@@ -9,42 +9,23 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fanbu.config import Strict
 from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
-from fanbu.feedback.continual import ContinualConfig
 from fanbu.feedback.soft_targets import TeacherConfig
-from fanbu.feedback.swarm import default_train
+from fanbu.feedback.swarm import SwarmTraining
 from fanbu.feedback.train_run import distil_swarm
-from fanbu.train.config import TrainConfig
 
 
 def _all_texts() -> TeacherConfig:
     return TeacherConfig(pool="all")
 
 
-class MultitaskConfig(Strict):
+class MultitaskConfig(SwarmTraining):
     """Settings of ``multitask``: joint training of all heads on the experts' soft labels."""
 
     teachers: TeacherConfig = Field(
         default_factory=_all_texts, description="How the experts label the texts (pool: all by default)."
     )
-    alpha: float = Field(
-        0.7, ge=0, le=1, description="Weight of the soft-label KL; the public hard labels get 1 - alpha."
-    )
     balanced: bool = Field(True, description="Balance rows across heads and source domains (oversampling).")
-    selection_tolerance: float | None = Field(
-        0.02,
-        ge=0,
-        description="Leave out experts whose validation accuracy is below the champion's by more than this; "
-        "null keeps every expert.",
-    )
-    continual: ContinualConfig = Field(
-        default_factory=ContinualConfig, description="Safeguards against forgetting."
-    )
-    train: TrainConfig = Field(
-        default_factory=default_train,
-        description="Loop settings (train.seed is replaced by the context's seed).",
-    )
 
 
 @register_strategy(

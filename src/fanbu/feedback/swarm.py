@@ -25,17 +25,11 @@ def default_train() -> TrainConfig:
     return TrainConfig(epochs=3, batch_size=16, lr=5e-5, warmup_ratio=0.1)
 
 
-class SwarmConfig(Strict):
-    """Settings of ``swarm_distill``: loss = (1 - alpha) * CE(public labels) + alpha * KL + feature term."""
+class SwarmTraining(Strict):
+    """What every strategy that trains the champion on the swarm's soft labels shares."""
 
-    teachers: TeacherConfig = Field(
-        default_factory=TeacherConfig, description="How the experts label the texts."
-    )
     alpha: float = Field(
         0.7, ge=0, le=1, description="Weight of the soft-label KL; the public hard labels get 1 - alpha."
-    )
-    feature_weight: float = Field(
-        0.0, ge=0, description="Weight of pooled-feature matching through a projection per expert (0: off)."
     )
     selection_tolerance: float | None = Field(
         0.02,
@@ -49,6 +43,17 @@ class SwarmConfig(Strict):
     train: TrainConfig = Field(
         default_factory=default_train,
         description="Loop settings (train.seed is replaced by the context's seed).",
+    )
+
+
+class SwarmConfig(SwarmTraining):
+    """Settings of ``swarm_distill``: loss = (1 - alpha) * CE(public labels) + alpha * KL + feature term."""
+
+    teachers: TeacherConfig = Field(
+        default_factory=TeacherConfig, description="How the experts label the texts."
+    )
+    feature_weight: float = Field(
+        0.0, ge=0, description="Weight of pooled-feature matching through a projection per expert (0: off)."
     )
 
 
