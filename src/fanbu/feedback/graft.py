@@ -17,13 +17,12 @@ from torch import Tensor
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
+from fanbu.feedback.base import FeedbackContext, StrategyOutput, register_strategy
 from fanbu.feedback.merge_prep import (
     SelectionConfig,
     check_same_architecture,
     plain_state,
-    require_selection,
-    select_experts,
+    same_architecture_swarm,
     take_heads,
     validation_metrics,
 )
@@ -133,10 +132,7 @@ def _check_plan(plan: dict[str, list[int]], domains: list[str]) -> None:
 )
 def graft_strategy(ctx: FeedbackContext, config: GraftConfig) -> StrategyOutput:
     """Copy the chosen layers of each selected expert into a copy of the champion."""
-    check_experts(ctx, "graft")
-    check_same_architecture(ctx.large, ctx.experts, "graft")
-    selected, details = select_experts(ctx, config.selection)
-    require_selection(selected, details, "graft")
+    selected, details = same_architecture_swarm(ctx, config.selection, "graft")
     if config.layers is not None:
         _check_plan(config.layers, ctx.domains)
     plan = (

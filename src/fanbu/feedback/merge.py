@@ -20,13 +20,11 @@ from torch import Tensor
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
+from fanbu.feedback.base import FeedbackContext, StrategyOutput, register_strategy
 from fanbu.feedback.merge_prep import (
     SelectionConfig,
-    check_same_architecture,
     plain_state,
-    require_selection,
-    select_experts,
+    same_architecture_swarm,
     take_heads,
     validation_metrics,
 )
@@ -133,14 +131,11 @@ def _combine(vectors: list[Tensor], weights: Tensor, config: MergeConfig) -> Ten
 )
 def merge_strategy(ctx: FeedbackContext, config: MergeConfig) -> StrategyOutput:
     """Merge the selected experts' encoders into a copy of the champion; heads come from the experts."""
-    check_experts(ctx, "merge")
-    check_same_architecture(ctx.large, ctx.experts, "merge")
     if config.weights is not None:
         unknown = sorted(set(config.weights) - set(ctx.domains))
         if unknown:
             raise ConfigError(f"merge.weights: no expert for {unknown}; experts: {ctx.domains}")
-    selected, details = select_experts(ctx, config.selection)
-    require_selection(selected, details, "merge")
+    selected, details = same_architecture_swarm(ctx, config.selection, "merge")
     weights = [1.0 if config.weights is None else config.weights.get(d, 1.0) for d in selected]
     merged = merge_states(
         plain_state(ctx.large), [plain_state(ctx.experts[d]) for d in selected], weights, config, ctx.seed

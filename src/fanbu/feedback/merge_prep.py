@@ -18,7 +18,7 @@ from torch import Tensor
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext
+from fanbu.feedback.base import FeedbackContext, check_experts
 from fanbu.feedback.train_select import select_experts as choose_experts
 from fanbu.models.encoder import EncoderHandle
 
@@ -108,6 +108,20 @@ def require_selection(selected: list[str], details: dict[str, Any], what: str) -
             f"{what}: every expert was left out by selection ({reasons}); nothing to feed back. Check the "
             "experts, or raise selection.tolerance / set selection.enabled: false"
         )
+
+
+def same_architecture_swarm(
+    ctx: FeedbackContext, selection: SelectionConfig, what: str
+) -> tuple[list[str], dict[str, Any]]:
+    """Check the swarm shares the champion's architecture, then select its experts (at least one).
+
+    The common start of the weight-space strategies (merge, moe, graft).
+    """
+    check_experts(ctx, what)
+    check_same_architecture(ctx.large, ctx.experts, what)
+    selected, details = select_experts(ctx, selection)
+    require_selection(selected, details, what)
+    return selected, details
 
 
 def take_heads(candidate: EncoderHandle, experts: dict[str, EncoderHandle], domains: list[str]) -> None:

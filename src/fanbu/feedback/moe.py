@@ -18,13 +18,11 @@ from torch import Tensor
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
+from fanbu.feedback.base import FeedbackContext, StrategyOutput, register_strategy
 from fanbu.feedback.merge_prep import (
     SelectionConfig,
-    check_same_architecture,
     plain_state,
-    require_selection,
-    select_experts,
+    same_architecture_swarm,
     take_heads,
     validation_metrics,
 )
@@ -141,10 +139,7 @@ def train_router(
 )
 def moe_strategy(ctx: FeedbackContext, config: MoEConfig) -> StrategyOutput:
     """Upcycle the champion into a mixture of the selected experts and train the router."""
-    check_experts(ctx, "moe")
-    check_same_architecture(ctx.large, ctx.experts, "moe")
-    selected, details = select_experts(ctx, config.selection)
-    require_selection(selected, details, "moe")
+    selected, details = same_architecture_swarm(ctx, config.selection, "moe")
     handle = build_moe(ctx.large, {d: ctx.experts[d] for d in selected}, config, ctx.seed)
     result = train_router(handle, ctx, config, ctx.domains)
     for param in handle.model.parameters():
