@@ -29,6 +29,8 @@ def main(out: Path) -> None:
         agree = all(torch.equal(gathered[0], g) for g in gathered)
         save_file({"params": flat, "agree": torch.tensor(int(agree)), "world": torch.tensor(world),
                    "steps": torch.tensor(result.state.global_step)}, str(out / "result.safetensors"))
+    dist.barrier()
+    dist.destroy_process_group()  # shut gloo down before exit: a live process group can abort at teardown
 
 
 if __name__ == "__main__":
