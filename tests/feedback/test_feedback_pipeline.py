@@ -220,9 +220,8 @@ def test_collected_rows_join_public_data_in_the_champions_label_order(workspace,
     texts, labels = slices.public["tech"]
     assert texts[before:] == [e.text for e in examples]
     assert [large_v0.labels["tech"][y] for y in labels[before:]] == [e.label for e in examples]
-    assert (
-        slices.unlabeled == ["an unlabeled text"] and slices.fingerprints["collected"] == record.fingerprint
-    )
+    assert slices.collected == {"tech": ["an unlabeled text"]} and not slices.unlabeled  # served traffic
+    assert slices.fingerprints["collected"] == record.fingerprint
     assert set(slices.tests) == {*DOMAINS, *HELDOUT} and slices.heldout == list(HELDOUT)
 
 

@@ -99,6 +99,19 @@ def test_cross_heads_mix_every_expert_that_has_the_head(make_context):
     assert torch.allclose(targets["tech"].probs.sum(dim=-1), torch.ones(len(targets["tech"])))
 
 
+def test_served_texts_join_their_own_domains_pool_unlabeled(make_context):
+    ctx = make_context(unlabeled=False)
+    ctx.collected = {"tech": ["served tech text one", "served tech text two"]}
+    targets = build_targets(ctx, ctx.experts, TeacherConfig(use_unlabeled=False))
+    tech, other = targets["tech"], next(t for h, t in targets.items() if h != "tech")
+    rows = [i for i, text in enumerate(tech.texts) if text.startswith("served tech")]
+    assert len(rows) == 2 and all(tech.sources[i] == "tech" and int(tech.labels[i]) == -1 for i in rows)
+    assert not any(text.startswith("served tech") for text in other.texts)  # pool "own": not another head's
+    off = build_targets(ctx, ctx.experts, TeacherConfig(use_unlabeled=False, use_collected=False))
+    assert len(off["tech"]) == len(tech) - 2
+    assert "served tech text one" in ctx.transfer_texts("tech")
+
+
 def test_entropy_choice_with_narrow_experts_and_feature_matching(make_context, narrow_experts):
     output = run_swarm(
         make_context(narrow_experts), teachers={"choice": "entropy", "threshold": 0.2}, feature_weight=0.5

@@ -1,10 +1,12 @@
 """``fanbu bench feedback``: every feedback strategy against the two baselines on the 20 Newsgroups domains.
 
 Large v0 is the packaged MiniLM trained on the public slices of the feedback domains and on the
-held-out tasks (BBC News, Reuters R8); each domain's expert is a full fine-tune of large v0 on that
-domain's private slice. Every registered strategy (default settings) and the baselines (naive
-sequential fine-tuning on pseudo-labels, uniform weight averaging without selection) turn the same
-swarm into a candidate; each is scored on the test splits: accuracy and PGR per domain, forgetting in
+held-out tasks (BBC News, Reuters R8). Each domain's private slice is cut in two (stratified): the
+expert, a full fine-tune of large v0, trains on one part; the other part stands for the traffic the
+domain's small model meets while serving, and reaches the strategies as unlabeled text only
+(``ctx.collected``), never with its labels and never the texts the expert trained on. Every registered
+strategy (default settings) and the baselines (naive sequential fine-tuning on pseudo-labels, uniform
+weight averaging without selection) turn the same swarm into a candidate; each is scored on the test splits: accuracy and PGR per domain, forgetting in
 points on the held-out tasks. Target: the best strategy reaches mean PGR >= 0.9 with forgetting <= 1.
 """
 
@@ -49,6 +51,7 @@ class BenchSetup:
     tests: dict[str, Labeled]
     heldout: list[str]
     unlabeled: list[str] = field(default_factory=list)
+    collected: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def domains(self) -> list[str]:
@@ -61,7 +64,8 @@ def _caps(quick: bool) -> dict[str, Any]:
         return {
             "domains": ["comp", "sci", "politics"],
             "public": 200,
-            "private": 400,
+            "private": 800,
+            "serving": 600,
             "validation": 100,
             "test": 300,
             "max_length": 128,
@@ -78,8 +82,15 @@ def _caps(quick: bool) -> dict[str, Any]:
     }
 
 
+SERVING_FRACTION = 0.4  # share of each private slice that stands for served traffic (text only)
+
+
 def build_setup(quick: bool, console: Console) -> BenchSetup:
-    """Train large v0 on the public slices and one full fine-tune per domain on its private slice."""
+    """Train large v0 on the public slices and one full fine-tune per domain on part of its private slice.
+
+    The rest of each private slice becomes that domain's served traffic: texts only, disjoint from
+    what the expert trained on.
+    """
     from fanbu.data.builtin import default_benchmark
 
     caps = _caps(quick)
@@ -101,13 +112,16 @@ def build_setup(quick: bool, console: Console) -> BenchSetup:
         large.add_head(name, bench.domain(name).label_names)
     train_heads(large, public, train, validation, description="large v0")
     large.model.eval()
-    experts = {}
+    experts, collected = {}, {}
     for name in domains:
+        served, own = bench.private(name).stratified_split(SERVING_FRACTION, 0)
+        served = served if caps["serving"] is None else served.subsample(caps["serving"], 0)
+        collected[name] = list(served.texts)
         console.print(f"[bold]expert {name}[/]: large v0 fine-tuned on its private slice")
         expert = copy.deepcopy(large)
         train_heads(
             expert,
-            {name: pairs(bench.private(name), caps["private"])},
+            {name: pairs(own, caps["private"])},
             train,
             {name: validation[name]},
             description=f"expert {name}",
@@ -115,7 +129,15 @@ def build_setup(quick: bool, console: Console) -> BenchSetup:
         expert.model.eval()
         experts[name] = expert
     feedback_public = {n: public[n] for n in domains}
-    return BenchSetup(large, experts, feedback_public, {n: validation[n] for n in domains}, tests, heldout)
+    return BenchSetup(
+        large,
+        experts,
+        feedback_public,
+        {n: validation[n] for n in domains},
+        tests,
+        heldout,
+        collected=collected,
+    )
 
 
 def bench_config(name: str, settings: dict[str, Any], quick: bool) -> BaseModel:
@@ -143,6 +165,7 @@ def run_one(
         public=setup.public,
         validation=setup.validation,
         unlabeled=setup.unlabeled,
+        collected=setup.collected,
         work_dir=work,
         seed=0,
     )

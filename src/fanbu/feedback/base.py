@@ -33,7 +33,9 @@ class FeedbackContext:
             from ``large`` (pruned / distilled students) or share it (full fine-tunes, LoRA-merged).
         public: Domain name -> its labelled public slice (what large v0 was trained on).
         validation: Domain name -> a labelled validation slice for early stopping and selection.
-        unlabeled: Extra unlabelled text (for example collected while serving); may be empty.
+        unlabeled: Extra unlabelled text of no particular domain; may be empty.
+        collected: Domain name -> unlabelled texts that domain's small model met while serving (its
+            traffic, never its private training slice); may be empty.
         work_dir: Scratch directory for checkpoints.
         seed: Seeds every random choice.
     """
@@ -43,6 +45,7 @@ class FeedbackContext:
     public: dict[str, Labeled]
     validation: dict[str, Labeled] = field(default_factory=dict)
     unlabeled: list[str] = field(default_factory=list)
+    collected: dict[str, list[str]] = field(default_factory=dict)
     work_dir: Path = Path(".")
     seed: int = 0
 
@@ -52,9 +55,10 @@ class FeedbackContext:
         return sorted(self.experts)
 
     def transfer_texts(self, domain: str | None = None) -> list[str]:
-        """Texts a strategy may label with the experts: the public slices plus unlabeled text."""
-        names = [domain] if domain is not None else sorted(self.public)
+        """Texts a strategy may label with the experts: public slices, collected and unlabeled text."""
+        names = [domain] if domain is not None else sorted(set(self.public) | set(self.collected))
         texts = [t for name in names for t in self.public.get(name, ([], []))[0]]
+        texts += [t for name in names for t in self.collected.get(name, [])]
         return texts + (list(self.unlabeled) if domain is None else [])
 
 

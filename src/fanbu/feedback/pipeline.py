@@ -22,6 +22,7 @@ from fanbu.data.loaders import load_domain
 from fanbu.derive.data import DeriveData
 from fanbu.derive.pipeline import DeriveRecipe, run_derive
 from fanbu.errors import ConfigError, FanbuError
+from fanbu.evaluate.speed import param_count
 from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput, get_strategy
 from fanbu.feedback.gate import GateDecision, apply_decision, gate
 from fanbu.feedback.recipe import FeedbackRecipe
@@ -42,6 +43,7 @@ class FeedbackSlices:
     validation: dict[str, Labeled]
     tests: dict[str, Labeled]
     unlabeled: list[str] = field(default_factory=list)
+    collected: dict[str, list[str]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
 
 
@@ -104,7 +106,11 @@ def load_slices(recipe: FeedbackRecipe, champion: EncoderHandle) -> FeedbackSlic
 
 
 def add_collected(slices: FeedbackSlices, registry: Registry, name: str, champion: EncoderHandle) -> str:
-    """Add a collected dataset: labelled rows to the domains' public data, the rest as unlabeled text."""
+    """Add a collected dataset: labelled rows to the domains' public data, unlabeled rows as served text.
+
+    A feedback domain's unlabeled rows become what its small model met while serving
+    (``ctx.collected``); other tasks' rows become domain-free unlabeled text.
+    """
     from fanbu.collect.dataset import read_collected
 
     collected = read_collected(registry, name)
@@ -121,8 +127,11 @@ def add_collected(slices: FeedbackSlices, registry: Registry, name: str, champio
             )
         old_texts, old_labels = slices.public[domain]
         slices.public[domain] = (old_texts + list(texts), old_labels + [index[names[y]] for y in labels])
-    for texts in collected.unlabeled.values():
-        slices.unlabeled.extend(texts)
+    for domain, texts in sorted(collected.unlabeled.items()):
+        if domain in slices.domains:
+            slices.collected.setdefault(domain, []).extend(texts)
+        else:
+            slices.unlabeled.extend(texts)
     slices.fingerprints["collected"] = collected.record.fingerprint
     return collected.record.id
 
@@ -191,6 +200,31 @@ def load_experts(
     return experts
 
 
+def record_sizes_and_experts(
+    registry: Registry,
+    champion: EncoderHandle,
+    champion_record: ModelRecord,
+    experts: dict[str, tuple[EncoderHandle, str]],
+    expert_acc: dict[str, float],
+    slices: FeedbackSlices,
+    run_id: str,
+) -> None:
+    """Record what the report reads: each expert's test accuracy on its domain, the champion's size."""
+    for domain, (_, model_id) in sorted(experts.items()):
+        registry.record_evaluation(
+            model_id,
+            domain=domain,
+            split="test",
+            metrics={"accuracy": expert_acc[domain]},
+            dataset_fingerprint=slices.fingerprints.get(f"{domain}/test"),
+            run_id=run_id,
+        )
+    if not any(e.metric == "params" for e in registry.evaluations(champion_record.id, domain="*")):
+        registry.record_evaluation(
+            champion_record.id, domain="*", split="size", metrics={"params": float(param_count(champion.model))}
+        )
+
+
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -236,6 +270,7 @@ def register_candidate(
             "seconds": seconds,
             "metrics": _jsonable(out.metrics),
             "details": _jsonable(out.details),
+            "params": param_count(out.handle.model),  # the report's size axis
         },
     )
 
@@ -290,6 +325,7 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
         swarm = {d: handle for d, (handle, _) in experts.items()}
         parents = [champion_record.id, *(model_id for _, model_id in experts.values())]
         expert_acc = expert_accuracy(swarm, slices.tests)
+        record_sizes_and_experts(registry, champion, champion_record, experts, expert_acc, slices, run.id)
         rows, gated = [], []
         for index, (name, config) in enumerate(strategies):
             ctx = FeedbackContext(
@@ -298,6 +334,7 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
                 public=slices.public,
                 validation=slices.validation,
                 unlabeled=slices.unlabeled,
+                collected=slices.collected,
                 work_dir=run_dir / f"{index}-{name}",
                 seed=recipe.seed,
             )

@@ -55,6 +55,9 @@ class TeacherConfig(Strict):
         "own", description="own: a head learns on its domain's public texts; all: on every domain's."
     )
     use_unlabeled: bool = Field(True, description="Add the context's unlabeled texts to every head's pool.")
+    use_collected: bool = Field(
+        True, description="Add the texts each pooled domain's small model met while serving (ctx.collected)."
+    )
     cross_heads: bool = Field(
         False,
         description="confidence / entropy: experts also teach other domains' heads they carry with the same "
@@ -132,6 +135,11 @@ def head_pool(
         sources += [name] * len(public_texts)
         own = name == head
         labels += [int(y) if own else UNLABELED for y in public_labels]
+        if config.use_collected:
+            served = ctx.collected.get(name, [])
+            texts += list(served)
+            sources += [name] * len(served)
+            labels += [UNLABELED] * len(served)
     if config.use_unlabeled:
         texts += list(ctx.unlabeled)
         sources += [UNLABELED_SOURCE] * len(ctx.unlabeled)
