@@ -112,6 +112,16 @@ def test_served_texts_join_their_own_domains_pool_unlabeled(make_context):
     assert "served tech text one" in ctx.transfer_texts("tech")
 
 
+def test_start_from_merged_experts_then_distil(make_context, narrow_experts, weights_of, large_v0):
+    ctx = make_context()
+    before = weights_of(large_v0)
+    out = run_swarm(ctx, start="merge", merge={"method": "task_arithmetic", "scaling": 0.5})
+    assert out.details["start"] == "merge" and out.handle is not ctx.large
+    assert all(torch.equal(v, weights_of(large_v0)[k]) for k, v in before.items())  # champion untouched
+    with pytest.raises(ConfigError, match="architecture"):
+        run_swarm(make_context(swarm=narrow_experts), start="merge")
+
+
 def test_entropy_choice_with_narrow_experts_and_feature_matching(make_context, narrow_experts):
     output = run_swarm(
         make_context(narrow_experts), teachers={"choice": "entropy", "threshold": 0.2}, feature_weight=0.5

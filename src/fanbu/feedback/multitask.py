@@ -48,6 +48,7 @@ def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
         config.train,
         balanced=config.balanced,
         relation="multitask",
+        start=config.starting_point(ctx),
     )
-    output.details["balanced"] = config.balanced
+    output.details.update({"balanced": config.balanced, "start": config.start})
     return output

@@ -10,11 +10,15 @@ left out first.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from fanbu.config import Strict
 from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
 from fanbu.feedback.continual import ContinualConfig
+from fanbu.feedback.merge import MergeConfig, merge_strategy
+from fanbu.models.encoder import EncoderHandle
 from fanbu.feedback.soft_targets import TeacherConfig
 from fanbu.feedback.train_run import distil_swarm
 from fanbu.train.config import TrainConfig
@@ -44,6 +48,20 @@ class SwarmTraining(Strict):
         default_factory=default_train,
         description="Loop settings (train.seed is replaced by the context's seed).",
     )
+    start: Literal["champion", "merge"] = Field(
+        "champion",
+        description="champion: train a copy of the champion; merge: first merge the experts into it "
+        "(same-architecture swarms, settings under `merge`), then distil: merging gives a head start, "
+        "distillation (with the safeguards, which still refer to the champion) the rest.",
+    )
+    merge: MergeConfig = Field(
+        default_factory=lambda: MergeConfig(method="average"),
+        description="How the experts are merged when start is merge.",
+    )
+
+    def starting_point(self, ctx: FeedbackContext) -> EncoderHandle | None:
+        """The model distillation starts from: None for a copy of the champion, else the merged experts."""
+        return None if self.start == "champion" else merge_strategy(ctx, self.merge).handle
 
 
 class SwarmConfig(SwarmTraining):
@@ -66,7 +84,7 @@ class SwarmConfig(SwarmTraining):
 def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
     """Distil the selected experts into a copy of ``ctx.large``."""
     check_experts(ctx, "swarm_distill")
-    return distil_swarm(
+    output = distil_swarm(
         ctx,
         "swarm_distill",
         config.teachers,
@@ -75,4 +93,7 @@ def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
         config.selection_tolerance,
         config.continual,
         config.train,
+        start=config.starting_point(ctx),
     )
+    output.details["start"] = config.start
+    return output

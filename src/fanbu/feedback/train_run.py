@@ -127,8 +127,13 @@ def distil_swarm(
     train: TrainConfig,
     balanced: bool = False,
     relation: str = "distilled",
+    start: EncoderHandle | None = None,
 ) -> StrategyOutput:
-    """Select the experts, label the transfer texts with them, and distil into a copy of the champion."""
+    """Select the experts, label the transfer texts with them, and distil into a copy of the champion.
+
+    ``start`` replaces that copy as the model trained (for example the experts merged into the
+    champion); it is trained in place.
+    """
     train = train.model_copy(update={"seed": ctx.seed})  # the context seeds every random choice
     selection = select_experts(ctx, tolerance)
     if not selection.kept:
@@ -143,7 +148,7 @@ def distil_swarm(
         raise ConfigError(f"{what}: no transfer texts; give the context public slices or unlabeled texts")
     if balanced:
         targets = balance(targets, ctx.seed)
-    candidate = copy.deepcopy(ctx.large)
+    candidate = copy.deepcopy(ctx.large) if start is None else start
     strategies: list[Strategy] = []
     if alpha < 1:
         strategies.append(MaskedTaskLoss(weight=1 - alpha))
