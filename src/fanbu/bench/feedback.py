@@ -5,9 +5,10 @@ held-out tasks (BBC News, Reuters R8). Each domain's private slice is cut in two
 expert, a full fine-tune of large v0, trains on one part; the other part stands for the traffic the
 domain's small model meets while serving, and reaches the strategies as unlabeled text only
 (``ctx.collected``), never with its labels and never the texts the expert trained on. Every registered
-strategy (default settings) and the baselines (naive sequential fine-tuning on pseudo-labels, uniform
-weight averaging without selection) turn the same swarm into a candidate; each is scored on the test splits: accuracy and PGR per domain, forgetting in
-points on the held-out tasks. Target: the best strategy reaches mean PGR >= 0.9 with forgetting <= 1.
+strategy (settings in ``SETTINGS``, one training budget) and the baselines (naive sequential
+fine-tuning on pseudo-labels, uniform weight averaging without selection) turn the same swarm into a
+candidate; each is scored on the test splits: accuracy and PGR per domain, forgetting in points on
+the held-out tasks. Target: the best strategy reaches mean PGR >= 0.9 with forgetting <= 1.
 """
 
 from __future__ import annotations
@@ -33,8 +34,22 @@ from fanbu.train.classify import evaluate_heads, train_heads
 from fanbu.train.config import TrainConfig
 
 LARGE = "package:all-MiniLM-L6-v2"
+# One training budget for every strategy that trains the large model, the naive baseline included.
+TRAIN: dict[str, Any] = {"epochs": 2, "batch_size": 16, "lr": 1e-4, "warmup_ratio": 0.1}
+DISTIL: dict[str, Any] = {
+    "alpha": 0.9,
+    "teachers": {"temperature": 1.0},
+    "continual": {"lwf_weight": 1.0},
+    "train": TRAIN,
+}
+# The bench's settings per strategy (strategies not named run on their defaults); written into the JSON.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "swarm_distill": {**DISTIL, "start": "merge"},
+    # every expert labels every domain's public texts; served texts stay with their own domain's head
+    "multitask": {**DISTIL, "teachers": {"temperature": 1.0, "pool": "all", "use_collected": False}},
+}
 BASELINES: list[tuple[str, str, dict[str, Any]]] = [
-    ("sequential", "sequential", {}),
+    ("sequential", "sequential", {"train": TRAIN}),
     ("merge:average", "merge", {"method": "average", "selection": {"enabled": False}}),
 ]
 TARGET_PGR, TARGET_FORGETTING = 0.9, 1.0
@@ -67,7 +82,7 @@ def _caps(quick: bool) -> dict[str, Any]:
             "private": 800,
             "serving": 600,
             "validation": 100,
-            "test": 300,
+            "test": 1000,
             "max_length": 128,
             "epochs": 2,
         }
@@ -141,12 +156,8 @@ def build_setup(quick: bool, console: Console) -> BenchSetup:
 
 
 def bench_config(name: str, settings: dict[str, Any], quick: bool) -> BaseModel:
-    """A strategy's settings for the bench; quick mode trains one epoch wherever a strategy trains."""
-    config = get_strategy(name).config.model_validate(settings)
-    train = getattr(config, "train", None)
-    if quick and isinstance(train, TrainConfig):
-        config = config.model_copy(update={"train": train.model_copy(update={"epochs": 1})})
-    return config
+    """A strategy's settings for the bench (the same in quick mode, which only caps the data)."""
+    return get_strategy(name).config.model_validate(settings)
 
 
 def run_one(
@@ -184,7 +195,13 @@ def run_one(
     seconds = time.perf_counter() - started
     scores = evaluate_heads(out.handle, setup.tests)
     row = score_candidate(scores, champion, expert_acc, setup.domains, setup.heldout)
-    return {"name": label, "seconds": seconds, **row, "details": {k: str(v) for k, v in out.details.items()}}
+    return {
+        "name": label,
+        "seconds": seconds,
+        **row,
+        "settings": config.model_dump(mode="json"),
+        "details": {k: str(v) for k, v in out.details.items()},
+    }
 
 
 def run_bench(
@@ -195,7 +212,7 @@ def run_bench(
     setup = (setup_fn or build_setup)(quick, console)
     champion = evaluate_heads(setup.large, setup.tests)
     expert_acc = expert_accuracy(setup.experts, setup.tests)
-    runs = [(n, n, {}) for n in sorted(STRATEGIES) if n != "sequential"]
+    runs = [(n, n, SETTINGS.get(n, {})) for n in sorted(STRATEGIES) if n != "sequential"]
     report: dict[str, Any] = {"bench": "feedback", "quick": quick, "strategies": [], "baselines": []}
     with tempfile.TemporaryDirectory(prefix="fanbu-bench-feedback-") as tmp:
         for kind, items in (("strategies", runs), ("baselines", BASELINES)):
