@@ -22,7 +22,7 @@ def test_demo_trains_evaluates_and_registers_large_v0(tmp_path):
     assert "test accuracy per domain" in result.output
     registry = Registry.open(tmp_path)
     large = registry.get_model("large:v0")
-    assert large.status == "champion" and large.parents == ("all-MiniLM-L6-v2:v0",)
+    assert large.parents == ("all-MiniLM-L6-v2:v0",)  # champion, unless the feedback step promoted large:v1
     domains = {e.domain for e in registry.evaluations("large:v0") if e.metric == "accuracy"}
     assert domains == {"comp", "rec", "sci", "politics", "religion", "bbc-news", "reuters-r8"}
     speed = {e.metric: e.value for e in registry.evaluations("large:v0", domain="*")}
@@ -42,4 +42,15 @@ def test_demo_trains_evaluates_and_registers_large_v0(tmp_path):
     handle = EncoderHandle.load(large.path)
     assert set(handle.labels) == domains
     assert json.loads((Path(large.path) / "fanbu.json").read_text())["provenance"]["parents"] == [large.parents[0]]
+    # One generation: experts fine-tuned from large v0 fed back into it, the candidate gated.
+    experts = {f"{d}.finetune:v0" for d in ("comp", "rec", "sci", "politics", "religion")}
+    candidate = registry.get_model("large:v1")
+    assert set(candidate.parents) == {"large:v0", *experts} and candidate.relation == "distilled"
+    assert candidate.status in ("champion", "rejected") and candidate.reason
+    champion = "large:v1" if candidate.status == "champion" else "large:v0"
+    assert registry.latest("large", status="champion").id == champion
+    assert "candidates from large:v0" in result.output
+    report = Path(registry.home) / "report.html"
+    assert f"Report written to {report}" in result.output and report.is_file()
+    assert report.read_text(encoding="utf-8").count("<svg") == 3
     registry.close()

@@ -145,6 +145,47 @@ def feedback(
 
 @app.command()
 @friendly
+def cycle(
+    recipe: Annotated[Path, typer.Argument(help="A cycle recipe YAML (see recipes/cycle.yaml).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    generations: Annotated[int | None, typer.Option("--generations", "-n", min=1,
+                                                    help="Generations in all (default: the recipe's).")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """Derive -> feed back -> gate, generation after generation; finished generations are not redone."""
+    from fanbu.cycle import CycleRecipe, run_cycle
+
+    resolved = load_recipe(CycleRecipe, recipe, overrides or [])
+    registry = _registry(home, db)
+    try:
+        summaries = run_cycle(resolved, registry, generations, console)
+    finally:
+        registry.close()
+    last = summaries[-1]
+    console.print(f"{len(summaries)} generation(s); champion: {last['champion_out']}", highlight=False)
+
+
+@app.command()
+@friendly
+def report(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file (default: HOME/report.html).")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """Write one self-contained HTML report (lineage, accuracy, size, feedback runs) from the registry."""
+    from fanbu.report import write_report
+
+    registry = _registry(home, db)
+    try:
+        path = write_report(registry, out if out is not None else home / "report.html")
+    finally:
+        registry.close()
+    console.print(f"report written to {path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly
 def stages() -> None:
     """List the registered derive stages with their references."""
     from fanbu.derive.stages import STAGES

@@ -1,10 +1,11 @@
 """``fanbu demo``: the main job on the built-in default.
 
-For now it trains **large v0**: the packaged MiniLM encoder with one head per task, on the public
+It trains **large v0**: the packaged MiniLM encoder with one head per task, on the public
 slices of the default benchmark (20 Newsgroups domains) and on the held-out tasks, evaluates it per
 domain on the test splits, measures its CPU latency, and registers the base model, the datasets, the
-run, large v0 and every evaluation in the lineage registry. Later issues extend it into the whole
-derive -> feed back -> gate loop.
+run, large v0 and every evaluation in the lineage registry. Then it runs one whole generation of the
+cycle: a small int8 model per domain derived from large v0, the domains' experts fed back into large
+v0 (:mod:`fanbu.demo_feedback`), the gate, and the HTML report (``fanbu report``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rich.table import Table
 from fanbu.config import Strict, write_resolved
 from fanbu.data.builtin import default_benchmark
 from fanbu.data.domain import Benchmark, Split
+from fanbu.demo_feedback import DemoFeedback, feed_back
 from fanbu.derive.pipeline import register_source
 from fanbu.evaluate.metrics import classification_metrics
 from fanbu.evaluate.speed import measure_latency, param_count, size_on_disk, speed_profile
@@ -65,6 +67,7 @@ class DemoRecipe(Strict):
     )
     latency_iterations: int = Field(30, ge=5, description="Batch-1 calls timed for p50/p95 latency.")
     derive: DemoDerive = Field(default_factory=DemoDerive)
+    feedback: DemoFeedback = Field(default_factory=DemoFeedback)
 
 
 def _pairs(split: Split) -> tuple[list[str], list[int]]:
@@ -138,6 +141,12 @@ def run_demo(recipe: DemoRecipe, registry: Registry, console: Console) -> dict:
     _print_summary(console, summary)
     if recipe.derive.enabled:
         summary["small"] = derive_small(recipe, registry, summary, console)
+    if recipe.feedback.enabled:
+        summary["feedback"] = feed_back(recipe, registry, summary["model"], console)
+    from fanbu.report import write_report
+
+    summary["report"] = str(write_report(registry, Path(registry.home or ".") / "report.html"))
+    console.print(f"Report written to {summary['report']}", highlight=False, soft_wrap=True)
     console.print(f"Demo finished in {time.perf_counter() - started:.0f} s. See the lineage: fanbu lineage")
     return summary
 

@@ -11,12 +11,15 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from fanbu.config import load_recipe
+from fanbu.cycle.recipe import CycleRecipe
 from fanbu.demo import DemoRecipe
 from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.errors import ConfigError
 from fanbu.feedback.recipe import FeedbackRecipe
 
-SCHEMAS: dict[str, type[BaseModel]] = {"demo": DemoRecipe, "derive": DeriveRecipe, "feedback": FeedbackRecipe}
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "cycle": CycleRecipe, "demo": DemoRecipe, "derive": DeriveRecipe, "feedback": FeedbackRecipe
+}
 
 
 def kind_of(path: str | Path) -> str:

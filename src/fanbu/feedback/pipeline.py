@@ -31,8 +31,11 @@ from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import ModelRecord, Registry
 
+# StrategyOutput.relation (a registry relation) -> the model card's base_model_relation (Hugging Face's
+# four): merges and mixtures combine weights, everything else trains the champion further.
+HF_RELATIONS: dict[str, str] = {"merge": "merge", "moe": "merge", "adapter": "adapter", "quantized": "quantized"}
 
-# StrategyOutput.relation -> the registry's (Hugging Face style) relation name.
+
 @dataclass
 class FeedbackSlices:
     """What one feedback run reads from the benchmark: context data, and the gate's test splits."""
@@ -250,7 +253,7 @@ def register_candidate(
         parents=parents,
         data_fingerprints=fingerprints,
         base_model=champion.id,
-        base_model_relation=relation,
+        base_model_relation=HF_RELATIONS.get(relation, "finetune"),
         name=f"{champion.name}:v{version}",
         metrics=dict(out.metrics),
     )

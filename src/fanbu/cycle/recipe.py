@@ -1,0 +1,180 @@
+"""What ``fanbu cycle RECIPE.yaml`` runs: a feedback recipe, the small models to derive, generations.
+
+A cycle recipe is a feedback recipe (champion, data, experts, strategies, gate) plus a ``derive`` part:
+the small deployable models derived from every new champion. Each generation's feedback step is an
+ordinary :class:`~fanbu.feedback.recipe.FeedbackRecipe` built by :meth:`CycleRecipe.feedback_recipe`,
+so a cycle recipe validates exactly as the feedback recipes it produces (strategy fields, experts whose
+architecture merge / moe / graft need).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fanbu.config import Strict, validate
+from fanbu.derive.data import DeriveData
+from fanbu.derive.pipeline import DeriveRecipe
+from fanbu.derive.stages import parse_stages
+from fanbu.errors import ConfigError
+from fanbu.execute import ExecutorConfig
+from fanbu.feedback.gate import GateConfig
+from fanbu.feedback.recipe import (
+    SAME_ARCHITECTURE,
+    ExpertDerive,
+    FeedbackData,
+    FeedbackRecipe,
+    parse_strategies,
+)
+from fanbu.models.tokenize import Truncation
+
+SMALL_STAGES: list[Any] = [
+    {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 0.5, "vocab": 6000, "importance": "magnitude"}},
+    {"distill": {"temperature": 2.0, "alpha": 0.5, "train": {"epochs": 3, "lr": 5e-4, "batch_size": 16}}},
+    {"quantize": {"int8": True, "onnx": True, "onnx_int8": True}},
+]
+
+
+class CycleDerive(Strict):
+    """The small models derived from each generation's champion (its ``derive`` pipeline, champion as teacher)."""
+
+    enabled: bool = Field(True, description="Derive the small models at the start of every generation.")
+    stages: list[Any] = Field(
+        default_factory=lambda: list(SMALL_STAGES), description="Derive stages, [{stage: {settings}}, ...]."
+    )
+    truncation: Truncation = Field(
+        "head", description="Which tokens of a long text to keep: head or head_tail."
+    )
+    max_train: int | None = Field(None, ge=1, description="Cap on private training examples per domain.")
+    transfer: Literal["none", "public"] = Field(
+        "none",
+        description="Extra distillation text: none, or every domain's public slice (soft labels only).",
+    )
+    max_transfer: int | None = Field(None, ge=1, description="Cap on transfer texts per domain.")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_valid(cls, stages: list[Any]) -> list[Any]:
+        try:
+            parsed = parse_stages(stages)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        if not parsed:
+            raise ValueError("no stages; list at least one, or set derive.enabled: false")
+        return stages
+
+
+class CycleExperts(Strict):
+    """Where each generation's swarm comes from."""
+
+    source: Literal["finetune", "small"] = Field(
+        "finetune",
+        description="finetune: fine-tune the champion on each private slice (`derive` below); small: the "
+        "small models this generation derived (teachers of another architecture).",
+    )
+    derive: ExpertDerive = Field(default_factory=ExpertDerive)
+
+
+class CycleRecipe(Strict):
+    """What ``fanbu cycle`` runs: generation after generation of derive -> feed back -> gate."""
+
+    champion: str = Field(
+        "large", description="The first champion: an id (large:v0) or a name (its champion)."
+    )
+    max_length: int | None = Field(None, ge=8, description="Tokens per text; default: the champion's.")
+    data: FeedbackData = Field(default_factory=FeedbackData)
+    derive: CycleDerive = Field(default_factory=CycleDerive)
+    experts: CycleExperts = Field(default_factory=CycleExperts)
+    strategies: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"merge": {"method": "ties"}}],
+        description="[{strategy: {settings}}, ...]; each makes a candidate every generation.",
+    )
+    gate: GateConfig = Field(default_factory=GateConfig)
+    seed: int = Field(0, description="Seeds the strategies; generation g uses seed + g.")
+    generations: int = Field(1, ge=1, description="Generations to run in all (finished ones are not redone).")
+    on_no_promotion: Literal["stop", "continue"] = Field(
+        "stop",
+        description="When no candidate passes the gate: stop the cycle, or run the next generation from the "
+        "same champion (its swarm reused, the strategies reseeded).",
+    )
+
+    @field_validator("strategies")
+    @classmethod
+    def _strategies_valid(cls, strategies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            parse_strategies(strategies)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return strategies
+
+    @model_validator(mode="after")
+    def _check(self) -> CycleRecipe:
+        if self.experts.source == "small":
+            if not self.derive.enabled:
+                raise ValueError("experts.source is 'small' but derive.enabled is false; enable derive")
+            needing = sorted({n for n, _ in parse_strategies(self.strategies)} & set(SAME_ARCHITECTURE))
+            if needing:
+                raise ValueError(
+                    f"experts.source 'small' gives experts of another architecture, but {', '.join(needing)} "
+                    "need experts shaped like the champion; use experts.source: finetune or drop them"
+                )
+        try:
+            self.feedback_recipe(self.champion, 0)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def feedback_recipe(
+        self, champion: str, generation: int, experts: dict[str, str] | None = None
+    ) -> FeedbackRecipe:
+        """The feedback step of ``generation`` from ``champion``; ``experts`` (domain -> id) reuses a swarm."""
+        if experts:
+            swarm: dict[str, Any] = {"source": "registry", "models": dict(experts)}
+        else:
+            swarm = {"source": "derive", "derive": self.experts.derive.model_dump(mode="json")}
+        return validate(
+            FeedbackRecipe,
+            {
+                "champion": champion,
+                "max_length": self.max_length,
+                "data": self.data.model_dump(mode="json"),
+                "experts": swarm,
+                "strategies": self.strategies,
+                "gate": self.gate.model_dump(mode="json"),
+                "seed": self.seed + generation,
+            },
+            source="cycle",
+        )
+
+    def derive_recipe(self, teacher: str, max_length: int) -> DeriveRecipe:
+        """The derive step: small models of every feedback domain from ``teacher``."""
+        data, settings = self.data, self.derive
+        return DeriveRecipe(
+            teacher=teacher,
+            max_length=max_length,
+            truncation=settings.truncation,
+            data=DeriveData(
+                source=data.source,
+                domains=data.domains,
+                files=data.files,
+                seed=data.seed,
+                public_fraction=data.public_fraction,
+                max_train=settings.max_train,
+                max_validation=data.max_validation,
+                max_test=data.max_test,
+                transfer=settings.transfer,
+                max_transfer=settings.max_transfer,
+            ),
+            stages=settings.stages,
+            executor=settings.executor,
+        )
+
+    def key(self) -> dict[str, Any]:
+        """What identifies the cycle across reruns: the recipe without ``generations`` and ``on_no_promotion``.
+
+        Neither changes what a generation does, so a stopped cycle can be continued with more generations
+        or with ``on_no_promotion: continue``.
+        """
+        return self.model_dump(mode="json", exclude={"generations", "on_no_promotion"})

@@ -1,0 +1,177 @@
+"""``fanbu cycle``: generation after generation of derive -> experts -> feed back -> gate -> promote.
+
+Each generation starts from the current champion: it derives the small deployable models from it
+(their lineage parent: the champion), then runs one feedback step (:func:`run_feedback`, unchanged),
+which trains the experts from the champion, makes a candidate per strategy, gates them and promotes
+the best one that passes. That winner is the next generation's champion.
+
+When no candidate passes, the cycle **stops** by default: the next generation would start from the
+same champion with the same swarm and be gated on the same test splits, and retrying until a reseeded
+run happens to pass is selection on the test set. ``on_no_promotion: continue`` runs it anyway, reusing
+the generation's small models and experts (they depend only on the champion) and reseeding the
+strategies (``seed + generation``).
+
+Resumable: each finished generation is a registry run of kind ``cycle`` whose recipe names the cycle
+(a hash of the recipe without ``generations`` and ``on_no_promotion``) and the generation. Running the
+same recipe again skips the generations recorded as succeeded and continues from the registry's
+current champion.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+
+from fanbu.cycle.recipe import CycleRecipe
+from fanbu.cycle.tables import print_feedback, print_small
+from fanbu.derive.pipeline import run_derive
+from fanbu.errors import ConfigError, FanbuError
+from fanbu.feedback.pipeline import run_feedback
+from fanbu.io import sha256_json
+from fanbu.models.encoder import EncoderHandle
+from fanbu.registry import ModelRecord, Registry, RunRecord
+
+RUN_KIND = "cycle"
+
+
+def cycle_id(recipe: CycleRecipe) -> str:
+    """The cycle's identity across reruns: a short hash of :meth:`CycleRecipe.key`."""
+    return sha256_json(recipe.key())[:16]
+
+
+def finished_generations(registry: Registry, cycle: str) -> dict[int, RunRecord]:
+    """Generation -> the succeeded ``cycle`` run that recorded it, for the cycle ``cycle``."""
+    done = {}
+    for run in registry.list_runs():
+        if run.kind == RUN_KIND and run.status == "succeeded" and run.recipe.get("cycle") == cycle:
+            done.setdefault(int(run.recipe["generation"]), run)
+    return done
+
+
+def current_champion(registry: Registry, spec: str) -> ModelRecord:
+    """The champion ``spec`` names: an id that must be champion, or a name's current champion."""
+    record = registry.get_model(spec) if ":" in spec else registry.latest(spec, status="champion")
+    if record is None:
+        raise ConfigError(
+            f"champion {spec!r}: no champion of that name; run `fanbu demo` first, or give an id"
+        )
+    if record.status != "champion":
+        raise ConfigError(
+            f"champion {record.id} is {record.status!r}; name the current champion of {record.name}"
+        )
+    return record
+
+
+def run_cycle(
+    recipe: CycleRecipe, registry: Registry, generations: int | None = None, console: Console | None = None
+) -> list[dict[str, Any]]:
+    """Run the recipe's generations (``generations`` overrides its count); one summary per generation.
+
+    Summaries of generations finished by an earlier run are returned with ``skipped: True``.
+    """
+    if registry.home is None:
+        raise FanbuError(
+            "cycle needs a registry with a home directory for its artefacts (Registry.open(home))"
+        )
+    console = console or Console()
+    total = generations if generations is not None else recipe.generations
+    if total < 1:
+        raise ConfigError(f"--generations {total}: run at least one generation")
+    cycle = cycle_id(recipe)
+    done = finished_generations(registry, cycle)
+    name = registry.get_model(recipe.champion).name if ":" in recipe.champion else recipe.champion
+    summaries: list[dict[str, Any]] = []
+    previous: dict[str, Any] | None = None
+    for generation in range(total):
+        if generation in done:
+            run = done[generation]
+            summary = {**run.summary, "skipped": True}
+            console.print(
+                f"generation {generation}: finished in run {run.id} ({_outcome(summary)}); not redone",
+                highlight=False,
+            )
+        else:
+            champion = current_champion(registry, recipe.champion if not summaries and not done else name)
+            if previous is not None and previous["champion_out"] != champion.id:
+                console.print(
+                    f"note: the champion is now {champion.id}, not {previous['champion_out']} "
+                    "(changed since the last generation); continuing from it",
+                    highlight=False,
+                )
+            summary = run_generation(recipe, registry, cycle, generation, champion, previous, console)
+        summaries.append(summary)
+        previous = summary
+        if summary["promoted"] is None and recipe.on_no_promotion == "stop":
+            console.print(
+                f"generation {generation}: no candidate passed the gate; the cycle stops "
+                "(set on_no_promotion: continue to go on from the same champion)",
+                highlight=False,
+            )
+            break
+    return summaries
+
+
+def run_generation(
+    recipe: CycleRecipe,
+    registry: Registry,
+    cycle: str,
+    generation: int,
+    champion: ModelRecord,
+    previous: dict[str, Any] | None,
+    console: Console,
+) -> dict[str, Any]:
+    """One generation from ``champion``, recorded as a ``cycle`` run; its summary."""
+    run = registry.start_run(
+        RUN_KIND, {"cycle": cycle, "generation": generation, "recipe": recipe.model_dump(mode="json")}
+    )
+    try:
+        console.print(f"[bold]Generation {generation}[/] from {champion.id}", highlight=False)
+        same = previous is not None and previous["champion_in"] == champion.id
+        small: dict[str, str] = {}
+        if recipe.derive.enabled:
+            if same and previous and previous.get("small"):
+                small = dict(previous["small"])
+                console.print(
+                    f"small models of {champion.id} reused from generation {previous['generation']}"
+                )
+            else:
+                max_length = recipe.max_length or EncoderHandle.load(champion.path).max_length
+                console.print(f"deriving a small model per domain from {champion.id}", highlight=False)
+                rows = run_derive(recipe.derive_recipe(champion.id, max_length), registry)
+                small = {row["domain"]: row["final"] for row in rows}
+                print_small(console, rows, champion.id)
+        if recipe.experts.source == "small":
+            experts: dict[str, str] | None = small
+        else:
+            experts = dict(previous["experts"]) if same and previous else None
+        feedback = run_feedback(recipe.feedback_recipe(champion.id, generation, experts), registry)
+        promoted = feedback["promoted"]
+        summary = {
+            "cycle": cycle,
+            "generation": generation,
+            "run": run.id,
+            "champion_in": champion.id,
+            "champion_out": promoted or champion.id,
+            "promoted": promoted,
+            "small": small,
+            "experts": feedback["experts"],
+            "feedback_run": feedback["run"],
+            "strategies": [
+                {k: row[k] for k in ("name", "model", "pgr_mean", "forgetting", "gate")}
+                for row in feedback["strategies"]
+            ],
+        }
+    except BaseException as exc:
+        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    registry.finish_run(run.id, "succeeded", summary)
+    print_feedback(console, feedback, title=f"generation {generation}: candidates from {champion.id}")
+    console.print(f"generation {generation}: {_outcome(summary)}", highlight=False)
+    return summary
+
+
+def _outcome(summary: dict[str, Any]) -> str:
+    if summary["promoted"]:
+        return f"{summary['promoted']} promoted over {summary['champion_in']}"
+    return f"no candidate passed; {summary['champion_in']} stays champion"

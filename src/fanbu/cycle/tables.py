@@ -1,0 +1,51 @@
+"""The tables ``fanbu cycle`` and ``fanbu demo`` print: small models derived, and a feedback step's candidates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def print_small(console: Console, rows: list[dict[str, Any]], teacher: str) -> None:
+    """One line per domain: the final small model, its size and test scores (``run_derive`` rows)."""
+    table = Table(
+        "domain",
+        "small model",
+        "params",
+        "test accuracy",
+        "macro-F1",
+        title=f"small models derived from {teacher}",
+    )
+    for row in rows:
+        table.add_row(
+            row["domain"],
+            row["final"],
+            f"{row['params']:,}",
+            f"{row['test']['accuracy']:.3f}",
+            f"{row['test']['macro_f1']:.3f}",
+        )
+    console.print(table)
+
+
+def print_feedback(console: Console, summary: dict[str, Any], title: str | None = None) -> None:
+    """One line per strategy of a ``run_feedback`` summary: candidate, PGR, forgetting, gate; then the outcome."""
+    table = Table("strategy", "candidate", "PGR mean", "forgetting (pts)", "seconds", "gate", title=title)
+    for row in summary["strategies"]:
+        pgr = "-" if row["pgr_mean"] is None else f"{row['pgr_mean']:.3f}"
+        forgetting = "-" if row["forgetting"] is None else f"{row['forgetting']:+.1f}"
+        table.add_row(
+            row["name"],
+            row["model"],
+            pgr,
+            forgetting,
+            f"{row['seconds']:.0f}",
+            f"{row['gate']['status']}: {row['gate']['reason']}",
+        )
+    console.print(table)
+    promoted = summary["promoted"]
+    console.print(
+        f"{promoted} is the new champion" if promoted else f"{summary['champion']} stays champion",
+        highlight=False,
+    )
