@@ -1,0 +1,1 @@
+"""Federated 反哺 on Flower: apps, strategies, attacks, privacy."""
