@@ -186,6 +186,52 @@ def report(
 
 @app.command()
 @friendly
+def federate(
+    recipe: Annotated[Path, typer.Argument(help="A federated recipe YAML (see recipes/federated.yaml).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    app_dir: Annotated[Path | None, typer.Option("--app", help="Write a Flower app directory for a real "
+                                                 "deployment (flwr run) instead of simulating.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """反哺 on Flower: the champion and the domains' clients federate (simulated), gate, register."""
+    from fanbu.federated.recipe import FederatedRecipe
+
+    resolved = load_recipe(FederatedRecipe, recipe, overrides or [])
+    registry = _registry(home, db)
+    try:
+        if app_dir is not None:
+            from fanbu.federated.deploy import write_app
+            from fanbu.federated.lineage import prepare
+
+            settings = prepare(resolved, registry, Path(home).resolve() / "federated" / app_dir.name).settings
+            write_app(app_dir, settings.to_run_config())
+            console.print(f"Flower app written to {app_dir}; outputs will go to {settings.work_dir}. Start "
+                          "flower-superlink and one flower-supernode per client, then: flwr run "
+                          f"{app_dir} <superlink connection> (see the README)", highlight=False, soft_wrap=True)
+            return
+        from fanbu.federated.run import run_federated
+
+        summary = run_federated(resolved, registry, verbose=verbose)
+    finally:
+        registry.close()
+    table = Table("round", "validation mean acc", "seconds")
+    for row in summary["rounds"]:
+        table.add_row(str(row["round"]), f"{row['val.mean_acc']:.3f}", f"{row['seconds']:.0f}")
+    console.print(table)
+    if summary["clients_before"] is not None:
+        console.print(f"clients' mean validation accuracy {summary['clients_before']:.3f} -> "
+                      f"{summary['clients_after']:.3f}", highlight=False)
+    if summary["privacy"]:
+        console.print(f"differential privacy: epsilon {summary['privacy']['epsilon']:.2f} at delta "
+                      f"{summary['privacy']['delta']}", highlight=False)
+    console.print(f"{summary['candidate']}: {summary['gate']['status']}: {summary['gate']['reason']}",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly
 def stages() -> None:
     """List the registered derive stages with their references."""
     from fanbu.derive.stages import STAGES

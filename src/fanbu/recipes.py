@@ -15,10 +15,12 @@ from fanbu.cycle.recipe import CycleRecipe
 from fanbu.demo import DemoRecipe
 from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.errors import ConfigError
+from fanbu.federated.recipe import FederatedRecipe
 from fanbu.feedback.recipe import FeedbackRecipe
 
 SCHEMAS: dict[str, type[BaseModel]] = {
-    "cycle": CycleRecipe, "demo": DemoRecipe, "derive": DeriveRecipe, "feedback": FeedbackRecipe
+    "cycle": CycleRecipe, "demo": DemoRecipe, "derive": DeriveRecipe, "feedback": FeedbackRecipe,
+    "federated": FederatedRecipe,
 }
 
 

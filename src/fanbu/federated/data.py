@@ -1,0 +1,150 @@
+"""What each side reads, under the benchmark protocol: clients their private shard, the server public data.
+
+Both sides build the same :class:`~fanbu.data.domain.Benchmark` from the recipe's data section (the
+built-in benchmark or the listed files, which each organisation holds locally): a client reads its
+shard of its domain's private slice, the domain's public texts (the logit exchange) and its validation
+split; the server reads the public and validation slices of every domain and, for the gate, the test
+splits. Nothing is sent over the network but models and logits. A process loads a benchmark once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from fanbu.data.builtin import default_benchmark
+from fanbu.data.domain import Benchmark, Split
+from fanbu.data.loaders import load_domain
+from fanbu.errors import ConfigError
+from fanbu.federated.partition import ClientSlot, client_split, client_table
+from fanbu.federated.recipe import FederatedData, FederatedRecipe
+from fanbu.io import sha256_json
+
+Labeled = tuple[list[str], list[int]]
+
+
+@lru_cache(maxsize=4)
+def _benchmark(data_json: str) -> Benchmark:
+    data = FederatedData.model_validate_json(data_json)
+    if data.source == "default":
+        return default_benchmark(seed=data.seed, public_fraction=data.public_fraction)
+    return Benchmark(
+        tuple(load_domain(s) for s in data.files),
+        tuple(load_domain(s) for s in data.heldout_files),
+        data.public_fraction,
+        data.seed,
+    )
+
+
+def benchmark(data: FederatedData) -> Benchmark:
+    """The benchmark the data section describes (cached per process)."""
+    return _benchmark(data.model_dump_json())
+
+
+def domains_of(data: FederatedData) -> list[str]:
+    """The federated domains: ``data.domains``, or every feedback domain of the benchmark."""
+    bench = benchmark(data)
+    available = [d.name for d in bench.domains]
+    domains = list(data.domains or available)
+    unknown = sorted(set(domains) - set(available))
+    if unknown:
+        raise ConfigError(f"data.domains: unknown {unknown}; available: {', '.join(available)}")
+    return domains
+
+
+def _pairs(split: Split, cap: int | None, seed: int) -> Labeled:
+    if cap is not None:
+        split = split.subsample(cap, seed)
+    return list(split.texts), list(split.labels or ())
+
+
+def public_pairs(data: FederatedData, domain: str) -> Labeled:
+    """The domain's public texts and labels, capped: the texts both sides exchange logits on."""
+    return _pairs(benchmark(data).public(domain), data.max_public, data.seed)
+
+
+def texts_fingerprint(texts: list[str]) -> str:
+    """sha256 of a list of texts: both sides check that they hold the same public texts."""
+    return sha256_json(texts)
+
+
+@dataclass
+class ClientData:
+    """One client's view: its private shard, its domain's public texts and validation split."""
+
+    slot: ClientSlot
+    label_names: list[str]
+    train: Labeled
+    public: Labeled
+    validation: Labeled
+
+
+def client_data(recipe: FederatedRecipe, slot: ClientSlot) -> ClientData:
+    """The data of client ``slot`` (its domain's private slice cut by ``recipe.partition``)."""
+    data = recipe.data
+    bench = benchmark(data)
+    private = bench.private(slot.domain)
+    if data.max_private is not None:
+        private = private.subsample(data.max_private, data.seed)
+    shard = client_split(private, slot, recipe.partition)
+    return ClientData(
+        slot,
+        list(bench.domain(slot.domain).label_names),
+        (list(shard.texts), list(shard.labels or ())),
+        public_pairs(data, slot.domain),
+        _pairs(bench.domain(slot.domain).validation, data.max_validation, data.seed),
+    )
+
+
+@dataclass
+class ServerData:
+    """The server's view: every domain's public and validation slices, the gate's test splits."""
+
+    domains: list[str]
+    public: dict[str, Labeled]
+    validation: dict[str, Labeled]
+    tests: dict[str, Labeled] = field(default_factory=dict)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+
+def server_data(recipe: FederatedRecipe, heads: list[str] | None = None) -> ServerData:
+    """Public and validation slices of the federated domains; test splits of ``heads`` (for the gate).
+
+    Raises:
+        ConfigError: a domain's labels differ from the large model's head of that name.
+    """
+    data, bench = recipe.data, benchmark(recipe.data)
+    domains = domains_of(data)
+    out = ServerData(domains, {}, {})
+    for name in domains:
+        out.public[name] = public_pairs(data, name)
+        out.validation[name] = _pairs(bench.domain(name).validation, data.max_validation, data.seed)
+        out.fingerprints[f"{name}/public"] = bench.public(name).fingerprint
+    known = set(bench.names())
+    for name in heads or []:
+        if name in known:
+            test = bench.domain(name).test
+            out.tests[name] = _pairs(test, data.max_test, 0)
+            out.fingerprints[f"{name}/test"] = test.fingerprint
+    return out
+
+
+def check_labels(recipe: FederatedRecipe, labels: dict[str, list[str]], what: str) -> None:
+    """Every federated domain must have a head in ``labels`` with the data's label names, in order."""
+    bench = benchmark(recipe.data)
+    for name in domains_of(recipe.data):
+        expected = list(bench.domain(name).label_names)
+        if name not in labels:
+            raise ConfigError(
+                f"{what} has no head {name!r} (heads: {sorted(labels)}); add it before federating"
+            )
+        if list(labels[name]) != expected:
+            raise ConfigError(
+                f"{what}'s head {name!r} has labels {labels[name]}, the data {expected}; use the benchmark "
+                "the model was trained on"
+            )
+
+
+def slots_of(recipe: FederatedRecipe) -> list[ClientSlot]:
+    """Every client of the run, in partition-id order."""
+    return client_table(domains_of(recipe.data), recipe.partition.clients_per_domain)

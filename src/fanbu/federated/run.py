@@ -1,0 +1,206 @@
+"""Run a federation in Flower's simulation runtime: handles in, handles and metrics out.
+
+:func:`federate` is what a benchmark calls: it saves the large model (and FedMKT's client models)
+into a work directory, runs the same ServerApp and ClientApp a deployment runs under
+``flwr.simulation.run_simulation`` (Ray, ``simulation.num_cpus`` CPUs), and reads back the final large
+model, the clients' final models and the per-round history. :func:`run_federated` adds the registry
+around it: the champion and the clients' starting models come from it, the new large version goes
+through the same gate as every other feedback, and the clients' new versions are registered too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fanbu.config import write_resolved
+from fanbu.errors import ConfigError, FanbuError
+from fanbu.federated.client_app import client_app
+from fanbu.federated.data import slots_of
+from fanbu.federated.lineage import prepare, register_clients, register_large
+from fanbu.federated.recipe import FederatedRecipe
+from fanbu.federated.server_app import read_history, server_app
+from fanbu.federated.settings import RunSettings
+from fanbu.feedback.gate import apply_decision, gate
+from fanbu.models.artefact import Provenance
+from fanbu.models.encoder import EncoderHandle
+from fanbu.registry import Registry
+
+# Under load Ray's dashboard agent can take longer than the raylet's default 30 s wait to start.
+RAY_ENV = {"RAY_agent_register_timeout_ms": "180000", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass
+class FederatedResult:
+    """What a federated run produced."""
+
+    large: EncoderHandle
+    clients: dict[str, EncoderHandle]
+    rounds: list[dict[str, Any]]
+    client_metrics: dict[str, dict[str, Any]]
+    privacy: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    work_dir: Path = Path(".")
+
+    def clients_mean(self, key: str = "acc-after", honest: bool = True) -> float:
+        """Mean of a client metric (``acc-before`` / ``acc-after``), over honest clients by default."""
+        rows = [m for m in self.client_metrics.values() if not (honest and m.get("malicious"))]
+        values = [float(m[key]) for m in rows if key in m]
+        if not values:
+            raise FanbuError(f"no client reported {key!r}")
+        return sum(values) / len(values)
+
+
+def save_inputs(
+    large: EncoderHandle, client_models: Mapping[str, EncoderHandle] | None, work_dir: Path
+) -> tuple[Path, dict[str, Path]]:
+    """Save the large model and each domain's starting client model where the apps load them."""
+    inputs = work_dir / "inputs"
+    large_path = large.save(inputs / "large", large.provenance or Provenance(name="large"), overwrite=True)
+    paths = {}
+    for domain, handle in sorted((client_models or {}).items()):
+        provenance = handle.provenance or Provenance(name=f"{domain}.client")
+        paths[domain] = handle.save(inputs / "clients" / domain, provenance, overwrite=True)
+    return large_path, paths
+
+
+def simulate(settings: RunSettings, verbose: bool = False) -> None:
+    """Run the ServerApp and one ClientApp per client under Flower's simulation runtime (Ray)."""
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("Flower's simulation runtime needs Ray: pip install 'fanbu[ray]' (or ray)")
+    from flwr.simulation import run_simulation
+
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    recipe = settings.recipe
+    defaults = settings.to_run_config()
+    backend = {
+        "init_args": {
+            "num_cpus": recipe.simulation.num_cpus,
+            "include_dashboard": False,
+            "log_to_driver": verbose,
+        },
+        "client_resources": {"num_cpus": recipe.simulation.client_cpus, "num_gpus": 0.0},
+    }
+    if not verbose:
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+    run_simulation(
+        server_app=server_app(defaults),
+        client_app=client_app(defaults),
+        num_supernodes=len(slots_of(recipe)),
+        backend_config=backend,
+        verbose_logging=verbose,
+    )
+
+
+def collect(settings: RunSettings) -> FederatedResult:
+    """The outputs a finished run left in its work directory."""
+    history = read_history(settings.work_dir)
+    large = EncoderHandle.load(settings.work_dir / "server" / "large")
+    clients = {}
+    for slot in slots_of(settings.recipe):
+        path = settings.work_dir / "clients" / slot.id / "model"
+        if path.is_dir():
+            clients[slot.id] = EncoderHandle.load(path)
+    return FederatedResult(
+        large,
+        clients,
+        list(history["rounds"]),
+        dict(history["clients"]),
+        dict(history.get("privacy") or {}),
+        float(history.get("seconds", 0.0)),
+        settings.work_dir,
+    )
+
+
+def federate(
+    recipe: FederatedRecipe,
+    large: EncoderHandle,
+    work_dir: str | Path,
+    client_models: Mapping[str, EncoderHandle] | None = None,
+    verbose: bool = False,
+) -> FederatedResult:
+    """Run ``recipe`` in simulation from these models; no registry needed.
+
+    Args:
+        recipe: The federated recipe (its ``champion`` and ``clients`` sections are not read: the models
+            are given here).
+        large: The large model, with a head per federated domain.
+        work_dir: Where inputs, client models and server outputs go.
+        client_models: FedMKT: each domain's starting small model (all that domain's clients start from it).
+        verbose: Show Flower's and Ray's logs.
+
+    Raises:
+        ConfigError: FedMKT without a model for some domain, or a bad recipe / data combination.
+    """
+    work = Path(work_dir)
+    if recipe.algorithm == "fedmkt":
+        missing = sorted({s.domain for s in slots_of(recipe)} - set(client_models or {}))
+        if missing:
+            raise ConfigError(f"fedmkt needs a starting client model for {missing}; pass client_models")
+    large_path, client_paths = save_inputs(large, client_models, work)
+    settings = RunSettings(recipe, work, large_path, client_paths)
+    simulate(settings, verbose)
+    return collect(settings)
+
+
+def run_federated(
+    recipe: FederatedRecipe,
+    registry: Registry,
+    verbose: bool = False,
+    runner: Callable[[RunSettings], None] | None = None,
+) -> dict[str, Any]:
+    """Federate from the registry's champion, gate the new large version, register everything; a summary.
+
+    Args:
+        recipe: What to run.
+        registry: Where the champion (and FedMKT's client models) come from and the results go.
+        verbose: Show Flower's and Ray's logs.
+        runner: Runs the apps on the prepared settings; default :func:`simulate` (Flower's simulation
+            runtime). The run's outputs must land in ``settings.work_dir`` either way.
+    """
+    if registry.home is None:
+        raise FanbuError(
+            "federate needs a registry with a home directory for its artefacts (Registry.open(home))"
+        )
+    run = registry.start_run("federated", recipe.model_dump(mode="json"))
+    work = registry.home / "runs" / run.id
+    write_resolved(recipe, work)
+    try:
+        prep = prepare(recipe, registry, work / "federated")
+        if runner is None:
+            simulate(prep.settings, verbose)
+        else:
+            runner(prep.settings)
+        result = collect(prep.settings)
+        champion_id = prep.record.id
+        start_ids = {d: prep.starts[d].id if d in prep.starts else champion_id for d in prep.data.domains}
+        parents = [champion_id, *sorted({r.id for r in prep.starts.values()})]
+        record = register_large(registry, prep.record, parents, recipe, result, prep.data.fingerprints)
+        decision = gate(result.large, prep.champion, prep.data.tests, recipe.gate)
+        tests = {k.removesuffix("/test"): v for k, v in prep.data.fingerprints.items() if k.endswith("/test")}
+        final = apply_decision(registry, record, prep.record, decision, fingerprints=tests, run_id=run.id)
+        clients = register_clients(registry, result, start_ids, record.id, run.id)
+        honest = [c for c in result.client_metrics.values() if not c.get("malicious")]
+        summary = {
+            "run": run.id,
+            "champion": champion_id,
+            "candidate": record.id,
+            "promoted": decision.promoted,
+            "gate": {"status": final.status, "reason": final.reason},
+            "rounds": result.rounds,
+            "clients": clients,
+            "clients_before": result.clients_mean("acc-before") if honest else None,
+            "clients_after": result.clients_mean("acc-after") if honest else None,
+            "privacy": result.privacy,
+        }
+    except BaseException as exc:
+        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    registry.finish_run(run.id, "succeeded", summary)
+    return summary

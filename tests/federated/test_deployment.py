@@ -1,0 +1,122 @@
+"""A real deployment on loopback: a SuperLink and two SuperNodes as processes, one round with ``flwr run``.
+
+The processes are Flower's own executables from this virtual environment; ``FLWR_HOME`` points every
+one of them (and ``flwr run``) at the test's directory, so nothing is written to ``~/.flwr``. Each
+process runs in its own session and is killed, with its children, in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import make_recipe
+
+from fanbu.federated.deploy import write_app, write_connection
+from fanbu.federated.run import save_inputs
+from fanbu.federated.server_app import read_history
+from fanbu.federated.settings import RunSettings
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the SuperLink exited early with code {process.returncode}"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def start(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    handle = log.open("w")
+    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Kill the process's session (the process and the children it spawned), then reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+def test_superlink_and_two_supernodes_complete_a_round(toy_files, large_v0, tmp_path):
+    recipe = make_recipe(toy_files, rounds=1, save_clients=False)
+    work = tmp_path / "work"
+    large_path, _ = save_inputs(large_v0, None, work)
+    settings = RunSettings(recipe, work, large_path)
+    app = write_app(tmp_path / "app", settings.to_run_config())
+    port = free_port()
+    homes = {name: tmp_path / f"flwr-{name}" for name in ("link", "node0", "node1", "cli")}
+    write_connection(homes["cli"], "loopback", f"127.0.0.1:{port}")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    processes: list[subprocess.Popen] = []
+    try:
+        link = start(
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--port",
+                str(port),
+                "--disable-runtime-dependency-installation",
+            ],
+            tmp_path / "superlink.log",
+            {**env, "FLWR_HOME": str(homes["link"])},
+        )
+        processes.append(link)
+        wait_for_port(port, link, timeout=120)
+        for index in range(2):
+            node = [
+                str(BIN / "flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{port}",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                f"partition-id={index} num-partitions=2",
+            ]
+            processes.append(
+                start(
+                    node, tmp_path / f"supernode{index}.log", {**env, "FLWR_HOME": str(homes[f"node{index}"])}
+                )
+            )
+        run = subprocess.run(
+            [str(BIN / "flwr"), "run", str(app), "loopback", "--stream"],
+            check=False,
+            env={**env, "FLWR_HOME": str(homes["cli"])},
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
+        logs = "\n".join(p.read_text()[-3000:] for p in sorted(tmp_path.glob("*.log")))
+        report = f"flwr run:\n{run.stdout[-4000:]}\n{run.stderr[-3000:]}\n{logs}"
+        assert run.returncode == 0, report
+        assert (work / "server" / "history.json").is_file(), report
+        history = read_history(work)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+    assert [r["round"] for r in history["rounds"]] == [0, 1]
+    assert sorted(history["clients"]) == ["health-0", "tech-0"]
+    assert (work / "server" / "large" / "fanbu.json").is_file()
