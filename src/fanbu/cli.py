@@ -444,4 +444,5 @@ def data_show(
 
 def main() -> None:  # pragma: no cover - console-script shim for `python -m fanbu`
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # Flower's usage telemetry: fanbu calls no one
     app()

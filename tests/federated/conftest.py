@@ -8,6 +8,10 @@ exactly as organisations would read their own data in a deployment.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # before Flower is imported: no calls home
+
 import copy
 import json
 import random

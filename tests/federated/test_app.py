@@ -36,6 +36,7 @@ def test_fedavg_rounds_improve_the_large_model_and_the_clients(toy_files, large_
     assert changed(large_v0, result.large)
     assert sorted(result.clients) == ["health-0", "tech-0"]
     assert result.clients_mean("acc-after") > result.clients_mean("acc-before")
+    assert result.seconds_per_round() > 0
 
 
 def test_fedprox_with_lora_on_non_iid_clients(toy_files, large_v0, tmp_path):
@@ -125,3 +126,25 @@ def test_fedavg_under_flowers_simulation_runtime(toy_files, large_v0, tmp_path):
     assert [r["round"] for r in result.rounds] == [0, 1]
     assert sorted(result.client_metrics) == ["health-0", "tech-0"]
     assert gain(result) > 0, result.rounds
+
+
+@pytest.mark.parametrize("side", ["server", "client"])
+def test_differential_privacy_reports_the_epsilon_spent(toy_files, large_v0, tmp_path, side):
+    recipe = make_recipe(
+        toy_files, rounds=1, privacy={"dp": {"enabled": True, "side": side, "noise_multiplier": 0.5}}
+    )
+    result = federate_local(recipe, large_v0, tmp_path)
+    assert result.privacy["side"] == side and result.privacy["rounds"] == 1
+    assert 0 < result.privacy["epsilon"] < float("inf")
+    assert changed(large_v0, result.large)
+
+
+def test_secure_aggregation_runs_fedavg_over_masked_updates(toy_files, large_v0, tmp_path):
+    recipe = make_recipe(
+        toy_files,
+        partition={"clients_per_domain": 2},
+        privacy={"secagg": {"enabled": True, "num_shares": 3, "reconstruction_threshold": 2}},
+    )
+    result = federate_local(recipe, large_v0, tmp_path)
+    assert [r["round"] for r in result.rounds] == [0, 2]
+    assert gain(result) >= 0.1, result.rounds

@@ -13,14 +13,20 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
+import yaml
 from conftest import make_recipe
+from typer.testing import CliRunner
 
-from fanbu.federated.deploy import write_app, write_connection
+from fanbu.cli import app as cli
+from fanbu.federated.deploy import CLIENT_APP, SERVER_APP, write_app, write_connection
 from fanbu.federated.run import save_inputs
 from fanbu.federated.server_app import read_history
-from fanbu.federated.settings import RunSettings
+from fanbu.federated.settings import RunSettings, parse_run_config
+from fanbu.models.artefact import Provenance
+from fanbu.registry import Registry
 
 BIN = Path(sys.executable).parent
 
@@ -69,6 +75,7 @@ def test_superlink_and_two_supernodes_complete_a_round(toy_files, large_v0, tmp_
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "TOKENIZERS_PARALLELISM": "false",
+        "FLWR_TELEMETRY_ENABLED": "0",
     }
     processes: list[subprocess.Popen] = []
     try:
@@ -120,3 +127,24 @@ def test_superlink_and_two_supernodes_complete_a_round(toy_files, large_v0, tmp_
     assert [r["round"] for r in history["rounds"]] == [0, 1]
     assert sorted(history["clients"]) == ["health-0", "tech-0"]
     assert (work / "server" / "large" / "fanbu.json").is_file()
+
+
+def test_fanbu_federate_app_writes_a_deployable_flower_app(toy_files, large_v0, tmp_path):
+    home = tmp_path / "home"
+    registry = Registry.open(home)
+    path = registry.model_dir("large", 0)
+    large_v0.save(path, Provenance(name="large:v0"))
+    registry.register_model(name="large", version=0, path=path, kind="encoder", status="champion")
+    registry.close()
+    recipe = tmp_path / "federated.yaml"
+    recipe.write_text(yaml.safe_dump(make_recipe(toy_files).model_dump(mode="json")), encoding="utf-8")
+    app_dir = tmp_path / "fed-app"
+    result = CliRunner().invoke(
+        cli, ["federate", str(recipe), "rounds=4", "--app", str(app_dir), "--home", str(home)]
+    )
+    assert result.exit_code == 0, result.output
+    project = tomllib.loads((app_dir / "pyproject.toml").read_text(encoding="utf-8"))
+    flwr = project["tool"]["flwr"]["app"]
+    assert flwr["components"] == {"serverapp": SERVER_APP, "clientapp": CLIENT_APP}
+    settings = parse_run_config(flwr["config"])
+    assert settings.recipe.rounds == 4 and settings.large_model == path

@@ -99,3 +99,22 @@ def test_registry_lineage_and_gate(toy_files, large_v0, small_clients, tmp_path)
         assert record.name == f"{client_id}.federated"
         assert record.parents == (students[client_id.split("-")[0]].id, candidate.id)
     assert registry.get_run(summary["run"]).status == "succeeded"
+
+
+def test_garbage_logits_from_one_client_are_outvoted_by_the_median(
+    toy_files, large_v0, small_clients, tmp_path
+):
+    recipe = mkt_recipe(
+        toy_files,
+        rounds=1,
+        save_clients=False,
+        partition={"clients_per_domain": 3, "alpha": 1.0},
+        attack={"kind": "garbage_logits", "fraction": 1 / 6},
+        robust={"rule": "median"},
+    )
+    result = federate_local(recipe, large_v0, tmp_path, small_clients)
+    (attacked,) = [m["domain"] for m in result.client_metrics.values() if m["malicious"]]
+    first, last = result.rounds[0], result.rounds[-1]
+    # (the plain mean lets the garbage through: on this task the attacked head then falls below v0)
+    assert last[f"val.{attacked}.acc"] > first[f"val.{attacked}.acc"], result.rounds
+    assert last["val.mean_acc"] - first["val.mean_acc"] >= 0.1, result.rounds

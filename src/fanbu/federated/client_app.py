@@ -12,7 +12,9 @@ passes no run config. Two message types:
 
 A malicious client (``attack``) flips its labels, poisons its weights or sends garbage logits.
 Every reply carries ``num-examples``, the client's validation accuracy before the first round
-(``acc-before``) and after this one (``acc-after``), and a ``client`` ConfigRecord naming it.
+(``acc-before``) and after this one (``acc-after``), and a ``client`` ConfigRecord naming it. Its
+``malicious`` flag is the simulator's bookkeeping, so that reports can average over honest clients;
+no aggregation reads it.
 """
 
 from __future__ import annotations
@@ -132,14 +134,13 @@ def train_shared(msg: Message, context: Context, settings: RunSettings) -> Messa
     """FedAvg / FedProx: local training from the global shared weights."""
     run = ClientRun(settings, context)
     recipe, head = run.recipe, run.slot.domain
-    handle = shared_model(
-        cached_model(str(settings.large_model), recipe.max_length), recipe.share, recipe.seed
-    )
+    champion = cached_model(str(settings.large_model), recipe.max_length)
+    before = run.before(champion)  # the champion, whichever round first samples this client
+    handle = shared_model(champion, recipe.share, recipe.seed)
     received = {k: a.numpy() for k, a in msg.content["arrays"].items()}
     load_arrays(handle.model, received)
     config = msg.content["config"]
     rnd, total = int(config.get("server-round", 1)), int(config.get("num-rounds", recipe.rounds))
-    before = run.before(handle)
     strategies: list = [TaskLoss()]
     mu = float(config.get("proximal-mu", 0.0))
     if mu > 0:

@@ -31,8 +31,13 @@ from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import Registry
 
-# Under load Ray's dashboard agent can take longer than the raylet's default 30 s wait to start.
-RAY_ENV = {"RAY_agent_register_timeout_ms": "180000", "TOKENIZERS_PARALLELISM": "false"}
+# Set (unless already set) before the simulation starts its workers: no telemetry calls to Flower's
+# servers (fanbu makes no network calls), and a longer wait for Ray's agents on a loaded machine.
+SIMULATION_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "RAY_agent_register_timeout_ms": "180000",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
 
 @dataclass
@@ -46,6 +51,14 @@ class FederatedResult:
     privacy: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     work_dir: Path = Path(".")
+
+    def seconds_per_round(self) -> float:
+        """Mean wall time of a round (from the server's per-round records)."""
+        timed = [r for r in self.rounds if r["round"] > 0]
+        if not timed:
+            return 0.0
+        start = next((r["seconds"] for r in self.rounds if r["round"] == 0), 0.0)
+        return (timed[-1]["seconds"] - start) / timed[-1]["round"]
 
     def clients_mean(self, key: str = "acc-after", honest: bool = True) -> float:
         """Mean of a client metric (``acc-before`` / ``acc-after``), over honest clients by default."""
@@ -75,7 +88,7 @@ def simulate(settings: RunSettings, verbose: bool = False) -> None:
         raise ConfigError("Flower's simulation runtime needs Ray: pip install 'fanbu[ray]' (or ray)")
     from flwr.simulation import run_simulation
 
-    for key, value in RAY_ENV.items():
+    for key, value in SIMULATION_ENV.items():
         os.environ.setdefault(key, value)
     recipe = settings.recipe
     defaults = settings.to_run_config()

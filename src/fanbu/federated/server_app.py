@@ -128,7 +128,8 @@ def run_shared(grid: Grid, context: Context, run: ServerRun) -> EncoderHandle:
     start = ArrayRecord({k: Array(v) for k, v in trainable_arrays(model.model).items()})
     sampled = max(1, round(recipe.fraction_train * run.n_clients))
     train_config = {"num-rounds": recipe.rounds}
-    if recipe.privacy.secagg.enabled:
+    if recipe.privacy.secagg.enabled:  # the server sees only the masked sum: no per-client record
+        run.record(0, validation_scores(model, run.data.validation))
         final = run_secagg(
             grid,
             context,
