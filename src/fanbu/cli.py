@@ -16,7 +16,7 @@ from rich.table import Table
 
 import fanbu
 from fanbu.config import dump_recipe, load_recipe
-from fanbu.errors import FanbuError
+from fanbu.errors import ConfigError, FanbuError
 
 app = typer.Typer(
     name="fanbu",
@@ -187,10 +187,14 @@ def report(
 @app.command()
 @friendly
 def federate(
-    recipe: Annotated[Path, typer.Argument(help="A federated recipe YAML (see recipes/federated.yaml).")],
+    recipe: Annotated[
+        Path | None, typer.Argument(help="A federated recipe YAML (see recipes/federated.yaml); not with --collect.")
+    ] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     app_dir: Annotated[Path | None, typer.Option("--app", help="Write a Flower app directory for a real "
                                                  "deployment (flwr run) instead of simulating.")] = None,
+    collect_dir: Annotated[Path | None, typer.Option("--collect", help="Register the results of a finished "
+                                                     "deployment of this app directory, through the gate.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")] = False,
     home: HomeOpt = Path(".fanbu"),
     db: DbOpt = None,
@@ -198,22 +202,29 @@ def federate(
     """反哺 on Flower: the champion and the domains' clients federate (simulated), gate, register."""
     from fanbu.federated.recipe import FederatedRecipe
 
-    resolved = load_recipe(FederatedRecipe, recipe, overrides or [])
+    if (recipe is None) == (collect_dir is None):
+        raise ConfigError("give a recipe (to simulate, or with --app to deploy) or --collect APP_DIR, not both")
     registry = _registry(home, db)
     try:
-        if app_dir is not None:
-            from fanbu.federated.deploy import write_app
-            from fanbu.federated.lineage import prepare
+        if collect_dir is not None:
+            from fanbu.federated.run import collect_deployment
 
-            settings = prepare(resolved, registry, Path(home).resolve() / "federated" / app_dir.name).settings
-            write_app(app_dir, settings.to_run_config())
-            console.print(f"Flower app written to {app_dir}; outputs will go to {settings.work_dir}. Start "
-                          "flower-superlink and one flower-supernode per client, then: flwr run "
-                          f"{app_dir} <superlink connection> (see the README)", highlight=False, soft_wrap=True)
-            return
-        from fanbu.federated.run import run_federated
+            summary = collect_deployment(collect_dir, registry)
+        else:
+            assert recipe is not None
+            resolved = load_recipe(FederatedRecipe, recipe, overrides or [])
+            if app_dir is not None:
+                from fanbu.federated.run import write_deployment
 
-        summary = run_federated(resolved, registry, verbose=verbose)
+                settings = write_deployment(resolved, registry, app_dir)
+                console.print(f"Flower app written to {app_dir}; outputs will go to {settings.work_dir}. Start "
+                              "flower-superlink and one flower-supernode per client, then: flwr run "
+                              f"{app_dir} <superlink connection>; then register the results: fanbu federate "
+                              f"--collect {app_dir} (see the README)", highlight=False, soft_wrap=True)
+                return
+            from fanbu.federated.run import run_federated
+
+            summary = run_federated(resolved, registry, verbose=verbose)
     finally:
         registry.close()
     table = Table("round", "validation mean acc", "seconds")
@@ -269,6 +280,22 @@ def bench_feedback(
     from fanbu.bench.feedback import run_bench as run_feedback_bench
 
     run_feedback_bench(quick, out, console)
+    console.print(f"results written to {out}")
+
+
+@bench_app.command("federated")
+@friendly
+def bench_federated(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-federated.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="Three domains, capped data, two rounds.")] = False,
+    work: Annotated[
+        Path | None, typer.Option(help="Keep finished parts here; a rerun with the same --work skips them.")
+    ] = None,
+) -> None:
+    """Federated vs centralised feedback, FedMKT's clients before/after, attacks x robust rules, 100 clients."""
+    from fanbu.bench.federated import run_bench as run_federated_bench
+
+    run_federated_bench(quick, out, console, work=work)
     console.print(f"results written to {out}")
 
 

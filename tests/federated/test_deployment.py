@@ -148,3 +148,45 @@ def test_fanbu_federate_app_writes_a_deployable_flower_app(toy_files, large_v0, 
     assert flwr["components"] == {"serverapp": SERVER_APP, "clientapp": CLIENT_APP}
     settings = parse_run_config(flwr["config"])
     assert settings.recipe.rounds == 4 and settings.large_model == path
+
+
+def test_a_finished_deployment_is_registered_through_the_gate_once(toy_files, large_v0, tmp_path):
+    """--app writes the app and the registry marker; after the run, --collect registers and gates it."""
+    from conftest import run_local
+    from fanbu.federated.data import slots_of
+
+    home = tmp_path / "home"
+    registry = Registry.open(home)
+    path = registry.model_dir("large", 0)
+    large_v0.save(path, Provenance(name="large:v0"))
+    registry.register_model(name="large", version=0, path=path, kind="encoder", status="champion")
+    registry.close()
+    recipe = tmp_path / "federated.yaml"
+    recipe.write_text(yaml.safe_dump(make_recipe(toy_files, rounds=1).model_dump(mode="json")), encoding="utf-8")
+    app_dir = tmp_path / "fed-app"
+    runner = CliRunner()
+    written = runner.invoke(cli, ["federate", str(recipe), "--app", str(app_dir), "--home", str(home)])
+    assert written.exit_code == 0, written.output
+    early = runner.invoke(cli, ["federate", "--collect", str(app_dir), "--home", str(home)])
+    assert early.exit_code == 2 and "the server did not finish" in early.output
+
+    # what flwr run does on the machines: the same apps with the app's run config
+    settings = parse_run_config(tomllib.loads((app_dir / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"])
+    run_local(settings, len(slots_of(settings.recipe)))
+
+    collected = runner.invoke(cli, ["federate", "--collect", str(app_dir), "--home", str(home)])
+    assert collected.exit_code == 0, collected.output
+    registry = Registry.open(home)
+    try:
+        candidate = registry.get_model("large:v1")
+        assert candidate is not None and candidate.relation == "federated"
+        assert list(candidate.parents) == ["large:v0"]
+        assert candidate.status in ("champion", "rejected")
+        clients = [m for m in registry.list_models() if m.name.endswith(".federated")]
+        assert sorted(m.name for m in clients) == ["health-0.federated", "tech-0.federated"]
+    finally:
+        registry.close()
+    again = runner.invoke(cli, ["federate", "--collect", str(app_dir), "--home", str(home)])
+    assert again.exit_code == 2 and "registered already as large:v1" in again.output
+    both = runner.invoke(cli, ["federate", str(recipe), "--collect", str(app_dir), "--home", str(home)])
+    assert both.exit_code == 2 and "not both" in both.output

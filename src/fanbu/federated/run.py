@@ -11,6 +11,7 @@ through the same gate as every other feedback, and the clients' new versions are
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -21,12 +22,14 @@ from typing import Any
 from fanbu.config import write_resolved
 from fanbu.errors import ConfigError, FanbuError
 from fanbu.federated.client_app import client_app
-from fanbu.federated.data import slots_of
-from fanbu.federated.lineage import prepare, register_clients, register_large
+from fanbu.federated.data import server_data, slots_of
+from fanbu.federated.deploy import read_app_config, write_app
+from fanbu.federated.lineage import Prepared, prepare, register_clients, register_large
 from fanbu.federated.recipe import FederatedRecipe
 from fanbu.federated.server_app import read_history, server_app
-from fanbu.federated.settings import RunSettings
+from fanbu.federated.settings import RunSettings, parse_run_config
 from fanbu.feedback.gate import apply_decision, gate
+from fanbu.io import atomic_write_json
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import Registry
@@ -38,6 +41,7 @@ SIMULATION_ENV = {
     "RAY_agent_register_timeout_ms": "180000",
     "TOKENIZERS_PARALLELISM": "false",
 }
+PREPARED = "prepared.json"  # in a deployment's work directory: the registry ids the run started from
 
 
 @dataclass
@@ -162,6 +166,33 @@ def federate(
     return collect(settings)
 
 
+def record_results(registry: Registry, prep: Prepared, run_id: str) -> dict[str, Any]:
+    """Register a finished run's large model through the gate and its clients' models; the summary."""
+    recipe = prep.settings.recipe
+    result = collect(prep.settings)
+    champion_id = prep.record.id
+    start_ids = {d: prep.starts[d].id if d in prep.starts else champion_id for d in prep.data.domains}
+    parents = [champion_id, *sorted({r.id for r in prep.starts.values()})]
+    record = register_large(registry, prep.record, parents, recipe, result, prep.data.fingerprints)
+    decision = gate(result.large, prep.champion, prep.data.tests, recipe.gate)
+    tests = {k.removesuffix("/test"): v for k, v in prep.data.fingerprints.items() if k.endswith("/test")}
+    final = apply_decision(registry, record, prep.record, decision, fingerprints=tests, run_id=run_id)
+    clients = register_clients(registry, result, start_ids, record.id, run_id)
+    honest = [c for c in result.client_metrics.values() if not c.get("malicious")]
+    return {
+        "run": run_id,
+        "champion": champion_id,
+        "candidate": record.id,
+        "promoted": decision.promoted,
+        "gate": {"status": final.status, "reason": final.reason},
+        "rounds": result.rounds,
+        "clients": clients,
+        "clients_before": result.clients_mean("acc-before") if honest else None,
+        "clients_after": result.clients_mean("acc-after") if honest else None,
+        "privacy": result.privacy,
+    }
+
+
 def run_federated(
     recipe: FederatedRecipe,
     registry: Registry,
@@ -190,30 +221,78 @@ def run_federated(
             simulate(prep.settings, verbose)
         else:
             runner(prep.settings)
-        result = collect(prep.settings)
-        champion_id = prep.record.id
-        start_ids = {d: prep.starts[d].id if d in prep.starts else champion_id for d in prep.data.domains}
-        parents = [champion_id, *sorted({r.id for r in prep.starts.values()})]
-        record = register_large(registry, prep.record, parents, recipe, result, prep.data.fingerprints)
-        decision = gate(result.large, prep.champion, prep.data.tests, recipe.gate)
-        tests = {k.removesuffix("/test"): v for k, v in prep.data.fingerprints.items() if k.endswith("/test")}
-        final = apply_decision(registry, record, prep.record, decision, fingerprints=tests, run_id=run.id)
-        clients = register_clients(registry, result, start_ids, record.id, run.id)
-        honest = [c for c in result.client_metrics.values() if not c.get("malicious")]
-        summary = {
-            "run": run.id,
-            "champion": champion_id,
-            "candidate": record.id,
-            "promoted": decision.promoted,
-            "gate": {"status": final.status, "reason": final.reason},
-            "rounds": result.rounds,
-            "clients": clients,
-            "clients_before": result.clients_mean("acc-before") if honest else None,
-            "clients_after": result.clients_mean("acc-after") if honest else None,
-            "privacy": result.privacy,
-        }
+        summary = record_results(registry, prep, run.id)
     except BaseException as exc:
         registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
         raise
     registry.finish_run(run.id, "succeeded", summary)
+    return summary
+
+
+def write_deployment(recipe: FederatedRecipe, registry: Registry, app_dir: Path) -> RunSettings:
+    """Prepare a run for Flower's deployment runtime: the app directory and the registry's marker.
+
+    The marker (``<work-dir>/prepared.json``) names the champion and the clients' starting models, so
+    that :func:`collect_deployment` can register the results once ``flwr run`` has finished.
+    """
+    if registry.home is None:
+        raise FanbuError("a deployment needs a registry with a home directory (Registry.open(home))")
+    work = registry.home.resolve() / "federated" / app_dir.name
+    prep = prepare(recipe, registry, work)
+    marker = {"champion": prep.record.id, "starts": {d: r.id for d, r in sorted(prep.starts.items())}}
+    atomic_write_json(work / PREPARED, {**marker, "app": str(app_dir.resolve()), "collected": None})
+    write_app(app_dir, prep.settings.to_run_config())
+    return prep.settings
+
+
+def collect_deployment(app_dir: Path, registry: Registry) -> dict[str, Any]:
+    """Register the results of a deployment ``flwr run`` of ``app_dir``, through the gate; the summary.
+
+    The server's outputs (``server/``) must be in the app's work directory; a client's final model is
+    registered when its ``clients/<id>`` directory is there too (copy it over from the organisation's
+    machine, or leave it with the organisation).
+
+    Raises:
+        ConfigError: the app was not written by ``fanbu federate --app`` with this registry, the
+            server has not finished, the results were registered already, or the champion changed.
+    """
+    settings = parse_run_config(read_app_config(app_dir))
+    path = settings.work_dir / PREPARED
+    if not path.is_file():
+        raise ConfigError(
+            f"{path}: missing; write the app with `fanbu federate RECIPE --app {app_dir}` against this "
+            "registry (--home) before flwr run, then collect"
+        )
+    marker = json.loads(path.read_text(encoding="utf-8"))
+    if marker.get("collected"):
+        raise ConfigError(
+            f"{app_dir}: its results are registered already as {marker['collected']}; write a new app "
+            "(fanbu federate RECIPE --app DIR) for another run"
+        )
+    read_history(settings.work_dir)  # a clear error when the server has not finished
+    record = registry.get_model(str(marker["champion"]))
+    if record is None or record.status != "champion":
+        raise ConfigError(
+            f"{marker['champion']} is no longer the champion; the gate compares against the model the run "
+            "started from, so write a new app from the current champion and run it again"
+        )
+    champion = EncoderHandle.load(record.path)
+    if settings.recipe.max_length is not None:
+        champion.max_length = settings.recipe.max_length
+    starts = {}
+    for domain, model_id in marker["starts"].items():
+        start = registry.get_model(str(model_id))
+        if start is None:
+            raise ConfigError(f"the starting model {model_id} of {domain} is not in this registry")
+        starts[domain] = start
+    data = server_data(settings.recipe, heads=sorted(champion.labels))
+    prep = Prepared(champion, record, data, starts, settings)
+    run = registry.start_run("federated", {**settings.recipe.model_dump(mode="json"), "deployment": str(app_dir)})
+    try:
+        summary = record_results(registry, prep, run.id)
+    except BaseException as exc:
+        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    registry.finish_run(run.id, "succeeded", summary)
+    atomic_write_json(path, {**marker, "collected": summary["candidate"]})
     return summary

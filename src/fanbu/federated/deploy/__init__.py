@@ -18,11 +18,13 @@ config may name its own ``client-model`` and ``work-dir``). Then, on the machine
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
 import tomli_w
 
+from fanbu.errors import ConfigError
 from fanbu.io import atomic_write_text
 
 APP_NAME = "fanbu-federated"
@@ -55,6 +57,25 @@ def write_app(directory: str | Path, run_config: Mapping[str, str], version: str
     }
     atomic_write_text(app_dir / "pyproject.toml", tomli_w.dumps(project))
     return app_dir
+
+
+def read_app_config(directory: str | Path) -> dict[str, str]:
+    """The run config of a Flower app directory written by :func:`write_app`.
+
+    Raises:
+        ConfigError: no ``pyproject.toml`` there, or one without ``[tool.flwr.app.config]``.
+    """
+    path = Path(directory) / "pyproject.toml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing; name the directory `fanbu federate RECIPE --app DIR` wrote")
+    try:
+        project = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    config = project.get("tool", {}).get("flwr", {}).get("app", {}).get("config")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: no [tool.flwr.app.config] section; it is not a fanbu Flower app")
+    return {str(k): str(v) for k, v in config.items()}
 
 
 def write_connection(flwr_home: str | Path, name: str, address: str, insecure: bool = True) -> Path:
