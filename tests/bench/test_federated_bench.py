@@ -37,8 +37,8 @@ def _report(quick_bench: bench.Bench, fed: float, attacks: list[dict], before: f
         True,
         Path("out.json"),
         _part(0.6),
-        _part(0.8),
-        {"per_domain": _part(fed), "dirichlet": _part(0.7)},
+        {**_part(0.8), "lr": 1e-4},
+        {"per_domain": {**_part(fed), "server_lr": 2.0}, "dirichlet": _part(0.7), "plain": _part(0.72)},
         mkt,
         attacks,
         scale,
@@ -67,6 +67,8 @@ def test_targets_follow_the_measurements(quick_bench: bench.Bench) -> None:
     assert target["clients_improve"] is True
     assert target["scale_completed"] is True
     assert report["central_acc"] == 0.8 and report["fed_acc"] == 0.777
+    assert report["fed_plain_acc"] == 0.72 and report["server_lr"] == 2.0 and report["central_lr"] == 1e-4
+    assert target["plain_ratio"] == pytest.approx(0.9) and target["dirichlet_ratio"] == pytest.approx(0.875)
     assert report["command"] == "fanbu bench federated --quick --out out.json"
     assert {"attack", "rule", "fraction", "acc", "clean_acc"} <= set(report["attacks"][0])
 
@@ -92,7 +94,7 @@ def test_finished_parts_are_read_back_not_rerun(tmp_path: Path) -> None:
 
 def test_central_training_pools_exactly_the_clients_shards(quick_bench: bench.Bench) -> None:
     """The centralised baseline reads the same private examples as the Dirichlet split's clients."""
-    recipe = quick_bench.recipe(partition=quick_bench.dirichlet())
+    recipe = quick_bench.recipe(partition=quick_bench.dirichlet(), server={"lr": 2.0})
     assert len(slots_of(recipe)) == 15
     pooled = quick_bench.private(recipe)
     per_domain = quick_bench.private(quick_bench.recipe())
@@ -108,12 +110,12 @@ def test_attackers_fit_every_robust_rule(quick_bench: bench.Bench) -> None:
     """20% of the 15 Dirichlet clients are 3 attackers, which even Bulyan (4f + 3) tolerates."""
     assert quick_bench.attackers() == 3
     for rule in bench.RULES:
-        recipe = quick_bench.recipe(
-            partition=quick_bench.dirichlet(),
+        recipe = quick_bench.grid_recipe(
             attack={"kind": "sign_flip", "fraction": bench.FRACTION},
             robust={"rule": rule, "num_malicious": quick_bench.attackers()},
         )
         recipe.check_clients(len(quick_bench.domains))
+        assert recipe.rounds == bench.caps(True)["grid"]["rounds"] and not recipe.save_clients
 
 
 def test_peak_memory_counts_this_process() -> None:

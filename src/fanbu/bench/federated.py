@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fanbu.data.builtin import default_benchmark
-from fanbu.federated.data import client_data, slots_of
+from fanbu.federated.data import client_data, server_data, slots_of
 from fanbu.federated.fedmkt import client_distil
 from fanbu.federated.recipe import FederatedRecipe
 from fanbu.federated.run import FederatedResult, federate
@@ -48,9 +48,14 @@ LARGE = "package:all-MiniLM-L6-v2"
 FRACTION = 0.2
 ATTACKS = ["label_flip", "sign_flip", "scaled_replacement"]  # on shared parameters (FedAvg family)
 RULES = ["fedavg", "trimmed_mean", "median", "krum", "multikrum", "bulyan"]
-MKT_RULES = ["fedavg", "median", "trimmed_mean"]  # aggregation of the clients' logits under garbage_logits
+MKT_RULES = ["fedavg", "median"]  # aggregation of the clients' logits under garbage_logits
 TARGET_RATIO, TARGET_ATTACK_POINTS = 0.97, 5.0
 LR = 5e-5
+# Each side gets three step sizes, chosen on the validation slices: the centralised run's learning
+# rate, and FedAvg's server learning rate on the aggregate (FedAvgM without momentum), which undoes the
+# dilution of each client's update by the number of clients. The same local learning rate LR throughout.
+CENTRAL_LRS = [5e-5, 1e-4, 1.5e-4]
+SERVER_LRS = [1.0, 2.0, 3.0]
 STUDENT = {"layers": 2, "heads": 8, "hidden": 256, "ffn": 512, "vocab": 8000, "importance": "taylor"}
 
 Labeled = tuple[list[str], list[int]]
@@ -70,6 +75,7 @@ def caps(quick: bool) -> dict[str, Any]:
             "v0_epochs": 2,
             "clients_per_domain": 5,
             "alpha": 0.5,
+            "grid": {"private": 150, "validation": 50, "rounds": 1},
             "scale": {"domains": ["comp", "rec", "sci", "politics", "religion"], "per_domain": 20,
                       "private": 200, "validation": 20, "public": 50, "rounds": 2},
         }
@@ -82,8 +88,9 @@ def caps(quick: bool) -> dict[str, Any]:
         "max_length": 128,
         "rounds": 3,
         "v0_epochs": 3,
-        "clients_per_domain": 3,
+        "clients_per_domain": 5,
         "alpha": 0.5,
+        "grid": {"private": 300, "validation": 100, "rounds": 2},
         "scale": {"domains": None, "per_domain": 20, "private": 400, "validation": 40, "public": 100,
                   "rounds": 3},
     }
@@ -214,48 +221,86 @@ class Bench:
             pooled[slot.domain][1].extend(shard.train[1])
         return pooled
 
-    def central(self) -> dict[str, Any]:
-        """Large v0 fine-tuned on the pooled private data of every client, ``rounds`` epochs."""
+    def central_run(self, lr: float) -> dict[str, Any]:
+        """Large v0 fine-tuned on the pooled private data of every client, ``rounds`` epochs at ``lr``."""
         recipe = self.recipe()
 
         def make() -> dict[str, Any]:
             handle = copy.deepcopy(self.large_v0())
             pooled = self.private(recipe)
             train = TrainConfig(
-                epochs=recipe.rounds, batch_size=16, lr=LR, restore_best=False, progress=False, seed=recipe.seed
+                epochs=recipe.rounds, batch_size=16, lr=lr, restore_best=False, progress=False, seed=recipe.seed
             )
-            train_heads(handle, pooled, train, description="central")
+            train_heads(handle, pooled, train, description=f"central lr {lr:g}")
             handle.model.eval()
             out = self.score(handle)
-            out["examples"] = sum(len(t) for t, _ in pooled.values())
-            out["epochs"] = recipe.rounds
+            validation = evaluate_heads(handle, server_data(recipe).validation)
+            out["val_mean_acc"] = sum(r["accuracy"] for r in validation.values()) / len(validation)
+            out.update({"examples": sum(len(t) for t, _ in pooled.values()), "epochs": recipe.rounds, "lr": lr})
             return out
 
-        return self.cached("central", make)
+        return self.cached("central" if lr == LR else f"central-lr{lr:g}", make)
+
+    def central(self) -> dict[str, Any]:
+        """The centralised run whose learning rate scores best on validation; every run in ``runs``."""
+        runs = [self.central_run(lr) for lr in CENTRAL_LRS]
+        return {**max(runs, key=lambda r: r["val_mean_acc"]), "runs": runs}
+
+    def fedavg_run(self, server_lr: float) -> dict[str, Any]:
+        """FedAvg with one client per domain, the aggregate applied with ``server_lr``."""
+
+        def make() -> dict[str, Any]:
+            recipe = self.recipe(server={"lr": server_lr})
+            out = self.federated("per-domain", recipe)[1]
+            out.update({"server_lr": server_lr, "val_mean_acc": out["rounds"][-1]["val.mean_acc"]})
+            return out
+
+        return self.cached("fedavg-per-domain" if server_lr == 1.0 else f"fedavg-per-domain-slr{server_lr:g}", make)
 
     def fedavg_runs(self) -> dict[str, dict[str, Any]]:
-        """FedAvg with one client per domain, and on the Dirichlet split (the attacks' clean run)."""
-        per_domain = self.cached("fedavg-per-domain", lambda: self.federated("per-domain", self.recipe())[1])
-        return {"per_domain": per_domain, "dirichlet": self.attack_run("none", "fedavg")}
+        """FedAvg with one client per domain (server lr chosen on validation, and plain FedAvg), and the
+        chosen server lr on the Dirichlet split of the same data."""
+        runs = [self.fedavg_run(lr) for lr in SERVER_LRS]
+        for run in runs:  # runs cached before val_mean_acc was recorded
+            run.setdefault("server_lr", 1.0)
+            run.setdefault("val_mean_acc", run["rounds"][-1]["val.mean_acc"])
+        best = max(runs, key=lambda r: r["val_mean_acc"])
+        lr = best["server_lr"]
+
+        def dirichlet() -> dict[str, Any]:
+            out = self.federated("dirichlet", self.recipe(partition=self.dirichlet(), server={"lr": lr}))[1]
+            return {**out, "server_lr": lr}
+
+        split = self.cached(f"fedavg-dirichlet-slr{lr:g}", dirichlet)
+        return {"per_domain": {**best, "runs": runs}, "plain": runs[0], "dirichlet": split}
 
     def dirichlet(self) -> dict[str, Any]:
         """The partition of the non-IID runs."""
         return {"clients_per_domain": self.caps["clients_per_domain"], "alpha": self.caps["alpha"]}
 
+    def grid_recipe(self, **overrides: Any) -> FederatedRecipe:
+        """A run of the attack grid: the Dirichlet split, the grid's data caps and rounds, no saved clients."""
+        g = self.caps["grid"]
+        return self.recipe(
+            rounds=g["rounds"],
+            data={"max_private": g["private"], "max_validation": g["validation"]},
+            partition=self.dirichlet(),
+            save_clients=False,
+            **overrides,
+        )
+
     def attack_run(self, attack: str, rule: str) -> dict[str, Any]:
-        """FedAvg-family run on the Dirichlet split with ``attack`` at 20% (``none``: clean) and ``rule``."""
+        """FedAvg-family grid run with ``attack`` at 20% (``none``: clean) aggregated by ``rule``."""
         fraction = FRACTION if attack != "none" else 0.0
 
         def make() -> dict[str, Any]:
-            recipe = self.recipe(
-                partition=self.dirichlet(),
+            recipe = self.grid_recipe(
                 attack={"kind": attack, "fraction": fraction},
                 robust={"rule": rule, "num_malicious": self.attackers()},
-                save_clients=False,
             )
             return self.federated(f"{attack}-{rule}", recipe)[1]
 
-        return self.cached(f"attack-{attack}-{rule}", make)
+        return self.cached(f"grid-{attack}-{rule}", make)
 
     def attackers(self) -> int:
         """Malicious clients at 20% of the Dirichlet split (the f every robust rule is asked to tolerate)."""
@@ -319,16 +364,14 @@ class Bench:
         fraction = FRACTION if attack != "none" else 0.0
 
         def make() -> dict[str, Any]:
-            recipe = self.recipe(
+            recipe = self.grid_recipe(
                 algorithm="fedmkt",
-                partition=self.dirichlet(),
                 attack={"kind": attack, "fraction": fraction},
                 robust={"rule": rule, "num_malicious": 1 if rule != "fedavg" else None},
-                save_clients=False,
             )
             return self.federated(f"mkt-{attack}-{rule}", recipe, self.students())[1]
 
-        return self.cached(f"mkt-attack-{attack}-{rule}", make)
+        return self.cached(f"grid-mkt-{attack}-{rule}", make)
 
     def scale(self) -> dict[str, Any]:
         """100 simulated clients with LoRA sharing: seconds per round and peak memory."""
@@ -450,6 +493,7 @@ def summarise(
         rows = [a for a in attacks if a["attack"] == attack and a["rule"] not in ("fedavg", "fedmkt:fedavg")]
         held[attack] = any(a["clean_acc"] - a["acc"] <= TARGET_ATTACK_POINTS / 100 for a in rows)
     fed_acc = fed["per_domain"]["acc"]
+    central_acc = central["acc"]
     return {
         "bench": "federated",
         "quick": quick,
@@ -459,6 +503,9 @@ def summarise(
         "central_acc": central["acc"],
         "fed_acc": fed_acc,
         "fed_dirichlet_acc": fed["dirichlet"]["acc"],
+        "fed_plain_acc": fed["plain"]["acc"],
+        "server_lr": fed["per_domain"]["server_lr"],
+        "central_lr": central["lr"],
         "clients_before": mkt["clients_before"],
         "clients_after": mkt["clients_after"],
         "clients_local_only": mkt["clients_local_only"],
@@ -472,10 +519,14 @@ def summarise(
             "partition": bench.dirichlet(),
             "attackers": bench.attackers(),
             "caps": bench.caps,
+            "central_lrs": CENTRAL_LRS,
+            "server_lrs": SERVER_LRS,
         },
         "target": {
-            "fed_ratio": fed_acc / central["acc"],
-            "fed_ratio_met": fed_acc >= TARGET_RATIO * central["acc"],
+            "fed_ratio": fed_acc / central_acc,
+            "fed_ratio_met": fed_acc >= TARGET_RATIO * central_acc,
+            "dirichlet_ratio": fed["dirichlet"]["acc"] / central_acc,
+            "plain_ratio": fed["plain"]["acc"] / central_acc,
             "clients_improve": mkt["clients_after"] > mkt["clients_before"],
             "attacks_held": held,
             "attacks_met": all(held.values()),
@@ -492,10 +543,14 @@ def print_table(report: dict[str, Any], console: Console) -> None:
     for column in ("measure", "value", "target"):
         head.add_column(column)
     head.add_row("large v0 acc", f"{report['v0_acc']:.3f}", "")
-    head.add_row("central acc", f"{report['central_acc']:.3f}", "")
-    head.add_row("fed acc (FedAvg, a client per domain)", f"{report['fed_acc']:.3f}",
+    head.add_row(f"central acc (lr {report['central_lr']:g})", f"{report['central_acc']:.3f}", "")
+    head.add_row(f"fed acc (FedAvg, a client per domain, server lr {report['server_lr']:g})",
+                 f"{report['fed_acc']:.3f}",
                  f"ratio {t['fed_ratio']:.3f} >= {TARGET_RATIO} {'met' if t['fed_ratio_met'] else 'SHORT'}")
-    head.add_row("fed acc (FedAvg, Dirichlet split)", f"{report['fed_dirichlet_acc']:.3f}", "")
+    head.add_row("fed acc (plain FedAvg, a client per domain)", f"{report['fed_plain_acc']:.3f}",
+                 f"ratio {t['plain_ratio']:.3f}")
+    head.add_row(f"fed acc (FedAvg, Dirichlet split, server lr {report['server_lr']:g})",
+                 f"{report['fed_dirichlet_acc']:.3f}", f"ratio {t['dirichlet_ratio']:.3f}")
     head.add_row("clients before -> after (FedMKT)",
                  f"{report['clients_before']:.3f} -> {report['clients_after']:.3f}",
                  "met" if t["clients_improve"] else "SHORT")

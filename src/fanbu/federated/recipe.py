@@ -21,6 +21,7 @@ from fanbu.errors import ConfigError
 from fanbu.federated.attacks import ARRAY_ATTACKS, AttackConfig
 from fanbu.federated.privacy import PrivacyConfig, check_compatible
 from fanbu.federated.robust import RobustConfig, check_clients
+from fanbu.federated.server_opt import ServerOptConfig
 from fanbu.feedback.continual import ContinualConfig
 from fanbu.feedback.gate import GateConfig
 from fanbu.train.config import TrainConfig
@@ -185,6 +186,10 @@ class FederatedRecipe(Strict):
         0.01, gt=0, description="FedProx: weight of the proximal term mu/2 ||w - w_t||^2."
     )
     share: SharingConfig = Field(default_factory=SharingConfig)
+    server: ServerOptConfig = Field(
+        default_factory=ServerOptConfig,
+        description="FedAvg / FedProx: server learning rate and momentum on the aggregate (FedAvgM).",
+    )
     local: TrainConfig = Field(
         default_factory=_local, description="FedAvg / FedProx: a client's local training."
     )
@@ -216,6 +221,10 @@ class FederatedRecipe(Strict):
             )
         if self.algorithm == "fedmkt" and self.share != SharingConfig():
             raise ValueError("share applies to fedavg / fedprox only; fedmkt exchanges logits: remove share")
+        if self.algorithm == "fedmkt" and not self.server.plain:
+            raise ValueError("server applies to fedavg / fedprox only; fedmkt distils on the server: remove server")
+        if self.privacy.secagg.enabled and not self.server.plain:
+            raise ValueError("privacy.secagg runs Flower's SecAgg+ workflow, which has no server step: remove server")
         if self.algorithm == "fedmkt" and self.fraction_train < 1:
             raise ValueError("fedmkt asks every client each round: set fraction_train: 1")
         try:

@@ -30,6 +30,7 @@ from fanbu.federated.heads import OwnedHeads
 from fanbu.federated.local import finish_shared, load_arrays, shared_model, trainable_arrays
 from fanbu.federated.privacy import dp_report, run_secagg, wrap_strategy
 from fanbu.federated.robust import make_strategy
+from fanbu.federated.server_opt import ServerOptimizer
 from fanbu.federated.settings import RunSettings, parse_run_config
 from fanbu.io import atomic_write_json
 from fanbu.models.artefact import Provenance
@@ -162,6 +163,9 @@ def run_shared(grid: Grid, context: Context, run: ServerRun) -> EncoderHandle:
         own_heads=not recipe.privacy.dp.enabled,
         on_replies=run.note_clients,
     )
+    if not recipe.server.plain:  # heads owned per domain are not diluted: they keep their aggregate
+        skip = ("heads.",) if not recipe.privacy.dp.enabled else ()
+        strategy = ServerOptimizer(strategy, recipe.server, skip)
     strategy = wrap_strategy(strategy, recipe.privacy, sampled)
     evaluated = copy.deepcopy(model)
 
