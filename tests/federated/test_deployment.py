@@ -62,6 +62,19 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(timeout=30)
 
 
+def registry_with_champion(toy_files, large_v0, tmp_path: Path, **settings) -> tuple[Path, Path, Path]:
+    """A registry home whose champion is ``large:v0``, its model directory, and a recipe file over the toy data."""
+    home = tmp_path / "home"
+    registry = Registry.open(home)
+    path = registry.model_dir("large", 0)
+    large_v0.save(path, Provenance(name="large:v0"))
+    registry.register_model(name="large", version=0, path=path, kind="encoder", status="champion")
+    registry.close()
+    recipe = tmp_path / "federated.yaml"
+    recipe.write_text(yaml.safe_dump(make_recipe(toy_files, **settings).model_dump(mode="json")), encoding="utf-8")
+    return home, path, recipe
+
+
 def test_superlink_and_two_supernodes_complete_a_round(toy_files, large_v0, tmp_path):
     recipe = make_recipe(toy_files, rounds=1, save_clients=False)
     work = tmp_path / "work"
@@ -130,14 +143,7 @@ def test_superlink_and_two_supernodes_complete_a_round(toy_files, large_v0, tmp_
 
 
 def test_fanbu_federate_app_writes_a_deployable_flower_app(toy_files, large_v0, tmp_path):
-    home = tmp_path / "home"
-    registry = Registry.open(home)
-    path = registry.model_dir("large", 0)
-    large_v0.save(path, Provenance(name="large:v0"))
-    registry.register_model(name="large", version=0, path=path, kind="encoder", status="champion")
-    registry.close()
-    recipe = tmp_path / "federated.yaml"
-    recipe.write_text(yaml.safe_dump(make_recipe(toy_files).model_dump(mode="json")), encoding="utf-8")
+    home, path, recipe = registry_with_champion(toy_files, large_v0, tmp_path)
     app_dir = tmp_path / "fed-app"
     result = CliRunner().invoke(
         cli, ["federate", str(recipe), "rounds=4", "--app", str(app_dir), "--home", str(home)]
@@ -153,16 +159,10 @@ def test_fanbu_federate_app_writes_a_deployable_flower_app(toy_files, large_v0, 
 def test_a_finished_deployment_is_registered_through_the_gate_once(toy_files, large_v0, tmp_path):
     """--app writes the app and the registry marker; after the run, --collect registers and gates it."""
     from conftest import run_local
+
     from fanbu.federated.data import slots_of
 
-    home = tmp_path / "home"
-    registry = Registry.open(home)
-    path = registry.model_dir("large", 0)
-    large_v0.save(path, Provenance(name="large:v0"))
-    registry.register_model(name="large", version=0, path=path, kind="encoder", status="champion")
-    registry.close()
-    recipe = tmp_path / "federated.yaml"
-    recipe.write_text(yaml.safe_dump(make_recipe(toy_files, rounds=1).model_dump(mode="json")), encoding="utf-8")
+    home, _, recipe = registry_with_champion(toy_files, large_v0, tmp_path, rounds=1)
     app_dir = tmp_path / "fed-app"
     runner = CliRunner()
     written = runner.invoke(cli, ["federate", str(recipe), "--app", str(app_dir), "--home", str(home)])

@@ -45,7 +45,40 @@ def group_tolerance(rule: str, n: int, f: int, beta: float | None) -> tuple[str,
     return "fedavg", 0
 
 
-class OwnedHeads(Strategy):
+class StrategyWrapper(Strategy):
+    """A strategy that wraps another: every step delegated unless a subclass overrides it."""
+
+    def __init__(self, inner: Strategy) -> None:
+        self.inner = inner
+
+    def summary(self) -> None:
+        """Delegated."""
+        self.inner.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Delegated."""
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Delegated."""
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Delegated."""
+        return self.inner.aggregate_train(server_round, replies)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Delegated."""
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+
+class OwnedHeads(StrategyWrapper):
     """Wraps a strategy; each ``heads.<domain>.*`` array is aggregated over that domain's clients.
 
     Args:
@@ -68,7 +101,7 @@ class OwnedHeads(Strategy):
         own_heads: bool = True,
         on_replies: Callable[[list[Message]], None] | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.heads = list(heads) if own_heads else []
         self.rule = rule
         self.tolerate = tolerate
@@ -79,22 +112,6 @@ class OwnedHeads(Strategy):
         """Log the inner strategy's summary."""
         log.info("OwnedHeads: heads %s aggregated over their own clients (%s)", self.heads, self.rule)
         self.inner.summary()
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Delegated."""
-        return self.inner.configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Delegated."""
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Delegated."""
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import Strategy
 from pydantic import Field
 
 from fanbu.config import Strict
+from fanbu.federated.heads import StrategyWrapper
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ class ServerOptConfig(Strict):
         return self.lr == 1.0 and self.momentum == 0.0
 
 
-class ServerOptimizer(Strategy):
+class ServerOptimizer(StrategyWrapper):
     """Wraps a strategy: the new global model is a server SGD step along its aggregate.
 
     Args:
@@ -49,7 +50,7 @@ class ServerOptimizer(Strategy):
     """
 
     def __init__(self, inner: Strategy, config: ServerOptConfig, skip_prefixes: tuple[str, ...] = ()) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.config = config
         self.skip = skip_prefixes
         self._current: dict[str, np.ndarray] | None = None
@@ -66,16 +67,6 @@ class ServerOptimizer(Strategy):
         """Remember the global model sent this round, then delegate."""
         self._current = {k: a.numpy().copy() for k, a in arrays.items()}
         return self.inner.configure_train(server_round, arrays, config, grid)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Delegated."""
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Delegated."""
-        return self.inner.aggregate_evaluate(server_round, replies)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
