@@ -92,3 +92,29 @@ def test_a_fedavg_run_with_server_momentum_moves_the_encoder_further(toy_files, 
     assert distance(faster) == pytest.approx(2 * distance(plain), rel=0.05)
     heads_plain, heads_faster = plain.large.model.heads.state_dict(), faster.large.model.heads.state_dict()
     assert all(torch.allclose(heads_plain[k], heads_faster[k]) for k in heads_plain)  # heads: not scaled
+
+
+def test_no_server_step_after_the_last_round():
+    inner = FedAvg(fraction_train=1.0, min_train_nodes=2, min_available_nodes=2, fraction_evaluate=0.0)
+    strategy = ServerOptimizer(inner, ServerOptConfig(lr=2.0, momentum=0.9), last_round=1)
+    first = one_round(strategy, {"w": np.zeros(2)}, [{"w": np.ones(2)}, {"w": np.ones(2)}], 1)
+    np.testing.assert_allclose(first["w"], [2.0, 2.0])
+    head_round = one_round(strategy, first, [{"w": first["w"]}, {"w": first["w"]}], 2)
+    np.testing.assert_allclose(head_round["w"], first["w"])  # momentum does not move it on
+
+
+def test_the_head_round_fits_heads_to_the_final_encoder(toy_files, large_v0, tmp_path):
+    """With head_round, the encoder is the plain run's; only the heads train once more."""
+    import torch
+    from conftest import federate_local, make_recipe
+
+    plain = federate_local(make_recipe(toy_files, rounds=1), large_v0, tmp_path / "plain")
+    head = {"epochs": 2, "batch_size": 8, "lr": 1e-2, "restore_best": False, "progress": False}
+    headed = federate_local(make_recipe(toy_files, rounds=1, head_round=head), large_v0, tmp_path / "head")
+    assert [r["round"] for r in headed.rounds] == [0, 1, 2]
+    old, new = plain.large.model.encoder.state_dict(), headed.large.model.encoder.state_dict()
+    assert all(torch.allclose(old[k], new[k]) for k in old)
+    heads_plain, heads_new = plain.large.model.heads.state_dict(), headed.large.model.heads.state_dict()
+    assert any(not torch.allclose(heads_plain[k], heads_new[k]) for k in heads_plain)
+    with pytest.raises(ValidationError, match="head_round applies to fedavg"):
+        FederatedRecipe.model_validate({"algorithm": "fedmkt", "head_round": head})

@@ -6,7 +6,7 @@ passes no run config. Two message types:
 
 * ``train`` (FedAvg / FedProx): load the global shared weights into a copy of the champion, train on
   the private shard (plus FedProx's proximal term when the server sends ``proximal-mu``), send the
-  weights back. Privacy mods (client-side DP clipping, SecAgg+) wrap this handler.
+  weights back; in the optional head round after the last one, only the client's domain head trains. Privacy mods (client-side DP clipping, SecAgg+) wrap this handler.
 * ``train.mkt`` (FedMKT): distil the server's knowledge into the client's own model, kept in the
   node's ``Context.state`` between rounds, and send log-probabilities on the public texts.
 
@@ -140,12 +140,19 @@ def train_shared(msg: Message, context: Context, settings: RunSettings) -> Messa
     received = {k: a.numpy() for k, a in msg.content["arrays"].items()}
     load_arrays(handle.model, received)
     config = msg.content["config"]
-    rnd, total = int(config.get("server-round", 1)), int(config.get("num-rounds", recipe.rounds))
+    rnd, total = int(config.get("server-round", 1)), int(config.get("num-rounds", recipe.shared_rounds))
     strategies: list = [TaskLoss()]
     mu = float(config.get("proximal-mu", 0.0))
-    if mu > 0:
-        strategies.append(ProximalTerm(handle.model, mu))
-    local = recipe.local.model_copy(update={"seed": recipe.seed + rnd})
+    heads_only = recipe.head_round is not None and rnd > recipe.rounds
+    shared = {name: p.requires_grad for name, p in handle.model.named_parameters()}
+    if heads_only:  # the head round: fit this domain's head to the final shared encoder
+        for name, parameter in handle.model.named_parameters():
+            parameter.requires_grad_(shared[name] and name.startswith(f"heads.{head}."))
+        local = recipe.head_round.model_copy(update={"seed": recipe.seed + rnd})
+    else:
+        if mu > 0:
+            strategies.append(ProximalTerm(handle.model, mu))
+        local = recipe.local.model_copy(update={"seed": recipe.seed + rnd})
     train_heads(
         handle,
         {head: (run.data.train[0], run.train_labels())},
@@ -154,6 +161,8 @@ def train_shared(msg: Message, context: Context, settings: RunSettings) -> Messa
         description=f"local-{run.slot.id}",
     )
     handle.model.eval()
+    for name, parameter in handle.model.named_parameters():  # send every shared array, as in other rounds
+        parameter.requires_grad_(shared[name])
     arrays = trainable_arrays(handle.model)
     after = accuracy(handle, head, run.data.validation)
     metrics = {"acc-before": before, "acc-after": after}

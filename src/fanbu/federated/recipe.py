@@ -193,6 +193,12 @@ class FederatedRecipe(Strict):
     local: TrainConfig = Field(
         default_factory=_local, description="FedAvg / FedProx: a client's local training."
     )
+    head_round: TrainConfig | None = Field(
+        None,
+        description="FedAvg / FedProx: after the last round, one more in which each client trains only its "
+        "domain head on the final shared encoder (these settings; e.g. epochs 3, lr 1e-3), so that each "
+        "head fits the averaged encoder; null: off.",
+    )
     mkt: MKTConfig = Field(default_factory=MKTConfig)
     clients: ClientModels = Field(default_factory=ClientModels)
     data: FederatedData = Field(default_factory=FederatedData)
@@ -221,6 +227,8 @@ class FederatedRecipe(Strict):
             )
         if self.algorithm == "fedmkt" and self.share != SharingConfig():
             raise ValueError("share applies to fedavg / fedprox only; fedmkt exchanges logits: remove share")
+        if self.algorithm == "fedmkt" and self.head_round is not None:
+            raise ValueError("head_round applies to fedavg / fedprox only; fedmkt clients keep their own models")
         if self.algorithm == "fedmkt" and not self.server.plain:
             raise ValueError("server applies to fedavg / fedprox only; fedmkt distils on the server: remove server")
         if self.privacy.secagg.enabled and not self.server.plain:
@@ -238,6 +246,11 @@ class FederatedRecipe(Strict):
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         return self
+
+    @property
+    def shared_rounds(self) -> int:
+        """FedAvg / FedProx: the rounds the server runs (``rounds``, plus the head round when it is on)."""
+        return self.rounds + (1 if self.head_round is not None else 0)
 
     def n_clients(self, n_domains: int) -> int:
         """How many clients a run over ``n_domains`` domains has."""

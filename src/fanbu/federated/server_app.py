@@ -128,20 +128,21 @@ def run_shared(grid: Grid, context: Context, run: ServerRun) -> EncoderHandle:
     model = shared_model(run.champion, recipe.share, recipe.seed)
     start = ArrayRecord({k: Array(v) for k, v in trainable_arrays(model.model).items()})
     sampled = max(1, round(recipe.fraction_train * run.n_clients))
-    train_config = {"num-rounds": recipe.rounds}
+    rounds = recipe.shared_rounds  # the head round, when on, is one more round of the same loop
+    train_config = {"num-rounds": rounds}
     if recipe.privacy.secagg.enabled:  # the server sees only the masked sum: no per-client record
         run.record(0, validation_scores(model, run.data.validation))
         final = run_secagg(
             grid,
             context,
             start,
-            num_rounds=recipe.rounds,
+            num_rounds=rounds,
             num_clients=run.n_clients,
             config=recipe.privacy,
             train_config=train_config,
         )
         load_arrays(model.model, {k: a.numpy() for k, a in final.items()})
-        run.record(recipe.rounds, validation_scores(model, run.data.validation))
+        run.record(rounds, validation_scores(model, run.data.validation))
         return finish_shared(model)
     mu = recipe.proximal_mu if recipe.algorithm == "fedprox" else 0.0
     strategy = make_strategy(
@@ -165,7 +166,7 @@ def run_shared(grid: Grid, context: Context, run: ServerRun) -> EncoderHandle:
     )
     if not recipe.server.plain:  # heads owned per domain are not diluted: they keep their aggregate
         skip = ("heads.",) if not recipe.privacy.dp.enabled else ()
-        strategy = ServerOptimizer(strategy, recipe.server, skip)
+        strategy = ServerOptimizer(strategy, recipe.server, skip, last_round=recipe.rounds)
     strategy = wrap_strategy(strategy, recipe.privacy, sampled)
     evaluated = copy.deepcopy(model)
 
@@ -178,7 +179,7 @@ def run_shared(grid: Grid, context: Context, run: ServerRun) -> EncoderHandle:
     result = strategy.start(
         grid=grid,
         initial_arrays=start,
-        num_rounds=recipe.rounds,
+        num_rounds=rounds,
         timeout=recipe.simulation.round_timeout,
         train_config=ConfigRecord(train_config),
         evaluate_fn=evaluate,
@@ -251,7 +252,8 @@ def server_app(defaults: Mapping[str, Any] | None = None) -> ServerApp:
         recipe = run.recipe
         large = run_mkt(grid, run) if recipe.algorithm == "fedmkt" else run_shared(grid, context, run)
         sampling = 1.0 if recipe.algorithm == "fedmkt" else recipe.fraction_train
-        run.finish(large, dp_report(recipe.privacy, sampling, recipe.rounds))
+        rounds = recipe.rounds if recipe.algorithm == "fedmkt" else recipe.shared_rounds
+        run.finish(large, dp_report(recipe.privacy, sampling, rounds))
 
     return app
 

@@ -47,12 +47,21 @@ class ServerOptimizer(StrategyWrapper):
         inner: The strategy that aggregates the replies (robust rule, head ownership, ...).
         config: Server learning rate and momentum.
         skip_prefixes: Arrays (by name prefix) that keep the inner aggregate as it is.
+        last_round: Rounds after this one keep the inner aggregate (the head round: no momentum may move
+            the encoder the heads are being fitted to); None: every round.
     """
 
-    def __init__(self, inner: Strategy, config: ServerOptConfig, skip_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        inner: Strategy,
+        config: ServerOptConfig,
+        skip_prefixes: tuple[str, ...] = (),
+        last_round: int | None = None,
+    ) -> None:
         super().__init__(inner)
         self.config = config
         self.skip = skip_prefixes
+        self.last_round = last_round
         self._current: dict[str, np.ndarray] | None = None
         self._velocity: dict[str, np.ndarray] = {}
 
@@ -74,6 +83,8 @@ class ServerOptimizer(StrategyWrapper):
         """The inner aggregate turned into a server step from this round's global model."""
         arrays, metrics = self.inner.aggregate_train(server_round, replies)
         if arrays is None or self._current is None:
+            return arrays, metrics
+        if self.last_round is not None and server_round > self.last_round:
             return arrays, metrics
         merged = {k: a.numpy() for k, a in arrays.items()}
         out = {}
