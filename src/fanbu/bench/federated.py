@@ -467,9 +467,6 @@ def run_bench(quick: bool, out: Path, console: Console, work: Path | None = None
     work = work or Path(tempfile.mkdtemp(prefix="fanbu-bench-federated-"))
     bench = Bench(quick, work, console)
     v0 = bench.cached("large-v0", lambda: bench.score(bench.large_v0()))
-    central = bench.central()
-    fed = bench.fedavg_runs()
-    mkt = bench.mkt()
     attacks = []
     for rule in bench.caps["grid"]["rules"]:
         clean = bench.attack_run("none", rule)
@@ -486,6 +483,9 @@ def run_bench(quick: bool, out: Path, console: Console, work: Path | None = None
              "clean_acc": clean["acc"]}
         )
     scale = bench.scale()
+    central = bench.central()
+    fed = bench.fedavg_runs()
+    mkt = bench.mkt()
     report = summarise(bench, quick, out, v0, central, fed, mkt, attacks, scale, time.perf_counter() - started)
     atomic_write_json(out, report)
     print_table(report, console)
