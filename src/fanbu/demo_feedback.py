@@ -16,13 +16,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from rich.console import Console
 
 from fanbu.config import Strict
-from fanbu.errors import ConfigError
 from fanbu.feedback.gate import GateConfig
-from fanbu.feedback.recipe import ExpertDerive, ExpertsConfig, FeedbackData, FeedbackRecipe, parse_strategies
+from fanbu.feedback.recipe import ExpertDerive, ExpertsConfig, FeedbackData, FeedbackRecipe, StrategyList
 from fanbu.registry import Registry
 
 if TYPE_CHECKING:
@@ -55,20 +54,11 @@ class DemoFeedback(Strict):
         default_factory=_experts,
         description="How each domain's expert is derived from large v0 (private slice).",
     )
-    strategies: list[dict[str, Any]] = Field(
+    strategies: StrategyList = Field(
         default_factory=_strategies,
         description="[{strategy: {settings}}, ...]; each makes a candidate large v1.",
     )
     gate: GateConfig = Field(default_factory=GateConfig)
-
-    @field_validator("strategies")
-    @classmethod
-    def _strategies_valid(cls, strategies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            parse_strategies(strategies)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return strategies
 
 
 def feed_back(recipe: DemoRecipe, registry: Registry, champion: str, console: Console) -> dict[str, Any]:

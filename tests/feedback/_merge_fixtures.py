@@ -15,6 +15,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from feedback_helpers import COMMON_FILLER
+from feedback_helpers import quick as feedback_quick
 
 from fanbu.feedback.base import FeedbackContext, Labeled
 from fanbu.models.encoder import EncoderHandle
@@ -37,28 +39,7 @@ TASKS: dict[str, tuple[list[str], tuple[list[str], list[str]]]] = {
 }
 DOMAINS = ("sentiment", "topic")
 HELDOUT = "faith"
-FILLER = [
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "was",
-    "for",
-    "on",
-    "that",
-    "with",
-    "people",
-    "time",
-    "year",
-    "city",
-    "house",
-    "water",
-    "room",
-    "name",
-    "line",
-]
+FILLER = COMMON_FILLER + ["city", "house", "water", "room", "name", "line"]
 
 
 def toy_task(task: str, n: int, seed: int, noise: float = 0.0) -> Labeled:
@@ -77,16 +58,7 @@ def toy_task(task: str, n: int, seed: int, noise: float = 0.0) -> Labeled:
 
 def quick(**overrides: object) -> TrainConfig:
     """Loop settings for tiny runs: no progress bar, no warm-up, no early stopping."""
-    settings: dict[str, object] = {
-        "epochs": 3,
-        "batch_size": 16,
-        "lr": 3e-3,
-        "warmup_ratio": 0.0,
-        "progress": False,
-        "restore_best": False,
-    }
-    settings.update(overrides)
-    return TrainConfig(**settings)
+    return feedback_quick(**{"epochs": 3, "restore_best": False, **overrides})
 
 
 def tiny_large(seed: int = 0, intermediate_size: int = 64, num_layers: int = 2) -> EncoderHandle:

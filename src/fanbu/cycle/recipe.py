@@ -1,9 +1,10 @@
 """What ``fanbu cycle RECIPE.yaml`` runs: a feedback recipe, the small models to derive, generations.
 
-A cycle recipe is a feedback recipe (champion, data, experts, strategies, gate) plus a ``derive`` part:
-the small deployable models derived from every new champion. Each generation's feedback step is an
-ordinary :class:`~fanbu.feedback.recipe.FeedbackRecipe` built by :meth:`CycleRecipe.feedback_recipe`,
-so a cycle recipe validates exactly as the feedback recipes it produces (strategy fields, experts whose
+A cycle recipe is a feedback recipe's shared parts (:class:`~fanbu.feedback.recipe.FeedbackCore`:
+champion, data, strategies, gate, seed) plus a ``derive`` part: the small deployable models derived
+from every new champion. Each generation's feedback step is an ordinary
+:class:`~fanbu.feedback.recipe.FeedbackRecipe` built by :meth:`CycleRecipe.feedback_recipe`, so a cycle
+recipe validates exactly as the feedback recipes it produces (strategy fields, experts whose
 architecture merge / moe / graft need).
 """
 
@@ -14,19 +15,10 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fanbu.config import Strict, validate
-from fanbu.derive.data import DeriveData
 from fanbu.derive.pipeline import DeriveRecipe
-from fanbu.derive.stages import parse_stages
 from fanbu.errors import ConfigError
 from fanbu.execute import ExecutorConfig
-from fanbu.feedback.gate import GateConfig
-from fanbu.feedback.recipe import (
-    SAME_ARCHITECTURE,
-    ExpertDerive,
-    FeedbackData,
-    FeedbackRecipe,
-    parse_strategies,
-)
+from fanbu.feedback.recipe import ExpertDerive, FeedbackCore, FeedbackRecipe, check_stages
 from fanbu.models.tokenize import Truncation
 
 SMALL_STAGES: list[Any] = [
@@ -57,12 +49,7 @@ class CycleDerive(Strict):
     @field_validator("stages")
     @classmethod
     def _stages_valid(cls, stages: list[Any]) -> list[Any]:
-        try:
-            parsed = parse_stages(stages)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        if not parsed:
-            raise ValueError("no stages; list at least one, or set derive.enabled: false")
+        check_stages(stages, "list at least one, or set derive.enabled: false")
         return stages
 
 
@@ -77,22 +64,14 @@ class CycleExperts(Strict):
     derive: ExpertDerive = Field(default_factory=ExpertDerive)
 
 
-class CycleRecipe(Strict):
-    """What ``fanbu cycle`` runs: generation after generation of derive -> feed back -> gate."""
+class CycleRecipe(FeedbackCore):
+    """What ``fanbu cycle`` runs: generation after generation of derive -> feed back -> gate.
 
-    champion: str = Field(
-        "large", description="The first champion: an id (large:v0) or a name (its champion)."
-    )
-    max_length: int | None = Field(None, ge=8, description="Tokens per text; default: the champion's.")
-    data: FeedbackData = Field(default_factory=FeedbackData)
+    ``champion`` is the first generation's champion; generation g seeds its strategies with ``seed + g``.
+    """
+
     derive: CycleDerive = Field(default_factory=CycleDerive)
     experts: CycleExperts = Field(default_factory=CycleExperts)
-    strategies: list[dict[str, Any]] = Field(
-        default_factory=lambda: [{"merge": {"method": "ties"}}],
-        description="[{strategy: {settings}}, ...]; each makes a candidate every generation.",
-    )
-    gate: GateConfig = Field(default_factory=GateConfig)
-    seed: int = Field(0, description="Seeds the strategies; generation g uses seed + g.")
     generations: int = Field(1, ge=1, description="Generations to run in all (finished ones are not redone).")
     on_no_promotion: Literal["stop", "continue"] = Field(
         "stop",
@@ -100,21 +79,12 @@ class CycleRecipe(Strict):
         "same champion (its swarm reused, the strategies reseeded).",
     )
 
-    @field_validator("strategies")
-    @classmethod
-    def _strategies_valid(cls, strategies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            parse_strategies(strategies)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return strategies
-
     @model_validator(mode="after")
     def _check(self) -> CycleRecipe:
         if self.experts.source == "small":
             if not self.derive.enabled:
                 raise ValueError("experts.source is 'small' but derive.enabled is false; enable derive")
-            needing = sorted({n for n, _ in parse_strategies(self.strategies)} & set(SAME_ARCHITECTURE))
+            needing = self.same_architecture_strategies()
             if needing:
                 raise ValueError(
                     f"experts.source 'small' gives experts of another architecture, but {', '.join(needing)} "
@@ -134,38 +104,22 @@ class CycleRecipe(Strict):
             swarm: dict[str, Any] = {"source": "registry", "models": dict(experts)}
         else:
             swarm = {"source": "derive", "derive": self.experts.derive.model_dump(mode="json")}
+        shared = self.model_dump(mode="json", include=set(FeedbackCore.model_fields))
         return validate(
             FeedbackRecipe,
-            {
-                "champion": champion,
-                "max_length": self.max_length,
-                "data": self.data.model_dump(mode="json"),
-                "experts": swarm,
-                "strategies": self.strategies,
-                "gate": self.gate.model_dump(mode="json"),
-                "seed": self.seed + generation,
-            },
+            {**shared, "champion": champion, "experts": swarm, "seed": self.seed + generation},
             source="cycle",
         )
 
     def derive_recipe(self, teacher: str, max_length: int) -> DeriveRecipe:
         """The derive step: small models of every feedback domain from ``teacher``."""
-        data, settings = self.data, self.derive
+        settings = self.derive
         return DeriveRecipe(
             teacher=teacher,
             max_length=max_length,
             truncation=settings.truncation,
-            data=DeriveData(
-                source=data.source,
-                domains=data.domains,
-                files=data.files,
-                seed=data.seed,
-                public_fraction=data.public_fraction,
-                max_train=settings.max_train,
-                max_validation=data.max_validation,
-                max_test=data.max_test,
-                transfer=settings.transfer,
-                max_transfer=settings.max_transfer,
+            data=self.data.derive_data(
+                self.data.domains, settings.max_train, settings.transfer, settings.max_transfer
             ),
             stages=settings.stages,
             executor=settings.executor,

@@ -27,7 +27,7 @@ from fanbu.cycle.recipe import CycleRecipe
 from fanbu.cycle.tables import print_feedback, print_small
 from fanbu.derive.pipeline import run_derive
 from fanbu.errors import ConfigError, FanbuError
-from fanbu.feedback.pipeline import run_feedback
+from fanbu.feedback.pipeline import current_champion, run_feedback
 from fanbu.io import sha256_json
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import ModelRecord, Registry, RunRecord
@@ -47,20 +47,6 @@ def finished_generations(registry: Registry, cycle: str) -> dict[int, RunRecord]
         if run.kind == RUN_KIND and run.status == "succeeded" and run.recipe.get("cycle") == cycle:
             done.setdefault(int(run.recipe["generation"]), run)
     return done
-
-
-def current_champion(registry: Registry, spec: str) -> ModelRecord:
-    """The champion ``spec`` names: an id that must be champion, or a name's current champion."""
-    record = registry.get_model(spec) if ":" in spec else registry.latest(spec, status="champion")
-    if record is None:
-        raise ConfigError(
-            f"champion {spec!r}: no champion of that name; run `fanbu demo` first, or give an id"
-        )
-    if record.status != "champion":
-        raise ConfigError(
-            f"champion {record.id} is {record.status!r}; name the current champion of {record.name}"
-        )
-    return record
 
 
 def run_cycle(

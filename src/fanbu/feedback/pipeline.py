@@ -19,7 +19,6 @@ from fanbu.config import write_resolved
 from fanbu.data.builtin import default_benchmark
 from fanbu.data.domain import Benchmark, Split
 from fanbu.data.loaders import load_domain
-from fanbu.derive.data import DeriveData
 from fanbu.derive.pipeline import DeriveRecipe, run_derive
 from fanbu.errors import ConfigError, FanbuError
 from fanbu.evaluate.speed import param_count
@@ -139,9 +138,8 @@ def add_collected(slices: FeedbackSlices, registry: Registry, name: str, champio
     return collected.record.id
 
 
-def load_champion(recipe: FeedbackRecipe, registry: Registry) -> tuple[EncoderHandle, ModelRecord]:
-    """The champion handle and record (``champion`` is an id, or a name whose champion is taken)."""
-    spec = recipe.champion
+def current_champion(registry: Registry, spec: str) -> ModelRecord:
+    """The champion ``spec`` names: an id that must be champion, or a name's current champion."""
     record = registry.get_model(spec) if ":" in spec else registry.latest(spec, status="champion")
     if record is None:
         raise ConfigError(
@@ -151,6 +149,12 @@ def load_champion(recipe: FeedbackRecipe, registry: Registry) -> tuple[EncoderHa
         raise ConfigError(
             f"champion {record.id} is {record.status!r}; name the current champion of {record.name}"
         )
+    return record
+
+
+def load_champion(recipe: FeedbackRecipe, registry: Registry) -> tuple[EncoderHandle, ModelRecord]:
+    """The champion handle and record (``champion`` is an id, or a name whose champion is taken)."""
+    record = current_champion(registry, recipe.champion)
     handle = EncoderHandle.load(record.path)
     if recipe.max_length is not None:
         handle.max_length = recipe.max_length
@@ -175,20 +179,10 @@ def load_experts(
                 raise ConfigError(f"experts.models.{domain}: no model named {spec!r}; see `fanbu models`")
             ids[domain] = record.id
     else:
-        data = recipe.data
         derive = DeriveRecipe(
             teacher=champion.id,
             max_length=max_length,
-            data=DeriveData(
-                source=data.source,
-                domains=domains,
-                files=data.files,
-                seed=data.seed,
-                public_fraction=data.public_fraction,
-                max_train=settings.derive.max_train,
-                max_validation=data.max_validation,
-                max_test=data.max_test,
-            ),
+            data=recipe.data.derive_data(domains, settings.derive.max_train),
             stages=settings.derive.stages,
             executor=settings.derive.executor,
         )

@@ -3,16 +3,19 @@
 A recipe validates without building anything: each strategy's settings go through that strategy's
 own config (``strategies.0.merge.method`` names a bad field), and merge-family strategies refuse a
 derive stage list that would give experts of another architecture than the champion's.
+:class:`FeedbackCore` holds the parts a cycle recipe shares (``fanbu.cycle.recipe``), and
+:data:`StrategyList` the strategy field the demo's feedback step shares too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from fanbu.config import Strict, validate
 from fanbu.data.loaders import DomainSource
+from fanbu.derive.data import DeriveData
 from fanbu.derive.stages import parse_stages
 from fanbu.errors import ConfigError
 from fanbu.execute import ExecutorConfig
@@ -21,6 +24,51 @@ from fanbu.feedback.gate import GateConfig
 
 # Strategies that read the experts' weights tensor by tensor: experts must share the champion's shape.
 SAME_ARCHITECTURE: tuple[str, ...] = ("merge", "moe", "graft")
+
+
+def parse_strategies(raw: list[Any]) -> list[tuple[str, BaseModel]]:
+    """Validate ``[{strategy: {settings}}, ...]`` against each strategy's config, with field paths."""
+    if not raw:
+        raise ConfigError("strategies: empty; list at least one, e.g. [{merge: {method: ties}}]")
+    parsed = []
+    for index, item in enumerate(raw):
+        if isinstance(item, str):
+            item = {item: {}}
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(
+                f"strategies.{index}: write each strategy as {{name: {{settings}}}}, got {item!r}"
+            )
+        ((name, settings),) = item.items()
+        try:
+            info = get_strategy(name)
+        except ConfigError as exc:
+            raise ConfigError(f"strategies.{index}: {exc}") from None
+        parsed.append((name, validate(info.config, settings or {}, source=f"strategies.{index}.{name}")))
+    return parsed
+
+
+def check_strategies(strategies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``strategies`` unchanged if :func:`parse_strategies` accepts it; else a ValueError for pydantic."""
+    try:
+        parse_strategies(strategies)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return strategies
+
+
+# A recipe's ``[{strategy: {settings}}, ...]`` field: each entry validated by its strategy's own config.
+StrategyList = Annotated[list[dict[str, Any]], AfterValidator(check_strategies)]
+
+
+def check_stages(stages: list[Any], empty: str) -> list[tuple[str, BaseModel]]:
+    """Parse a derive stage list for a field validator; ``empty`` says what to do when it has no stage."""
+    try:
+        parsed = parse_stages(stages)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    if not parsed:
+        raise ValueError(f"no stages; {empty}")
+    return parsed
 
 
 class FeedbackData(Strict):
@@ -55,6 +103,27 @@ class FeedbackData(Strict):
             raise ValueError("files / heldout_files are given but source is 'default'; set source: files")
         return self
 
+    def derive_data(
+        self,
+        domains: list[str] | None,
+        max_train: int | None,
+        transfer: Literal["none", "public"] = "none",
+        max_transfer: int | None = None,
+    ) -> DeriveData:
+        """The derive pipeline's data for ``domains``: the same source, seed, splits and caps as here."""
+        return DeriveData(
+            source=self.source,
+            domains=domains,
+            files=self.files,
+            seed=self.seed,
+            public_fraction=self.public_fraction,
+            max_train=max_train,
+            max_validation=self.max_validation,
+            max_test=self.max_test,
+            transfer=transfer,
+            max_transfer=max_transfer,
+        )
+
 
 class ExpertDerive(Strict):
     """How the experts are derived from the champion (the derive pipeline, the champion as teacher)."""
@@ -69,12 +138,7 @@ class ExpertDerive(Strict):
     @field_validator("stages")
     @classmethod
     def _stages_valid(cls, stages: list[Any]) -> list[Any]:
-        try:
-            parsed = parse_stages(stages)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        if not parsed:
-            raise ValueError("no stages; derive the experts with at least [{finetune: {}}]")
+        parsed = check_stages(stages, "derive the experts with at least [{finetune: {}}]")
         name, config = parsed[-1]
         if name == "finetune" and getattr(config, "mode", "full") == "lora" and not config.lora.merge:  # type: ignore[attr-defined]
             raise ValueError(
@@ -113,33 +177,36 @@ class ExpertsConfig(Strict):
         return self
 
 
-class FeedbackRecipe(Strict):
-    """What ``fanbu feedback`` runs."""
+class FeedbackCore(Strict):
+    """What a feedback step and a cycle of them share: champion, data, strategies, gate, seed."""
 
     champion: str = Field("large", description="A registered model id (large:v0), or a name: its champion.")
     max_length: int | None = Field(None, ge=8, description="Tokens per text; default: the champion's.")
     data: FeedbackData = Field(default_factory=FeedbackData)
-    experts: ExpertsConfig = Field(default_factory=ExpertsConfig)
-    strategies: list[dict[str, Any]] = Field(
+    strategies: StrategyList = Field(
         default_factory=lambda: [{"merge": {"method": "ties"}}],
         description="[{strategy: {settings}}, ...] (see `fanbu.feedback.STRATEGIES`); each makes a candidate.",
     )
     gate: GateConfig = Field(default_factory=GateConfig)
     seed: int = Field(0, description="Seeds the strategies.")
 
-    @field_validator("strategies")
-    @classmethod
-    def _strategies_valid(cls, strategies: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            parse_strategies(strategies)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return strategies
+    def parsed_strategies(self) -> list[tuple[str, BaseModel]]:
+        """``(name, validated config)`` of each strategy, in order."""
+        return parse_strategies(self.strategies)
+
+    def same_architecture_strategies(self) -> list[str]:
+        """The strategies named here that need experts shaped like the champion, sorted."""
+        return sorted({name for name, _ in self.parsed_strategies()} & set(SAME_ARCHITECTURE))
+
+
+class FeedbackRecipe(FeedbackCore):
+    """What ``fanbu feedback`` runs."""
+
+    experts: ExpertsConfig = Field(default_factory=ExpertsConfig)
 
     @model_validator(mode="after")
     def _same_architecture(self) -> FeedbackRecipe:
-        names = [name for name, _ in parse_strategies(self.strategies)]
-        needing = sorted(set(names) & set(SAME_ARCHITECTURE))
+        needing = self.same_architecture_strategies()
         if needing and self.experts.source == "derive":
             problem = self.experts.derive.same_architecture_problem()
             if problem is not None:
@@ -148,28 +215,3 @@ class FeedbackRecipe(Strict):
                     "champion; derive with finetune only (full, or LoRA merged), or drop those strategies"
                 )
         return self
-
-    def parsed_strategies(self) -> list[tuple[str, BaseModel]]:
-        """``(name, validated config)`` of each strategy, in order."""
-        return parse_strategies(self.strategies)
-
-
-def parse_strategies(raw: list[Any]) -> list[tuple[str, BaseModel]]:
-    """Validate ``[{strategy: {settings}}, ...]`` against each strategy's config, with field paths."""
-    if not raw:
-        raise ConfigError("strategies: empty; list at least one, e.g. [{merge: {method: ties}}]")
-    parsed = []
-    for index, item in enumerate(raw):
-        if isinstance(item, str):
-            item = {item: {}}
-        if not isinstance(item, dict) or len(item) != 1:
-            raise ConfigError(
-                f"strategies.{index}: write each strategy as {{name: {{settings}}}}, got {item!r}"
-            )
-        ((name, settings),) = item.items()
-        try:
-            info = get_strategy(name)
-        except ConfigError as exc:
-            raise ConfigError(f"strategies.{index}: {exc}") from None
-        parsed.append((name, validate(info.config, settings or {}, source=f"strategies.{index}.{name}")))
-    return parsed
