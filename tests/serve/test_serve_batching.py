@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -76,6 +77,98 @@ def test_full_queue_raises_overloaded() -> None:
     asyncio.run(main())
 
 
+def test_next_batch_runs_while_the_last_commits_and_answers_wait_for_their_commit() -> None:
+    events: list[str] = []
+    committing = threading.Event()
+    release = threading.Event()
+
+    def run(texts: list[str]) -> list[str]:
+        events.append(f"run {','.join(texts)}")
+        return texts
+
+    def commit(results: list[str]) -> None:
+        events.append(f"commit {','.join(results)}")
+        if results == ["a"]:
+            committing.set()
+            assert release.wait(timeout=10)
+
+    async def main() -> tuple[list[str], list[str]]:
+        batcher = MicroBatcher(run, max_batch=8, max_wait_s=0.0, max_queue=16, commit=commit)
+        first = asyncio.create_task(batcher.submit(["a"]))
+        await asyncio.to_thread(committing.wait, 10)
+        second = asyncio.create_task(batcher.submit(["b"]))
+        while "run b" not in events:  # computed while "a" is still being committed
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert not first.done() and not second.done()  # nothing is answered before its commit
+        release.set()
+        answers = [await first, await second]
+        await batcher.close()
+        return answers[0] + answers[1], list(events)
+
+    answers, order = asyncio.run(main())
+    assert answers == ["a", "b"]
+    assert order == ["run a", "commit a", "run b", "commit b"]
+
+
+def test_a_failed_commit_fails_only_its_own_batch() -> None:
+    committing = threading.Event()
+    release = threading.Event()
+    groups: list[list[str]] = []
+
+    def commit(results: list[str]) -> None:
+        groups.append(list(results))
+        if results == ["a"]:
+            committing.set()
+            assert release.wait(timeout=10)
+        if "bad" in results:
+            raise RuntimeError("database is locked")
+
+    async def main() -> list[object]:
+        batcher = MicroBatcher(lambda texts: texts, max_batch=1, max_wait_s=0.0, max_queue=16, commit=commit)
+        first = asyncio.create_task(batcher.submit(["a"]))
+        await asyncio.to_thread(committing.wait, 10)
+        rest = [asyncio.create_task(batcher.submit([t])) for t in ("bad", "c")]
+        while batcher.depth():  # both computed, waiting for the commit of "a"
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        release.set()
+        results = await asyncio.gather(first, *rest, return_exceptions=True)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert results[0] == ["a"] and results[2] == ["c"]
+    assert isinstance(results[1], RuntimeError)
+    assert groups[:2] == [["a"], ["bad", "c"]]  # the two waiting batches were committed together first
+
+
+def test_a_request_that_waited_behind_a_batch_does_not_wait_again() -> None:
+    release = threading.Event()
+    blocked = threading.Event()
+
+    def run(texts: list[str]) -> list[str]:
+        if texts == ["a"]:
+            blocked.set()
+            assert release.wait(timeout=10)
+        return texts
+
+    async def main() -> float:
+        batcher = MicroBatcher(run, max_batch=8, max_wait_s=0.8, max_queue=16)
+        first = asyncio.create_task(batcher.submit(["a"]))  # alone: waits 0.8 s for company, then runs
+        await asyncio.to_thread(blocked.wait, 10)
+        second = asyncio.create_task(batcher.submit(["b"]))
+        await asyncio.sleep(0.9)  # "b" has waited longer than max_wait behind the running batch
+        started = time.monotonic()
+        release.set()
+        assert await first == ["a"] and await second == ["b"]
+        elapsed = time.monotonic() - started
+        await batcher.close()
+        return elapsed
+
+    assert asyncio.run(main()) < 0.6  # it did not wait another 0.8 s for company
+
+
 def test_tune_threshold_hits_the_target_rate() -> None:
     confidences = [i / 100 for i in range(100)]
     threshold = tune_threshold(confidences, 0.3)
@@ -108,6 +201,9 @@ def test_cascade_threshold_tuned_at_start_from_logged_confidences(make_client, s
     threshold = tuned.get("/v1/models").json()["routes"]["edge"]["threshold"]
     assert threshold == tune_threshold(logged, 0.25)
     preds = tuned.post("/v1/predict", json={"model": "edge", "texts": texts[:40]}).json()["predictions"]
-    assert sum(p["escalated"] for p in preds) == 10
+    # Recomputed in a batch of another size, a confidence that ties the threshold may differ by float
+    # noise (BLAS results depend on batch shape and memory alignment) and fall on either side of it.
+    ties = sum(abs(c - threshold) <= 1e-5 for c in logged)
+    assert ties >= 1 and abs(sum(p["escalated"] for p in preds) - 10) <= ties
     too_few = make_client(cascades={"edge": {**cascade, "min_samples": 1000}})
     assert too_few.get("/v1/models").json()["routes"]["edge"]["threshold"] == 0.99

@@ -14,7 +14,7 @@ from fanbu.collect.store import LogStore
 from fanbu.config import validate
 from fanbu.registry import Registry
 from fanbu.serve import ServeConfig, resolve_token
-from fanbu.serve.load import start_server
+from fanbu.serve.load import drive, start_server
 from fanbu.serve.security import TOKEN_ENV, TOKEN_FILE, check_bearer
 from tests.serve.helpers import TEXTS, TOKEN
 
@@ -42,13 +42,20 @@ def test_real_server_process(registry: Registry, tmp_path: Path) -> None:
         metrics = client.get(f"{server.url}/metrics", headers=server.headers)
         assert "fanbu_feedback_total 1.0" in metrics.text
         assert client.get(f"{server.url}/openapi.json").json()["info"]["title"] == "fanbu serve"
+        acks = tmp_path / "acks.txt"
+        load = drive(server.url, TOKEN, "small", TEXTS, concurrency=3, requests=7, ack_file=str(acks))
+        assert load["ok"] == 7 and load["errors"] == {} and 0 < load["p50_ms"] <= load["p95_ms"]
+        assert sorted(acks.read_text().split()) == sorted(load["ids"]) and len(set(load["ids"])) == 7
+        ids += load["ids"]
+        refused = drive(server.url, "wrong-token-0123456789", "small", TEXTS, concurrency=2, requests=3)
+        assert refused["ok"] == 0 and refused["errors"] == {"401": 3}
     finally:
         code = server.stop()
     assert code in (0, -15), server.log.read_text()  # uvicorn re-raises SIGTERM after a clean shutdown
     assert "Traceback" not in server.log.read_text()
     with LogStore(registry.url) as store:
         assert store.existing_ids(ids) == set(ids)
-        assert sorted(p.text for p in store.predictions()) == sorted(TEXTS[:2])  # one batch: one timestamp
+        assert sorted(p.text for p in store.predictions() if p.id in ids[:2]) == sorted(TEXTS[:2])
 
 
 def test_token_generated_once_and_only_its_hash_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,20 +1,28 @@
 """Micro-batching: concurrent requests for one model and head are answered as one batch.
 
-Each target has a bounded asyncio queue and one worker. The worker takes the first waiting request,
-gathers more for up to ``max_wait_s`` or until ``max_batch`` texts, and runs the batch function in a
-thread (prediction and the store's transaction), then hands each request its slice of the results.
-A full queue refuses at once (:class:`Overloaded`, answered 429) instead of growing without bound.
+Each target has a bounded queue and two threads of its own. The *compute* thread takes every waiting
+request (up to ``max_batch`` texts) and runs the batch; the first request of a batch waits for company
+until ``max_wait_s`` after its arrival, so a request that already waited behind a running batch goes
+at once. The *commit* thread hands finished batches to ``commit`` (the store's transaction; batches
+that finished while the last commit ran go into one) and only then answers their requests. So the
+model starts on the next batch while the last one is being committed, the event loop never sits
+between two batches, and no request is answered before its commit returns. A full queue refuses at
+once (:class:`Overloaded`, answered 429) instead of growing without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+JOIN_TIMEOUT_S = 30.0  # close() waits this long for a batch still being computed or committed
 
 
 class Overloaded(Exception):
@@ -25,17 +33,27 @@ class Overloaded(Exception):
 class _Item:
     texts: list[str]
     future: asyncio.Future[list[object]]
+    arrived: float  # time.monotonic() when queued
+
+
+@dataclass
+class _Batch:
+    items: list[_Item]
+    results: Sequence[Any] = ()
+    error: BaseException | None = None
 
 
 class MicroBatcher(Generic[T]):
-    """One queue and one worker for one target.
+    """One queue, one compute thread and one commit thread for one target.
 
     Args:
-        run: Blocking function ``texts -> one result per text``; runs in a worker thread.
+        run: Blocking function ``texts -> one result per text``; runs in the compute thread.
         max_batch: Most texts gathered into one call of ``run``.
-        max_wait_s: How long the first request waits for others.
+        max_wait_s: How long after its arrival the first request of a batch waits for others.
         max_queue: Requests that may wait; one more raises :class:`Overloaded`.
         on_batch: Called with the size of each batch (for metrics).
+        commit: Blocking function called with the results of one or more batches (in order) before
+            their requests are answered; if it raises, those requests get its error.
     """
 
     def __init__(
@@ -45,75 +63,152 @@ class MicroBatcher(Generic[T]):
         max_wait_s: float,
         max_queue: int,
         on_batch: Callable[[int], None] | None = None,
+        commit: Callable[[list[T]], None] | None = None,
     ) -> None:
         self._run = run
+        self._commit = commit
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
         self._on_batch = on_batch
-        self._task: asyncio.Task[None] | None = None
+        self._waiting: deque[_Item] = deque()
+        self._computed: deque[_Batch] = deque()
+        self._lock = threading.Condition()  # guards _waiting, _computed and _closed
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
 
     def depth(self) -> int:
         """Requests waiting (not counting the batch being computed)."""
-        return self._queue.qsize()
+        return len(self._waiting)
 
     async def submit(self, texts: list[str]) -> list[T]:
         """Queue ``texts`` and wait for their results (in order)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._worker())
-        future: asyncio.Future[list[object]] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Item(list(texts), future))
-        except asyncio.QueueFull:
-            raise Overloaded from None
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[object]] = loop.create_future()
+        with self._lock:
+            self._start(loop)
+            if len(self._waiting) >= self.max_queue:
+                raise Overloaded
+            self._waiting.append(_Item(list(texts), future, time.monotonic()))
+            self._lock.notify_all()
         return await future  # type: ignore[return-value]
 
     async def close(self) -> None:
-        """Stop the worker; requests still waiting are cancelled."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        while not self._queue.empty():
-            self._queue.get_nowait().future.cancel()
+        """Stop both threads (after the batch in hand); requests still waiting are cancelled."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            threads, self._threads = self._threads, []
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for item in waiting:
+            item.future.cancel()
+        for thread in threads:
+            await asyncio.to_thread(thread.join, JOIN_TIMEOUT_S)
+        with self._lock:
+            unanswered = [item for batch in self._computed for item in batch.items]
+            self._computed.clear()
+        for item in unanswered:  # computed after the commit thread stopped: never logged, never answered
+            item.future.cancel()
 
-    async def _gather(self) -> list[_Item]:
-        batch = [await self._queue.get()]
-        size = len(batch[0].texts)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait_s
-        while size < self.max_batch:
-            if self._queue.empty():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):  # Queue.get keeps its item if cancelled
-                        item = await self._queue.get()
-                except TimeoutError:
-                    break
-            else:
-                item = self._queue.get_nowait()
-            batch.append(item)
-            size += len(item.texts)
-        return batch
+    # --------------------------------------------------------------------- the two threads
 
-    async def _worker(self) -> None:
-        while True:
-            batch = await self._gather()
-            texts = [t for item in batch for t in item.texts]
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the threads on first use (or again after :meth:`close`); call with the lock held."""
+        self._loop = loop
+        if self._threads and all(t.is_alive() for t in self._threads):
+            return
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._compute_loop, name="fanbu-compute", daemon=True),
+            threading.Thread(target=self._commit_loop, name="fanbu-commit", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _take(self) -> list[_Item] | None:
+        """Block for the next batch of waiting requests; ``None`` once closed."""
+        with self._lock:
+            while not self._waiting and not self._closed:
+                self._lock.wait()
+            if self._closed:
+                return None
+            batch = [self._waiting.popleft()]
+            size = len(batch[0].texts)
+            deadline = batch[0].arrived + self.max_wait_s  # it may have waited already, behind a batch
+            while size < self.max_batch:
+                if not self._waiting:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        break
+                    self._lock.wait(remaining)
+                    continue
+                item = self._waiting.popleft()
+                batch.append(item)
+                size += len(item.texts)
+            return batch
+
+    def _compute_loop(self) -> None:
+        while (items := self._take()) is not None:
+            texts = [t for item in items for t in item.texts]
             if self._on_batch is not None:
                 self._on_batch(len(texts))
+            batch = _Batch(items)
             try:
-                results = await asyncio.to_thread(self._run, texts)
+                batch.results = self._run(texts)
             except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                batch.error = exc
+            if self._commit is None or batch.error is not None:
+                self._answer([batch])
                 continue
-            start = 0
-            for item in batch:
-                end = start + len(item.texts)
-                if not item.future.done():  # a client that went away is simply not answered
-                    item.future.set_result(list(results[start:end]))
-                start = end
+            with self._lock:
+                self._computed.append(batch)
+                self._lock.notify_all()
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._computed and not self._closed:
+                    self._lock.wait()
+                if not self._computed:
+                    return
+                batches = list(self._computed)
+                self._computed.clear()
+            self._commit_group(batches)
+
+    def _commit_group(self, batches: list[_Batch]) -> None:
+        """Commit ``batches`` in one call; if that fails, each on its own, so a bad batch fails alone."""
+        assert self._commit is not None
+        try:
+            self._commit([r for batch in batches for r in batch.results])
+        except Exception as exc:  # noqa: BLE001 - the batch's requests get the error
+            if len(batches) > 1:
+                for batch in batches:
+                    self._commit_group([batch])
+                return
+            batches[0].error = exc
+        self._answer(batches)
+
+    def _answer(self, batches: list[_Batch]) -> None:
+        """Hand each request its slice of the results (or the error), on the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(_settle, batches)
+        except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
+            pass
+
+
+def _settle(batches: list[_Batch]) -> None:
+    for batch in batches:
+        start = 0
+        for item in batch.items:
+            end = start + len(item.texts)
+            if not item.future.done():  # a client that went away is simply not answered
+                if batch.error is not None:
+                    item.future.set_exception(batch.error)
+                else:
+                    item.future.set_result(list(batch.results[start:end]))
+            start = end

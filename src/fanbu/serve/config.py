@@ -43,7 +43,12 @@ class Batching(Strict):
     """Micro-batching: concurrent requests for the same model and head run as one batch."""
 
     max_batch: int = Field(32, ge=1, description="Most texts gathered into one batch.")
-    max_wait_ms: float = Field(5.0, ge=0.0, description="How long the first request waits for company.")
+    max_wait_ms: float = Field(
+        5.0,
+        ge=0.0,
+        description="How long after its arrival the first request of a batch waits for company "
+        "(one that already waited behind a running batch goes at once).",
+    )
 
 
 class ServeConfig(Strict):

@@ -118,21 +118,20 @@ class ServerState:
         if key not in self.batchers:
             limits, batching = self.config.limits, self.config.batching
             self.batchers[key] = MicroBatcher(
-                lambda texts: self._answer_and_log(route, head, texts),
+                lambda texts: route.answer(texts, head, self.config.privacy, batching.max_batch),
                 max_batch=batching.max_batch,
                 max_wait_s=batching.max_wait_ms / 1000.0,
                 max_queue=limits.max_queue,
                 on_batch=self.metrics.batch_size.labels(route.name).observe,
+                commit=lambda predictions: self._log(route, predictions),
             )
         return self.batchers[key]
 
-    def _answer_and_log(self, route: Route, head: str, texts: list[str]) -> list[Prediction]:
-        """Runs in a worker thread: predict, then log the whole batch in one transaction."""
-        predictions = route.answer(texts, head, self.config.privacy, self.config.batching.max_batch)
+    def _log(self, route: Route, predictions: list[Prediction]) -> None:
+        """Runs in the commit thread: log answered batches in one transaction, then count them."""
         self.store.log_batch(predictions)
         escalated = sum(p.escalated for p in predictions)
         if escalated:
             self.metrics.escalations.labels(route.name).inc(escalated)
         for prediction in predictions:
             self.metrics.predictions.labels(prediction.final.model_id).inc()
-        return predictions
