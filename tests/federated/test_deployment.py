@@ -17,10 +17,11 @@ import tomllib
 from pathlib import Path
 
 import yaml
-from conftest import make_recipe
+from conftest import make_recipe, run_local
 from typer.testing import CliRunner
 
 from fanbu.cli import app as cli
+from fanbu.federated.data import slots_of
 from fanbu.federated.deploy import CLIENT_APP, SERVER_APP, write_app, write_connection
 from fanbu.federated.run import save_inputs
 from fanbu.federated.server_app import read_history
@@ -158,10 +159,6 @@ def test_fanbu_federate_app_writes_a_deployable_flower_app(toy_files, large_v0, 
 
 def test_a_finished_deployment_is_registered_through_the_gate_once(toy_files, large_v0, tmp_path):
     """--app writes the app and the registry marker; after the run, --collect registers and gates it."""
-    from conftest import run_local
-
-    from fanbu.federated.data import slots_of
-
     home, _, recipe = registry_with_champion(toy_files, large_v0, tmp_path, rounds=1)
     app_dir = tmp_path / "fed-app"
     runner = CliRunner()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from conftest import federate_local, make_recipe
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedMedian
 from flwr.supercore.task_identity import TaskIdentity
@@ -80,8 +82,6 @@ def test_the_server_step_is_refused_where_it_cannot_apply():
 
 def test_a_fedavg_run_with_server_momentum_moves_the_encoder_further(toy_files, large_v0, tmp_path):
     """Through the ServerApp: the same clients, a server lr of 2 moves the encoder about twice as far."""
-    import torch
-    from conftest import federate_local, make_recipe
 
     def distance(result) -> float:
         old, new = large_v0.model.encoder.state_dict(), result.large.model.encoder.state_dict()
@@ -105,8 +105,6 @@ def test_no_server_step_after_the_last_round():
 
 def test_the_head_round_fits_heads_to_the_final_encoder(toy_files, large_v0, tmp_path):
     """With head_round, the encoder is the plain run's; only the heads train once more."""
-    import torch
-    from conftest import federate_local, make_recipe
 
     plain = federate_local(make_recipe(toy_files, rounds=1), large_v0, tmp_path / "plain")
     head = {"epochs": 2, "batch_size": 8, "lr": 1e-2, "restore_best": False, "progress": False}
