@@ -82,13 +82,15 @@ def test_finished_parts_are_read_back_not_rerun(tmp_path: Path) -> None:
     first = bench.Bench(True, tmp_path, _console())
 
     def make() -> dict:
-        runs.append(1)
+        runs.append(first.run_dir("part"))
+        assert runs[-1].is_dir() and runs[-1].parent == tmp_path / "runs"
         return {"acc": 0.5}
 
     assert first.cached("part", make)["acc"] == 0.5
     again = bench.Bench(True, tmp_path, _console()).cached("part", make)
     assert again["acc"] == 0.5 and "seconds" in again
     assert len(runs) == 1
+    assert not runs[0].exists(), "a recorded part's run directory is removed"
     assert json.loads((tmp_path / "results" / "part.json").read_text())["acc"] == 0.5
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -135,7 +136,14 @@ class Bench:
         result = make()
         result.setdefault("seconds", time.perf_counter() - started)
         atomic_write_json(path, result)
+        shutil.rmtree(self.work / "runs", ignore_errors=True)  # the part's run directories: its models are read
         return result
+
+    def run_dir(self, name: str) -> Path:
+        """A fresh directory for one federated run (removed once its part is recorded)."""
+        root = self.work / "runs"
+        root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
 
     def model(self, name: str, make: Callable[[], EncoderHandle]) -> EncoderHandle:
         """A model kept in the work directory: loaded, or made now and saved there."""
@@ -207,8 +215,7 @@ class Bench:
         self, name: str, recipe: FederatedRecipe, clients: dict[str, EncoderHandle] | None = None
     ) -> tuple[FederatedResult, dict[str, Any]]:
         """Run ``recipe`` under Flower's simulation runtime from large v0; the result and its scores."""
-        work = Path(tempfile.mkdtemp(prefix=f"fanbu-bench-fed-{name}-"))
-        result = federate(recipe, self.large_v0(), work, client_models=clients)
+        result = federate(recipe, self.large_v0(), self.run_dir(name), client_models=clients)
         scores = self.score(result.large)
         scores.update(
             {
@@ -409,9 +416,8 @@ class Bench:
                 partition={"clients_per_domain": per_domain, "alpha": self.caps["alpha"]},
                 save_clients=False,
             )
-            work = Path(tempfile.mkdtemp(prefix="fanbu-bench-fed-scale-"))
             with PeakMemory() as peak:
-                result = federate(recipe, large, work)
+                result = federate(recipe, large, self.run_dir("scale"))
             return {
                 "clients": len(slots_of(recipe)),
                 "rounds": recipe.rounds,
