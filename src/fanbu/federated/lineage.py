@@ -20,6 +20,7 @@ from fanbu.errors import ConfigError
 from fanbu.federated.data import ServerData, check_labels, server_data
 from fanbu.federated.recipe import FederatedRecipe
 from fanbu.federated.settings import RunSettings
+from fanbu.feedback.pipeline import current_champion
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import ModelRecord, Registry
@@ -41,10 +42,7 @@ class Prepared:
 
 def load_champion(recipe: FederatedRecipe, registry: Registry) -> tuple[EncoderHandle, ModelRecord]:
     """The champion handle and record (``champion`` is an id, or a name whose champion is taken)."""
-    spec = recipe.champion
-    record = registry.get_model(spec) if ":" in spec else registry.latest(spec, status="champion")
-    if record is None or record.status != "champion":
-        raise ConfigError(f"champion {spec!r}: no such current champion; run `fanbu demo` first, or name one")
+    record = current_champion(registry, recipe.champion)
     handle = EncoderHandle.load(record.path)
     if recipe.max_length is not None:
         handle.max_length = recipe.max_length
