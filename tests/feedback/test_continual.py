@@ -12,7 +12,14 @@ from fanbu.config import validate
 from fanbu.derive.distill.forward import distill_forward
 from fanbu.errors import ConfigError
 from fanbu.feedback import get_strategy
-from fanbu.feedback.continual import EWC, ContinualConfig, LwF, fisher_diagonal, general_texts
+from fanbu.feedback.continual import (
+    EWC,
+    ContinualConfig,
+    LwF,
+    continual_strategies,
+    fisher_diagonal,
+    general_texts,
+)
 from fanbu.feedback.soft_losses import SoftLabelLoss, is_replay
 from fanbu.feedback.soft_targets import TeacherConfig, build_targets
 from fanbu.feedback.train_plan import MixedPlan
@@ -125,3 +132,55 @@ def test_config_rejects_bad_values(settings, field):
     with pytest.raises(ConfigError, match=field):
         validate(ContinualConfig, settings)
     assert not ContinualConfig().enabled and ContinualConfig(ewc_lambda=1.0).enabled
+
+
+def test_lwf_keeps_the_previous_outputs_per_example(large_v0, toy_data):
+    candidate = copy.deepcopy(large_v0)
+    texts = toy_data["public"]["tech"][0][:4]
+    batch = Batch(candidate.tokenize(texts), {}, "tech", torch.arange(4))
+    term = LwF(large_v0, weight=1.0, temperature=2.0)
+    calls = []
+    embed = large_v0.model.embed
+    large_v0.model.embed = lambda *a, **k: calls.append(1) or embed(*a, **k)
+    try:
+        first = term.losses(distill_forward(candidate.model.eval(), batch), batch, candidate.model)["lwf"]
+        again = term.losses(distill_forward(candidate.model, batch), batch, candidate.model)["lwf"]
+        replayed = Batch(batch.inputs, {"replay": torch.ones(4)}, "tech", torch.arange(4))
+        term.losses(distill_forward(candidate.model, replayed), replayed, candidate.model)
+    finally:
+        del large_v0.model.embed
+    assert len(calls) == 2  # the second pass over the same examples reused the first one's outputs
+    assert torch.allclose(first, again)
+
+
+def test_lwf_held_to_the_start_is_zero_for_a_moved_start(make_context, large_v0, toy_data):
+    start = copy.deepcopy(large_v0)
+    with torch.no_grad():
+        for param in start.model.encoder.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    start.model.eval()
+    ctx = make_context()
+    texts = toy_data["public"]["tech"][0][:4]
+    batch = Batch(start.tokenize(texts), {}, "tech", torch.arange(4))
+    outputs = distill_forward(start.model, batch)
+    losses = {}
+    for reference in ("champion", "start"):
+        config = ContinualConfig(lwf_weight=1.0, reference=reference)
+        (term,) = continual_strategies(config, ctx, seed=0, start=start)
+        losses[reference] = float(term.losses(outputs, batch, start.model)["lwf"].detach())
+    assert losses["start"] < 1e-5 < losses["champion"]
+
+
+def test_frozen_layers_stay_as_they_start(make_context, large_v0, weights_of):
+    info = get_strategy("swarm_distill")
+    config = validate(info.config, {"train": quick_dict(epochs=1), "frozen_layers": 1})
+    output = info.run(make_context(), config)
+    before, after = weights_of(large_v0), weights_of(output.handle)
+    frozen = [k for k in before if k.startswith(("encoder.embeddings.", "encoder.encoder.layer.0."))]
+    moved = [k for k in before if k.startswith("encoder.encoder.layer.1.")]
+    assert frozen and moved
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in moved)
+    too_many = validate(info.config, {"train": quick_dict(epochs=1), "frozen_layers": 99})
+    with pytest.raises(ConfigError, match="frozen_layers 99"):
+        info.run(make_context(), too_many)

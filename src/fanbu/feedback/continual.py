@@ -5,8 +5,10 @@ strategy of the one loop (an extra loss term) or extra batches:
 
 * **LwF** (Li & Hoiem 2016): on every batch, distil the previous large version (``ctx.large``,
   frozen) into the candidate on *every* head it has, the held-out tasks' heads included, so heads
-  nobody trains keep their behaviour. Heads other than the batch's own are held fixed in this term
+  nobody trains keep their behaviour. With ``reference: start`` the model held to is the one training
+  starts from (for example the experts merged into the champion) instead of the champion. Heads other than the batch's own are held fixed in this term
   (their gradient would only be noise that Adam amplifies); the shared encoder is what it constrains.
+  The frozen model's logits are kept per example, so only the first epoch pays for its forward pass.
 * **EWC** (Kirkpatrick et al. 2017): ``lambda/2 * sum_i F_i (theta_i - theta*_i)^2`` with the diagonal
   Fisher of the champion on general data (public texts labelled by the champion's own predictions),
   scaled to mean 1 so that ``ewc_lambda`` means the same for any model size.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -51,6 +54,11 @@ class ContinualConfig(Strict):
         le=0.9,
         description="Share of training batches drawn from the public labelled slices; 0: off.",
     )
+    reference: Literal["champion", "start"] = Field(
+        "champion",
+        description="The model LwF and EWC hold the candidate to: the champion, or the model training "
+        "starts from (the merged experts when a strategy starts from a merge; otherwise the champion).",
+    )
 
     @property
     def enabled(self) -> bool:
@@ -76,9 +84,13 @@ class LwF:
         self.weight = weight
         self.temperature = temperature
         self.heads = sorted(previous.labels)
+        # (replay?, task, example index) -> the previous version's logits on every head, (sum of labels,):
+        # the previous version is frozen and in eval mode, so later epochs reuse the first one's outputs
+        self._cache: dict[tuple[bool, str, int], Tensor] = {}
+        self._widths = [len(previous.labels[h]) for h in self.heads]
 
     @torch.no_grad()
-    def _previous_logits(self, batch: Batch) -> dict[str, Tensor]:
+    def _compute(self, batch: Batch) -> Tensor:
         model = self.previous.model
         was_training = model.training
         model.eval()
@@ -86,9 +98,21 @@ class LwF:
             device = next(model.parameters()).device
             inputs = {k: v.to(device) for k, v in batch.inputs.items()}
             pooled = model.embed(**inputs)  # (batch, hidden)
-            return {h: model.heads[h](pooled).float() for h in self.heads}  # each (batch, labels_h)
+            return torch.cat([model.heads[h](pooled).float() for h in self.heads], dim=-1).cpu()
         finally:
             model.train(was_training)
+
+    def _previous_logits(self, batch: Batch) -> dict[str, Tensor]:
+        """The previous version's logits per head for the batch, each ``(batch, labels_h)``."""
+        if batch.task is None or batch.indices is None:
+            rows = self._compute(batch)  # (batch, sum of labels); no identity to cache by
+        else:
+            keys = [(is_replay(batch), batch.task, int(i)) for i in batch.indices.tolist()]
+            if any(k not in self._cache for k in keys):
+                for key, row in zip(keys, self._compute(batch), strict=True):
+                    self._cache[key] = row
+            rows = torch.stack([self._cache[k] for k in keys])  # (batch, sum of labels)
+        return dict(zip(self.heads, rows.split(self._widths, dim=-1), strict=True))
 
     def losses(self, outputs: Mapping[str, Tensor], batch: Batch, model: nn.Module) -> Mapping[str, Tensor]:
         if "pooled" not in outputs:
@@ -179,15 +203,25 @@ def replay_data(ctx: FeedbackContext, heads: Mapping[str, Sequence[str]]) -> dic
     return {n: (list(t), list(y)) for n, (t, y) in sorted(ctx.public.items()) if n in heads and len(t)}
 
 
-def continual_strategies(config: ContinualConfig, ctx: FeedbackContext, seed: int) -> list[Strategy]:
-    """The loss terms of the safeguards ``config`` turns on (replay's extra batches come from the plan)."""
+def continual_strategies(
+    config: ContinualConfig, ctx: FeedbackContext, seed: int, start: EncoderHandle | None = None
+) -> list[Strategy]:
+    """The loss terms of the safeguards ``config`` turns on (replay's extra batches come from the plan).
+
+    ``start`` is the model before training; with ``reference: start`` LwF and EWC hold the candidate
+    to a frozen copy of it instead of the champion.
+    """
     strategies: list[Strategy] = []
+    reference = ctx.large
+    if config.reference == "start" and start is not None and (config.lwf_weight > 0 or config.ewc_lambda > 0):
+        reference = copy.deepcopy(start)
+        reference.model.eval()
     if config.lwf_weight > 0:
-        strategies.append(LwF(ctx.large, config.lwf_weight, config.lwf_temperature))
+        strategies.append(LwF(reference, config.lwf_weight, config.lwf_temperature))
     if config.ewc_lambda > 0:
-        texts = {n: texts for n, (texts, _) in replay_data(ctx, ctx.large.labels).items()}
-        fisher = fisher_diagonal(ctx.large, general_texts(texts, config.fisher_samples, seed))
-        anchor = {n: p.detach().clone() for n, p in ctx.large.model.named_parameters() if n in fisher}
+        texts = {n: texts for n, (texts, _) in replay_data(ctx, reference.labels).items()}
+        fisher = fisher_diagonal(reference, general_texts(texts, config.fisher_samples, seed))
+        anchor = {n: p.detach().clone() for n, p in reference.model.named_parameters() if n in fisher}
         strategies.append(EWC(fisher, anchor, config.ewc_lambda))
     if config.replay_fraction > 0:
         strategies.append(ReplayLoss())

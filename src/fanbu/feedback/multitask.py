@@ -49,6 +49,7 @@ def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
         balanced=config.balanced,
         relation="multitask",
         start=config.starting_point(ctx),
+        frozen_layers=config.frozen_layers,
     )
     output.details.update({"balanced": config.balanced, "start": config.start})
     return output

@@ -48,6 +48,12 @@ class SwarmTraining(Strict):
         default_factory=default_train,
         description="Loop settings (train.seed is replaced by the context's seed).",
     )
+    frozen_layers: int | None = Field(
+        None,
+        ge=0,
+        description="Keep the embeddings and this many of the lowest encoder layers as they start (0: "
+        "the embeddings only): fewer weights drift, and backward passes stop early; null: train all.",
+    )
     start: Literal["champion", "merge"] = Field(
         "champion",
         description="champion: train a copy of the champion; merge: first merge the experts into it "
@@ -94,6 +100,7 @@ def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
         config.continual,
         config.train,
         start=config.starting_point(ctx),
+        frozen_layers=config.frozen_layers,
     )
     output.details["start"] = config.start
     return output

@@ -16,7 +16,7 @@ from torch import nn
 
 from fanbu.derive.distill.forward import distill_forward
 from fanbu.derive.distill.losses import MaskedTaskLoss
-from fanbu.errors import ConfigError
+from fanbu.errors import ConfigError, ModelError
 from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput
 from fanbu.feedback.continual import ContinualConfig, continual_strategies, replay_data
 from fanbu.feedback.soft_losses import FeatureMatching, MainOnly, SoftLabelLoss
@@ -66,7 +66,7 @@ def fit_candidate(
             replay_tasks, candidate.tokenize, batch_size=config.batch_size, seed=config.seed + 1
         )
     plan = MixedPlan(main, replay, continual.replay_fraction, seed=config.seed)
-    terms = [MainOnly(s) for s in strategies] + continual_strategies(continual, ctx, config.seed)
+    terms = [MainOnly(s) for s in strategies] + continual_strategies(continual, ctx, config.seed, candidate)
     validation = validation_splits(ctx, candidate)
     if evaluate_on is not None:
         validation = {h: v for h, v in validation.items() if h in evaluate_on}
@@ -128,11 +128,13 @@ def distil_swarm(
     balanced: bool = False,
     relation: str = "distilled",
     start: EncoderHandle | None = None,
+    frozen_layers: int | None = None,
 ) -> StrategyOutput:
     """Select the experts, label the transfer texts with them, and distil into a copy of the champion.
 
     ``start`` replaces that copy as the model trained (for example the experts merged into the
-    champion); it is trained in place.
+    champion); it is trained in place. ``frozen_layers`` keeps the embeddings and that many of the
+    lowest encoder layers fixed (None: train everything).
     """
     train = train.model_copy(update={"seed": ctx.seed})  # the context seeds every random choice
     selection = select_experts(ctx, tolerance)
@@ -149,6 +151,11 @@ def distil_swarm(
     if balanced:
         targets = balance(targets, ctx.seed)
     candidate = copy.deepcopy(ctx.large) if start is None else start
+    if frozen_layers is not None:
+        try:
+            candidate.model.freeze_lower(frozen_layers)
+        except ModelError as exc:
+            raise ConfigError(f"{what}: {exc}") from exc
     strategies: list[Strategy] = []
     if alpha < 1:
         strategies.append(MaskedTaskLoss(weight=1 - alpha))

@@ -75,6 +75,23 @@ class EncoderClassifier(nn.Module):
         summed = (hidden * mask).sum(dim=1)  # (batch, hidden)
         return summed / mask.sum(dim=1).clamp(min=1.0)  # (batch, hidden)
 
+    def freeze_lower(self, layers: int) -> None:
+        """Stop gradients to the embeddings and the lowest ``layers`` encoder layers (0: embeddings only).
+
+        Raises ModelError for an encoder without BERT-style ``embeddings`` and ``encoder.layer``.
+        """
+        embeddings = getattr(self.encoder, "embeddings", None)
+        stack = getattr(getattr(self.encoder, "encoder", None), "layer", None)
+        if not isinstance(embeddings, nn.Module) or not isinstance(stack, nn.ModuleList):
+            raise ModelError(
+                f"cannot freeze lower layers of {type(self.encoder).__name__}: it has no BERT-style "
+                "embeddings and encoder.layer; set frozen_layers: null"
+            )
+        if not 0 <= layers <= len(stack):
+            raise ModelError(f"frozen_layers {layers} is outside 0..{len(stack)} (the encoder's layers)")
+        for module in [embeddings, *stack[:layers]]:
+            module.requires_grad_(False)
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor, head: str) -> Tensor:
         """Logits ``(batch, num_labels)`` of one head."""
         if head not in self.heads:
