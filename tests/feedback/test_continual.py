@@ -184,3 +184,16 @@ def test_frozen_layers_stay_as_they_start(make_context, large_v0, weights_of):
     too_many = validate(info.config, {"train": quick_dict(epochs=1), "frozen_layers": 99})
     with pytest.raises(ConfigError, match="frozen_layers 99"):
         info.run(make_context(), too_many)
+
+
+def test_lwf_holds_only_the_heads_the_run_does_not_train(make_context, large_v0):
+    ctx = make_context()
+    trained = ["tech"]
+    (held,) = continual_strategies(ContinualConfig(lwf_weight=1.0), ctx, seed=0, trained=trained)
+    (every,) = continual_strategies(
+        ContinualConfig(lwf_weight=1.0, lwf_heads="all"), ctx, seed=0, trained=trained
+    )
+    assert "tech" not in held.heads and "mood" in held.heads
+    assert every.heads == sorted(large_v0.labels)
+    with pytest.raises(ConfigError, match="lwf_heads: all"):
+        continual_strategies(ContinualConfig(lwf_weight=1.0), ctx, seed=0, trained=list(large_v0.labels))

@@ -19,7 +19,7 @@ strategy of the one loop (an extra loss term) or extra batches:
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -44,6 +44,11 @@ class ContinualConfig(Strict):
         0.0, ge=0, description="Weight of the LwF term (distil the champion on every head); 0: off."
     )
     lwf_temperature: float = Field(2.0, gt=0, description="Softmax temperature of the LwF term.")
+    lwf_heads: Literal["untrained", "all"] = Field(
+        "untrained",
+        description="untrained: LwF holds the heads this run does not train (the old tasks, as in LwF); "
+        "all: also the heads being trained, pulling their outputs back towards the reference.",
+    )
     ewc_lambda: float = Field(
         0.0, ge=0, description="Strength of the EWC penalty (Fisher scaled to mean 1); 0: off."
     )
@@ -79,11 +84,22 @@ class LwF:
 
     name = "lwf"
 
-    def __init__(self, previous: EncoderHandle, weight: float, temperature: float) -> None:
+    def __init__(
+        self,
+        previous: EncoderHandle,
+        weight: float,
+        temperature: float,
+        skip: Collection[str] = (),
+    ) -> None:
         self.previous = previous
         self.weight = weight
         self.temperature = temperature
-        self.heads = sorted(previous.labels)
+        self.heads = sorted(h for h in previous.labels if h not in skip)
+        if not self.heads:
+            raise ConfigError(
+                "LwF has no head to hold: this run trains every head of the previous version; "
+                "set continual.lwf_heads: all or lwf_weight: 0"
+            )
         # (replay?, task, example index) -> the previous version's logits on every head, (sum of labels,):
         # the previous version is frozen and in eval mode, so later epochs reuse the first one's outputs
         self._cache: dict[tuple[bool, str, int], Tensor] = {}
@@ -204,12 +220,17 @@ def replay_data(ctx: FeedbackContext, heads: Mapping[str, Sequence[str]]) -> dic
 
 
 def continual_strategies(
-    config: ContinualConfig, ctx: FeedbackContext, seed: int, start: EncoderHandle | None = None
+    config: ContinualConfig,
+    ctx: FeedbackContext,
+    seed: int,
+    start: EncoderHandle | None = None,
+    trained: Collection[str] = (),
 ) -> list[Strategy]:
     """The loss terms of the safeguards ``config`` turns on (replay's extra batches come from the plan).
 
     ``start`` is the model before training; with ``reference: start`` LwF and EWC hold the candidate
-    to a frozen copy of it instead of the champion.
+    to a frozen copy of it instead of the champion. ``trained`` names the heads the run trains, which
+    LwF leaves alone unless ``lwf_heads`` is ``all``.
     """
     strategies: list[Strategy] = []
     reference = ctx.large
@@ -217,7 +238,8 @@ def continual_strategies(
         reference = copy.deepcopy(start)
         reference.model.eval()
     if config.lwf_weight > 0:
-        strategies.append(LwF(reference, config.lwf_weight, config.lwf_temperature))
+        skip = trained if config.lwf_heads == "untrained" else ()
+        strategies.append(LwF(reference, config.lwf_weight, config.lwf_temperature, skip))
     if config.ewc_lambda > 0:
         texts = {n: texts for n, (texts, _) in replay_data(ctx, reference.labels).items()}
         fisher = fisher_diagonal(reference, general_texts(texts, config.fisher_samples, seed))

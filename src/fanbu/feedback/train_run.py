@@ -66,7 +66,7 @@ def fit_candidate(
             replay_tasks, candidate.tokenize, batch_size=config.batch_size, seed=config.seed + 1
         )
     plan = MixedPlan(main, replay, continual.replay_fraction, seed=config.seed)
-    terms = [MainOnly(s) for s in strategies] + continual_strategies(continual, ctx, config.seed, candidate)
+    terms = [MainOnly(s) for s in strategies] + continual_strategies(continual, ctx, config.seed, candidate, trained=set(train))
     validation = validation_splits(ctx, candidate)
     if evaluate_on is not None:
         validation = {h: v for h, v in validation.items() if h in evaluate_on}
