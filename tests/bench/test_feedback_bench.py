@@ -38,7 +38,7 @@ def _texts(task: str, n: int, seed: int, words: int = 3) -> tuple[list[str], lis
     return texts, labels
 
 
-def tiny_setup(quick: bool, console: Console) -> bench.BenchSetup:
+def tiny_setup(quick: bool, console: Console, store: object = None) -> bench.BenchSetup:
     """Large v0 knows one keyword per class; experts learn all three on their domain."""
     torch.manual_seed(0)
     large = EncoderHandle.tiny(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=0)
@@ -87,6 +87,29 @@ def test_bench_runs_every_strategy_and_both_baselines(tmp_path, monkeypatch) -> 
     assert report["heldout"] == ["mood"] and report["quick"] is True
     assert set(report["target"]) == {"pgr_mean", "forgetting", "met"}
     assert "PGR mean" in result.output and "merge:average" in result.output
+
+
+def test_a_rerun_with_the_same_work_directory_reuses_finished_scores(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(bench, "build_setup", tiny_setup)
+    monkeypatch.setattr(bench, "bench_config", lambda name, settings, quick: _tiny_config(name, settings))
+    monkeypatch.setattr(bench, "STRATEGIES", {n: STRATEGIES[n] for n in ("merge", "graft")})
+    monkeypatch.setattr(bench, "BASELINES", bench.BASELINES[1:])
+    console = Console(file=io.StringIO(), width=200)
+    work = tmp_path / "work"
+    first = bench.run_bench(True, tmp_path / "a.json", console, work=work)
+    assert (work / "results" / "merge.json").is_file() and (work / "results" / "champion.json").is_file()
+
+    calls: list[str] = []
+    run_one = bench.run_one
+    monkeypatch.setattr(
+        bench, "run_one", lambda setup, label, *a: calls.append(label) or run_one(setup, label, *a)
+    )
+    again = bench.run_bench(True, tmp_path / "b.json", console, work=work)
+    assert calls == []  # nothing ran again
+    assert [r["pgr_mean"] for r in again["strategies"]] == [r["pgr_mean"] for r in first["strategies"]]
+    monkeypatch.setitem(bench.SETTINGS, "merge", {"method": "average"})
+    bench.run_bench(True, tmp_path / "c.json", console, work=work)
+    assert calls == ["merge"]  # its settings changed; graft's did not
 
 
 def _tiny_config(name: str, settings: dict):

@@ -26,7 +26,6 @@ Finished runs are kept in the work directory (``--work``) and skipped on a rerun
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import tempfile
@@ -39,13 +38,13 @@ from typing import Any, Self
 from rich.console import Console
 from rich.table import Table
 
+from fanbu.bench.work import WorkDir
 from fanbu.data.builtin import default_benchmark
 from fanbu.federated.data import client_data, server_data, slots_of
 from fanbu.federated.fedmkt import client_distil
 from fanbu.federated.recipe import FederatedRecipe
 from fanbu.federated.run import FederatedResult, federate
 from fanbu.io import atomic_write_json
-from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import evaluate_heads, train_heads
 from fanbu.train.config import TrainConfig
@@ -118,6 +117,7 @@ class Bench:
         self.quick = quick
         self.caps = caps(quick)
         self.work = work
+        self.store = WorkDir(work, console)
         self.console = console
         self.data = default_benchmark(seed=0, public_fraction=0.1)
         names = [d.name for d in self.data.domains]
@@ -127,15 +127,7 @@ class Bench:
     # ------------------------------------------------------------------ caching
     def cached(self, name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """The result of part ``name``: read from the work directory, or made now and written there."""
-        path = self.work / "results" / f"{name}.json"
-        if path.is_file():
-            self.console.print(f"[dim]{name}: finished in an earlier run ({path})[/]")
-            return json.loads(path.read_text(encoding="utf-8"))
-        self.console.print(f"[bold]{name}[/]")
-        started = time.perf_counter()
-        result = make()
-        result.setdefault("seconds", time.perf_counter() - started)
-        atomic_write_json(path, result)
+        result = self.store.result(name, make)
         shutil.rmtree(self.work / "runs", ignore_errors=True)  # the part's run directories: its models are read
         return result
 
@@ -147,19 +139,7 @@ class Bench:
 
     def model(self, name: str, make: Callable[[], EncoderHandle]) -> EncoderHandle:
         """A model kept in the work directory: loaded, or made now and saved there."""
-        path = self.work / "models" / name
-        if (path / "fanbu.json").is_file() or (path / "model.safetensors").is_file():
-            try:
-                handle = EncoderHandle.load(path)
-                handle.max_length = self.caps["max_length"]
-                handle.model.eval()
-                return handle
-            except Exception as exc:  # noqa: BLE001 - a half-written cache entry is rebuilt
-                self.console.print(f"[yellow]{path}: unreadable ({exc}); rebuilding[/]")
-        handle = make()
-        handle.model.eval()
-        handle.save(path, handle.provenance or Provenance(name=name), overwrite=True)
-        return handle
+        return self.store.model(name, make, self.caps["max_length"])
 
     # ------------------------------------------------------------------ models
     def large_v0(self) -> EncoderHandle:

@@ -9,6 +9,9 @@ strategy (settings in ``SETTINGS``, one training budget) and the baselines (naiv
 fine-tuning on pseudo-labels, uniform weight averaging without selection) turn the same swarm into a
 candidate; each is scored on the test splits: accuracy and PGR per domain, forgetting in points on
 the held-out tasks. Target: the best strategy reaches mean PGR >= 0.9 with forgetting <= 1.
+
+With ``--work DIR`` large v0, the experts and every finished candidate's scores are kept in ``DIR``;
+a rerun reuses them (a strategy whose settings changed runs again).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from fanbu.bench.work import WorkDir
 from fanbu.errors import FanbuError
 from fanbu.feedback import STRATEGIES, FeedbackContext, Labeled, get_strategy
 from fanbu.feedback.scores import expert_accuracy, score_candidate
@@ -100,15 +104,23 @@ def _caps(quick: bool) -> dict[str, Any]:
 SERVING_FRACTION = 0.4  # share of each private slice that stands for served traffic (text only)
 
 
-def build_setup(quick: bool, console: Console) -> BenchSetup:
+def build_setup(quick: bool, console: Console, store: WorkDir | None = None) -> BenchSetup:
     """Train large v0 on the public slices and one full fine-tune per domain on part of its private slice.
 
     The rest of each private slice becomes that domain's served traffic: texts only, disjoint from
-    what the expert trained on.
+    what the expert trained on. With ``store`` the models are kept there and loaded on a rerun.
     """
     from fanbu.data.builtin import default_benchmark
 
     caps = _caps(quick)
+
+    def keep(name: str, make: Callable[[], EncoderHandle]) -> EncoderHandle:
+        if store is None:
+            handle = make()
+            handle.model.eval()
+            return handle
+        return store.model(name, make, caps["max_length"])
+
     bench = default_benchmark(seed=0, public_fraction=0.1)
     domains = [d.name for d in bench.domains if caps["domains"] is None or d.name in caps["domains"]]
     heldout = [d.name for d in bench.heldout]
@@ -121,17 +133,16 @@ def build_setup(quick: bool, console: Console) -> BenchSetup:
     validation = {n: pairs(bench.domain(n).validation, caps["validation"]) for n in (*domains, *heldout)}
     tests = {n: pairs(bench.domain(n).test, caps["test"]) for n in (*domains, *heldout)}
     train = TrainConfig(epochs=caps["epochs"], batch_size=16, lr=1e-4, warmup_ratio=0.06)
-    console.print(f"[bold]large v0[/]: {LARGE} on the public slices of {', '.join(domains + heldout)}")
-    large = EncoderHandle.from_source(LARGE, max_length=caps["max_length"])
-    for name in (*domains, *heldout):
-        large.add_head(name, bench.domain(name).label_names)
-    train_heads(large, public, train, validation, description="large v0")
-    large.model.eval()
-    experts, collected = {}, {}
-    for name in domains:
-        served, own = bench.private(name).stratified_split(SERVING_FRACTION, 0)
-        served = served if caps["serving"] is None else served.subsample(caps["serving"], 0)
-        collected[name] = list(served.texts)
+
+    def make_large() -> EncoderHandle:
+        console.print(f"[bold]large v0[/]: {LARGE} on the public slices of {', '.join(domains + heldout)}")
+        large = EncoderHandle.from_source(LARGE, max_length=caps["max_length"])
+        for name in (*domains, *heldout):
+            large.add_head(name, bench.domain(name).label_names)
+        train_heads(large, public, train, validation, description="large v0")
+        return large
+
+    def make_expert(name: str, own: Any) -> EncoderHandle:
         console.print(f"[bold]expert {name}[/]: large v0 fine-tuned on its private slice")
         expert = copy.deepcopy(large)
         train_heads(
@@ -141,8 +152,15 @@ def build_setup(quick: bool, console: Console) -> BenchSetup:
             {name: validation[name]},
             description=f"expert {name}",
         )
-        expert.model.eval()
-        experts[name] = expert
+        return expert
+
+    large = keep("large-v0", make_large)
+    experts, collected = {}, {}
+    for name in domains:
+        served, own = bench.private(name).stratified_split(SERVING_FRACTION, 0)
+        served = served if caps["serving"] is None else served.subsample(caps["serving"], 0)
+        collected[name] = list(served.texts)
+        experts[name] = keep(f"expert-{name}", lambda name=name, own=own: make_expert(name, own))
     feedback_public = {n: public[n] for n in domains}
     return BenchSetup(
         large,
@@ -205,22 +223,43 @@ def run_one(
 
 
 def run_bench(
-    quick: bool, out: Path, console: Console, setup_fn: Callable[[bool, Console], BenchSetup] | None = None
+    quick: bool,
+    out: Path,
+    console: Console,
+    setup_fn: Callable[[bool, Console], BenchSetup] | None = None,
+    work: Path | None = None,
 ) -> dict[str, Any]:
-    """Build the setup, run every strategy and both baselines, write the JSON to ``out``, print the table."""
+    """Build the setup, run every strategy and both baselines, write the JSON to ``out``, print the table.
+
+    ``work`` keeps the models and finished scores for a rerun (default: a temporary directory).
+    """
     started = time.perf_counter()
-    setup = (setup_fn or build_setup)(quick, console)
-    champion = evaluate_heads(setup.large, setup.tests)
-    expert_acc = expert_accuracy(setup.experts, setup.tests)
-    runs = [(n, n, SETTINGS.get(n, {})) for n in sorted(STRATEGIES) if n != "sequential"]
-    report: dict[str, Any] = {"bench": "feedback", "quick": quick, "strategies": [], "baselines": []}
     with tempfile.TemporaryDirectory(prefix="fanbu-bench-feedback-") as tmp:
+        store = WorkDir(work or Path(tmp), console)
+        setup = setup_fn(quick, console) if setup_fn is not None else build_setup(quick, console, store)
+        sizes = {"quick": quick, "tests": {n: len(t[0]) for n, t in setup.tests.items()}}
+        champion = store.result(
+            "champion", lambda: {"scores": evaluate_heads(setup.large, setup.tests)}, sizes
+        )["scores"]
+        expert_acc = store.result(
+            "experts", lambda: {"acc": expert_accuracy(setup.experts, setup.tests)}, sizes
+        )["acc"]
+        runs = [(n, n, SETTINGS.get(n, {})) for n in sorted(STRATEGIES) if n != "sequential"]
+        report: dict[str, Any] = {"bench": "feedback", "quick": quick, "strategies": [], "baselines": []}
         for kind, items in (("strategies", runs), ("baselines", BASELINES)):
             for label, name, settings in items:
-                console.print(f"[bold]{kind[:-1] if kind == 'baselines' else 'strategy'}[/] {label}")
                 config = bench_config(name, settings, quick)
-                work = Path(tmp) / label.replace(":", "-")
-                report[kind].append(run_one(setup, label, name, config, work, champion, expert_acc))
+                run_dir = Path(tmp) / "runs" / label.replace(":", "-")
+
+                def make(
+                    label: str = label, name: str = name, config: BaseModel = config, run_dir: Path = run_dir
+                ):
+                    return run_one(setup, label, name, config, run_dir, champion, expert_acc)
+
+                key = {**sizes, "strategy": name, "settings": config.model_dump(mode="json")}
+                row = store.result(label, make, key, kind="baseline" if kind == "baselines" else "strategy")
+                row.pop("fingerprint", None)
+                report[kind].append(row)
     ok = [r for r in report["strategies"] if r["pgr_mean"] is not None and r["forgetting"] is not None]
     best = max(ok, key=lambda r: r["pgr_mean"], default=None)
     report.update(

@@ -1,0 +1,79 @@
+"""A bench's work directory: finished parts (JSON) and models kept between runs, so a rerun resumes.
+
+Each part is written atomically once it is finished; a rerun with the same directory reads it back
+instead of computing it again. A part may carry a fingerprint of its settings: a cached result whose
+fingerprint differs is computed again, so a changed setting never reuses a stale number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from fanbu.io import atomic_write_json
+from fanbu.models.artefact import Provenance
+from fanbu.models.encoder import EncoderHandle
+
+
+def fingerprint(settings: Any) -> str:
+    """A short stable hash of JSON-serialisable ``settings``."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class WorkDir:
+    """Results under ``root/results``, models under ``root/models``."""
+
+    def __init__(self, root: Path, console: Console) -> None:
+        self.root = root
+        self.console = console
+
+    def result(
+        self, name: str, make: Callable[[], dict[str, Any]], settings: Any = None, kind: str = ""
+    ) -> dict[str, Any]:
+        """The result of part ``name``: read back when finished earlier with the same settings, else made now.
+
+        ``kind`` prefixes the name on the console (e.g. "baseline").
+        """
+        path = self.root / "results" / f"{name.replace(':', '-')}.json"
+        key = None if settings is None else fingerprint(settings)
+        if path.is_file():
+            try:
+                cached = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                self.console.print(f"[yellow]{path}: unreadable ({exc}); computing it again[/]")
+            else:
+                if cached.get("fingerprint") == key:
+                    self.console.print(f"[dim]{name}: finished in an earlier run ({path})[/]")
+                    return cached
+                self.console.print(f"[yellow]{name}: settings changed since {path}; computing it again[/]")
+        self.console.print(f"{kind} [bold]{name}[/]" if kind else f"[bold]{name}[/]")
+        started = time.perf_counter()
+        result = make()
+        result.setdefault("seconds", time.perf_counter() - started)
+        if key is not None:
+            result["fingerprint"] = key
+        atomic_write_json(path, result)
+        return result
+
+    def model(self, name: str, make: Callable[[], EncoderHandle], max_length: int) -> EncoderHandle:
+        """A model kept under ``models/name``: loaded (in eval mode), or made now and saved there."""
+        path = self.root / "models" / name
+        if (path / "fanbu.json").is_file() or (path / "model.safetensors").is_file():
+            try:
+                handle = EncoderHandle.load(path)
+                handle.max_length = max_length
+                handle.model.eval()
+                return handle
+            except Exception as exc:  # noqa: BLE001 - a half-written cache entry is rebuilt
+                self.console.print(f"[yellow]{path}: unreadable ({exc}); rebuilding[/]")
+        handle = make()
+        handle.model.eval()
+        handle.save(path, handle.provenance or Provenance(name=name), overwrite=True)
+        return handle
