@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from fanbu.collect.store import Answer, LogStore, LogStoreError, Prediction, UnknownPredictionError
 from fanbu.registry import Registry
@@ -31,6 +32,35 @@ def test_batch_round_trip_with_both_answers(url: str) -> None:
     assert escalated.escalated and escalated.final.model_id == "large:v0" and escalated.final.label == "talk"
     assert {a.role for a in escalated.answers} == {"small", "large"}
     assert logged[batch[0].id].final.probabilities == pytest.approx((0.9, 0.1))
+
+
+def test_a_batch_is_one_transaction_with_one_insert_per_table(url: str) -> None:
+    statements: list[tuple[str, int]] = []  # (statement, rows it was run for)
+    transactions: list[str] = []
+    with LogStore(url) as store:
+        batch = [prediction(f"text {i}", 0.5 + i / 100, escalate=i % 3 == 0) for i in range(40)]
+
+        def on_execute(conn, cursor, statement, parameters, context, executemany) -> None:
+            if statement.lstrip().upper().startswith("INSERT"):
+                statements.append((statement.split("(")[0].strip(), len(parameters) if executemany else 1))
+
+        def on_commit(conn) -> None:
+            transactions.append("commit")
+
+        event.listen(store._engine, "before_cursor_execute", on_execute)
+        event.listen(store._engine, "commit", on_commit)
+        store.log_batch(batch)
+        event.remove(store._engine, "before_cursor_execute", on_execute)
+        event.remove(store._engine, "commit", on_commit)
+        logged = {p.id: p for p in store.predictions()}
+    assert [rows for _, rows in statements] == [40, 40 + 14]  # every row, one INSERT per table
+    assert "serve_predictions" in statements[0][0] and "serve_answers" in statements[1][0]
+    assert transactions == ["commit"]
+    assert set(logged) == {p.id for p in batch}
+    for pred in batch:
+        got = logged[pred.id]
+        assert got.text == pred.text and got.text_hash == pred.text_hash and got.escalated == pred.escalated
+        assert sorted(got.answers, key=str) == sorted(pred.answers, key=str)
 
 
 def test_a_failed_batch_writes_nothing(url: str) -> None:

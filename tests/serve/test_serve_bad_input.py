@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import threading
 import time
@@ -256,9 +257,7 @@ def test_overload_429_with_retry_after(make_client) -> None:
     state = client.app.state.serve
     route = state.routes["small"]
     blocking = _Blocking(route.small.predictor)
-    state.routes["small"] = Route(
-        "small", type(route.small)(route.small.record, blocking, route.small.labels)
-    )
+    state.routes["small"] = Route("small", dataclasses.replace(route.small, predictor=blocking))
     results: list[int] = []
 
     def post() -> None:

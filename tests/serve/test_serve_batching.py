@@ -11,6 +11,7 @@ import pytest
 from fanbu.collect.store import LogStore
 from fanbu.errors import ConfigError
 from fanbu.serve import MicroBatcher, Overloaded, tune_threshold
+from fanbu.serve.batcher import fair_share
 
 
 def test_concurrent_requests_share_one_batch() -> None:
@@ -167,6 +168,75 @@ def test_a_request_that_waited_behind_a_batch_does_not_wait_again() -> None:
         return elapsed
 
     assert asyncio.run(main()) < 0.6  # it did not wait another 0.8 s for company
+
+
+def test_workers_compute_batches_at_once_and_every_answer_waits_for_its_commit() -> None:
+    running: list[str] = []
+    both_running = threading.Event()
+    release = threading.Event()
+    committed: list[str] = []
+
+    def run(texts: list[str]) -> list[str]:
+        running.append(texts[0])
+        if len(running) == 2:
+            both_running.set()
+        assert release.wait(timeout=10)  # each batch holds its worker until both are computing
+        return [t.upper() for t in texts]
+
+    async def main() -> list[list[str]]:
+        batcher = MicroBatcher(
+            run, max_batch=2, max_wait_s=0.0, max_queue=16, commit=committed.extend, workers=2
+        )
+        tasks = [asyncio.create_task(batcher.submit([t])) for t in "abcd"]
+        assert await asyncio.to_thread(both_running.wait, 10)  # two batches computed at once
+        assert not any(task.done() for task in tasks)
+        release.set()
+        results = await asyncio.gather(*tasks)
+        await batcher.close()
+        return results
+
+    assert asyncio.run(main()) == [["A"], ["B"], ["C"], ["D"]]
+    assert sorted(committed) == ["A", "B", "C", "D"]  # everything answered was committed
+
+
+def test_fair_share_keeps_the_workers_batches_even() -> None:
+    assert fair_share(100, workers=1, max_batch=32) == 32  # one worker takes all it may
+    assert fair_share(16, workers=2, max_batch=32) == 8
+    assert fair_share(17, workers=2, max_batch=4) == 4
+    assert fair_share(1, workers=3, max_batch=32) == 1  # alone: no waiting for company
+
+
+def test_a_batch_takes_its_fair_share_while_another_computes() -> None:
+    sizes: list[int] = []
+    first_running = threading.Event()
+    release = threading.Event()
+
+    def run(texts: list[str]) -> list[str]:
+        sizes.append(len(texts))
+        if texts == ["a"]:
+            first_running.set()
+            assert release.wait(timeout=10)
+        return texts
+
+    async def main() -> None:
+        batcher = MicroBatcher(run, max_batch=8, max_wait_s=0.3, max_queue=16, workers=2)
+        first = asyncio.create_task(batcher.submit(["a"]))  # alone in the server: computed at once
+        assert await asyncio.to_thread(first_running.wait, 10)
+        with batcher._lock:  # the six arrive together (the lock is re-entrant: submit takes it too)
+            rest = [asyncio.create_task(batcher.submit([t])) for t in "bcdefg"]
+            await asyncio.sleep(0.05)
+        assert await asyncio.gather(*rest) == [[t] for t in "bcdefg"]  # answered while "a" computes
+        release.set()
+        assert await first == ["a"]
+        await batcher.close()
+
+    asyncio.run(main())
+    assert sizes == [1, 4, 2]  # 7 texts in the server, 2 workers: a share of 4, then the rest
+
+
+def test_workers_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        MicroBatcher(lambda texts: texts, max_batch=1, max_wait_s=0.0, max_queue=1, workers=0)
 
 
 def test_tune_threshold_hits_the_target_rate() -> None:

@@ -30,9 +30,19 @@ from fanbu.registry import Registry
 from fanbu.serve.load import ServerProcess, drive_in_process, start_server
 
 TARGET_ESCALATION = 0.2  # tuned for on validation texts; the issue's ceiling is 0.3 on the test split
-# One onnxruntime thread: requests are batched, and spinning intra-op threads would take the cores
-# that the event loop and the load generator need.
-LIMITS = ["limits.max_text_chars=200000", "limits.max_body_bytes=8388608", "threads=1"]
+# Both models run on the same threads, so that the comparison is fair: one intra-op thread per run
+# (``threads`` sets onnxruntime's and torch's alike) and two batches computed at once
+# (``batching.workers``), one per core of the 2-core machine the issue is measured on. Batch
+# parallelism instead of intra-op parallelism: a batch of one-text requests is small, intra-op
+# threads would synchronise (and spin) on every operator and take the cores the event loop and the
+# load generator need; two single-threaded batches use both cores with neither cost. Before, only
+# onnxruntime got one thread and torch took every core for the large model.
+LIMITS = [
+    "limits.max_text_chars=200000",
+    "limits.max_body_bytes=8388608",
+    "threads=1",
+    "batching.workers=2",
+]
 
 
 def derive_models(registry: Registry, recipe: DeriveRecipe, domain: str) -> tuple[str, str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from fanbu.collect.schema import AnswerRow, FeedbackRow, LogBase, PredictionRow
@@ -89,51 +90,52 @@ class LogStore(SqlStore):
         super().__init__(url, LogBase.metadata)
 
     def log_batch(self, predictions: Sequence[Prediction]) -> None:
-        """Write ``predictions`` and all their answers in one transaction (all or nothing)."""
+        """Write ``predictions`` and all their answers in one transaction (all or nothing).
+
+        Each table gets one INSERT run for all its rows (``executemany``), not an ORM object per row:
+        the server logs every micro-batch here before it answers, so the per-row cost is per request.
+        """
         now = utcnow()
-        rows: list[PredictionRow] = []
+        rows: list[dict[str, Any]] = []
+        answers: list[dict[str, Any]] = []
         for pred in predictions:
             if not pred.answers or any(a.role not in ROLES for a in pred.answers):
                 raise LogStoreError(f"prediction {pred.id}: answers need roles from {ROLES}")
             final = pred.final
             rows.append(
-                PredictionRow(
-                    id=pred.id,
-                    created_at=now,
-                    target=pred.target,
-                    model_id=final.model_id,
-                    head=pred.head,
-                    text=pred.text,
-                    text_hash=pred.text_hash,
-                    privacy=pred.privacy,
-                    label=final.label,
-                    confidence=final.confidence,
-                    escalated=pred.escalated,
-                )
+                {
+                    "id": pred.id,
+                    "created_at": now,
+                    "target": pred.target,
+                    "model_id": final.model_id,
+                    "head": pred.head,
+                    "text": pred.text,
+                    "text_hash": pred.text_hash,
+                    "privacy": pred.privacy,
+                    "label": final.label,
+                    "confidence": final.confidence,
+                    "escalated": pred.escalated,
+                }
             )
+            answers.extend(
+                {
+                    "prediction_id": pred.id,
+                    "role": a.role,
+                    "model_id": a.model_id,
+                    "label": a.label,
+                    "confidence": a.confidence,
+                    "probabilities": list(a.probabilities),
+                }
+                for a in pred.answers
+            )
+        if not rows:
+            return
         try:
-            self._insert(rows, predictions)
+            with self._session(write=True) as session:
+                session.execute(insert(PredictionRow), rows)  # parents first: foreign keys are checked
+                session.execute(insert(AnswerRow), answers)
         except IntegrityError as exc:
             raise LogStoreError(f"batch not logged (nothing was written): {exc.orig}") from exc
-
-    def _insert(self, rows: list[PredictionRow], predictions: Sequence[Prediction]) -> None:
-        with self._session(write=True) as session:
-            session.add_all(rows)
-            session.flush()  # parents first: PostgreSQL checks the answers' foreign keys at once
-            session.add_all(
-                [
-                    AnswerRow(
-                        prediction_id=p.id,
-                        role=a.role,
-                        model_id=a.model_id,
-                        label=a.label,
-                        confidence=a.confidence,
-                        probabilities=list(a.probabilities),
-                    )
-                    for p in predictions
-                    for a in p.answers
-                ]
-            )
 
     def add_feedback(
         self, prediction_id: str, label: str | None = None, rating: int | None = None

@@ -1,18 +1,25 @@
 """Micro-batching: concurrent requests for one model and head are answered as one batch.
 
-Each target has a bounded queue and two threads of its own. The *compute* thread takes every waiting
-request (up to ``max_batch`` texts) and runs the batch; the first request of a batch waits for company
-until ``max_wait_s`` after its arrival, so a request that already waited behind a running batch goes
-at once. The *commit* thread hands finished batches to ``commit`` (the store's transaction; batches
-that finished while the last commit ran go into one) and only then answers their requests. So the
-model starts on the next batch while the last one is being committed, the event loop never sits
-between two batches, and no request is answered before its commit returns. A full queue refuses at
-once (:class:`Overloaded`, answered 429) instead of growing without bound.
+Each target has a bounded queue, ``workers`` compute threads and one commit thread. A compute thread
+takes the waiting requests (up to ``max_batch`` texts) and runs the batch; the first request of a
+batch waits for company until ``max_wait_s`` after its arrival, so a request that already waited
+behind a running batch goes at once. One compute thread gathers at a time. With several workers (one
+intra-op thread each, so that batches run on several cores at once) a batch takes only its fair share
+of the texts in the server, waiting or computing (:func:`fair_share`): the workers' batches stay even
+instead of one computing a long batch while another computes the stragglers, and no worker waits for
+company while the server holds fewer requests than workers.
+
+The *commit* thread hands finished batches to ``commit`` (the store's transaction; batches that
+finished while the last commit ran go into one) and only then answers their requests. So the model
+starts on the next batch while the last one is being committed, the event loop never sits between two
+batches, and no request is answered before its commit returns. A full queue refuses at once
+(:class:`Overloaded`, answered 429) instead of growing without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
@@ -23,6 +30,13 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 JOIN_TIMEOUT_S = 30.0  # close() waits this long for a batch still being computed or committed
+
+
+def fair_share(texts_in_server: int, workers: int, max_batch: int) -> int:
+    """Most texts one batch should hold: all up to ``max_batch`` for one worker, else an even share."""
+    if workers == 1:
+        return max_batch
+    return min(max_batch, max(1, math.ceil(texts_in_server / workers)))
 
 
 class Overloaded(Exception):
@@ -44,7 +58,7 @@ class _Batch:
 
 
 class MicroBatcher(Generic[T]):
-    """One queue, one compute thread and one commit thread for one target.
+    """One queue, ``workers`` compute threads and one commit thread for one target.
 
     Args:
         run: Blocking function ``texts -> one result per text``; runs in the compute thread.
@@ -52,8 +66,9 @@ class MicroBatcher(Generic[T]):
         max_wait_s: How long after its arrival the first request of a batch waits for others.
         max_queue: Requests that may wait; one more raises :class:`Overloaded`.
         on_batch: Called with the size of each batch (for metrics).
-        commit: Blocking function called with the results of one or more batches (in order) before
-            their requests are answered; if it raises, those requests get its error.
+        commit: Blocking function called with the results of one or more batches (in the order they
+            finished) before their requests are answered; if it raises, those requests get its error.
+        workers: Compute threads; ``run`` must be safe to call from that many threads at once.
     """
 
     def __init__(
@@ -64,17 +79,23 @@ class MicroBatcher(Generic[T]):
         max_queue: int,
         on_batch: Callable[[int], None] | None = None,
         commit: Callable[[list[T]], None] | None = None,
+        workers: int = 1,
     ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self._run = run
         self._commit = commit
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self._on_batch = on_batch
+        self.workers = workers
+        self._lock = threading.Condition()  # guards the five attributes below
         self._waiting: deque[_Item] = deque()
         self._computed: deque[_Batch] = deque()
-        self._lock = threading.Condition()  # guards _waiting, _computed and _closed
         self._closed = False
+        self._gathering = False  # a compute thread is waiting for company for its batch
+        self._computing = 0  # texts in the batches being computed
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
 
@@ -95,7 +116,7 @@ class MicroBatcher(Generic[T]):
         return await future  # type: ignore[return-value]
 
     async def close(self) -> None:
-        """Stop both threads (after the batch in hand); requests still waiting are cancelled."""
+        """Stop the threads (after the batches in hand); requests still waiting are cancelled."""
         with self._lock:
             self._closed = True
             self._lock.notify_all()
@@ -112,7 +133,7 @@ class MicroBatcher(Generic[T]):
         for item in unanswered:  # computed after the commit thread stopped: never logged, never answered
             item.future.cancel()
 
-    # --------------------------------------------------------------------- the two threads
+    # --------------------------------------------------------------------------- the threads
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the threads on first use (or again after :meth:`close`); call with the lock held."""
@@ -120,8 +141,13 @@ class MicroBatcher(Generic[T]):
         if self._threads and all(t.is_alive() for t in self._threads):
             return
         self._closed = False
+        self._gathering = False
+        self._computing = 0
         self._threads = [
-            threading.Thread(target=self._compute_loop, name="fanbu-compute", daemon=True),
+            *(
+                threading.Thread(target=self._compute_loop, name=f"fanbu-compute-{i}", daemon=True)
+                for i in range(self.workers)
+            ),
             threading.Thread(target=self._commit_loop, name="fanbu-commit", daemon=True),
         ]
         for thread in self._threads:
@@ -130,24 +156,39 @@ class MicroBatcher(Generic[T]):
     def _take(self) -> list[_Item] | None:
         """Block for the next batch of waiting requests; ``None`` once closed."""
         with self._lock:
-            while not self._waiting and not self._closed:
+            while (not self._waiting or self._gathering) and not self._closed:
                 self._lock.wait()
             if self._closed:
                 return None
-            batch = [self._waiting.popleft()]
-            size = len(batch[0].texts)
-            deadline = batch[0].arrived + self.max_wait_s  # it may have waited already, behind a batch
-            while size < self.max_batch:
-                if not self._waiting:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closed:
-                        break
-                    self._lock.wait(remaining)
-                    continue
-                item = self._waiting.popleft()
-                batch.append(item)
-                size += len(item.texts)
-            return batch
+            self._gathering = True  # the other compute threads leave the arrivals to this batch
+            try:
+                return self._gather()
+            finally:
+                self._gathering = False
+                self._lock.notify_all()
+
+    def _gather(self) -> list[_Item]:
+        """Pop the first waiting request and the ones that join it; call with the lock held."""
+        batch = [self._waiting.popleft()]
+        size = len(batch[0].texts)
+        deadline = batch[0].arrived + self.max_wait_s  # it may have waited already, behind a batch
+        while size < self._share(size):
+            if not self._waiting:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._lock.wait(remaining)
+                continue
+            item = self._waiting.popleft()
+            batch.append(item)
+            size += len(item.texts)
+        self._computing += size
+        return batch
+
+    def _share(self, gathered: int) -> int:
+        """:func:`fair_share` of the texts gathered, waiting and computing; call with the lock held."""
+        in_server = gathered + sum(len(item.texts) for item in self._waiting) + self._computing
+        return fair_share(in_server, self.workers, self.max_batch)
 
     def _compute_loop(self) -> None:
         while (items := self._take()) is not None:
@@ -159,6 +200,9 @@ class MicroBatcher(Generic[T]):
                 batch.results = self._run(texts)
             except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
                 batch.error = exc
+            finally:
+                with self._lock:
+                    self._computing -= len(texts)
             if self._commit is None or batch.error is not None:
                 self._answer([batch])
                 continue

@@ -49,6 +49,12 @@ class Batching(Strict):
         description="How long after its arrival the first request of a batch waits for company "
         "(one that already waited behind a running batch goes at once).",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Batches of one model and head computed at once, each in its own thread; with "
+        "`threads: 1`, one batch per core keeps every core busy without intra-op synchronisation.",
+    )
 
 
 class ServeConfig(Strict):
@@ -73,7 +79,12 @@ class ServeConfig(Strict):
     runtime: Literal["onnx_int8", "onnx", "torch_int8", "torch"] = Field(
         "onnx_int8", description="Runtime for quantize deployments (plain handles run in torch)."
     )
-    threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads (default: all cores).")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="Intra-op threads of each model run, onnxruntime and torch alike (torch's count is "
+        "process-wide); default: all cores.",
+    )
     privacy: PrivacyMode = Field(
         "mask",
         description="Store the text, only its hash, or the text with "

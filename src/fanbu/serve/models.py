@@ -1,8 +1,13 @@
 """Models the server answers with: registry refs (``name`` or ``name:v3``) resolved and loaded once.
 
 A servable model is an encoder classifier directory: a saved :class:`EncoderHandle`, or a derive
-``quantize`` deployment (loaded on the configured runtime, ``onnx_int8`` by default). A model's heads
-and their label names come from its ``handle.json``.
+``quantize`` deployment (loaded on the configured runtime, ``onnx_int8`` by default). A model's heads,
+their label names and its token budget come from its ``handle.json``.
+
+Several compute threads may run one loaded model at once, so a model is made ready for that when it
+is loaded: a torch model is put in eval mode for good (``predict_proba`` then never switches it back
+to training under another thread's feet) and one text is run through it, which also builds the
+tokenizer's caches before two threads can race to build them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from fanbu.derive.quantize import DEPLOYMENT_JSON, Predictor, load_deployment
 from fanbu.errors import FanbuError, ModelError, RegistryError
@@ -56,8 +64,8 @@ def resolve(registry: Registry, ref: str) -> ModelRecord:
         ) from None
 
 
-def read_labels(record: ModelRecord) -> dict[str, list[str]]:
-    """Head name -> label names of a registered encoder, read from its ``handle.json``."""
+def read_settings(record: ModelRecord) -> dict[str, Any]:
+    """The ``handle.json`` of a registered encoder (labels per head, ``max_length``, ...)."""
     path = Path(record.path) / HANDLE_FILE
     if record.kind != EncoderHandle.kind or not path.is_file():
         raise NotServableError(
@@ -65,9 +73,16 @@ def read_labels(record: ModelRecord) -> dict[str, list[str]]:
             "serve a saved EncoderHandle or a quantize deployment"
         )
     try:
-        labels = json.loads(path.read_text(encoding="utf-8"))["labels"]
-    except (OSError, ValueError, KeyError) as exc:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+        labels, max_length = settings["labels"], int(settings["max_length"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NotServableError(f"{path}: unreadable ({exc}); re-save model {record.id}") from None
+    return {**settings, "labels": labels, "max_length": max_length}
+
+
+def read_labels(record: ModelRecord) -> dict[str, list[str]]:
+    """Head name -> label names of a registered encoder, read from its ``handle.json``."""
+    labels = read_settings(record)["labels"]
     if not labels:
         raise NotServableError(f"model {record.id} has no heads; add one with handle.add_head and re-save")
     return {str(head): [str(n) for n in names] for head, names in labels.items()}
@@ -87,21 +102,32 @@ def load_predictor(record: ModelRecord, runtime: str = "onnx_int8", threads: int
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded model: its record, its predictor and its heads' label names."""
+    """A loaded model: its record, its predictor, its heads' label names and its token budget."""
 
     record: ModelRecord
     predictor: Predictor
     labels: dict[str, list[str]]
+    max_length: int
+
+
+def ready(predictor: Predictor, head: str) -> None:
+    """Make ``predictor`` safe to run from several threads at once (see the module docstring)."""
+    if isinstance(predictor, EncoderHandle):
+        predictor.model.eval()
+    predictor.predict_proba(["warm up"], head, 1)
 
 
 class ModelPool:
     """Loads each referenced model once; safe to call from several threads.
 
     A ref without a version is pinned to the version it resolved to when first used; restart the
-    server to pick up a newer one.
+    server to pick up a newer one. ``threads`` is the intra-op thread count of both runtimes:
+    onnxruntime's per session, torch's for the whole process (set here, when the pool is made).
     """
 
     def __init__(self, registry: Registry, runtime: str = "onnx_int8", threads: int | None = None) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.registry = registry
         self.runtime = runtime
         self.threads = threads
@@ -130,7 +156,9 @@ class ModelPool:
             served = self._by_id.get(record.id)
             if served is None:
                 predictor = load_predictor(record, self.runtime, self.threads)
-                served = Served(record, predictor, read_labels(record))
+                labels = read_labels(record)
+                ready(predictor, next(iter(labels)))
+                served = Served(record, predictor, labels, read_settings(record)["max_length"])
                 self._by_id[record.id] = served
             self._by_ref[ref] = served
             return served

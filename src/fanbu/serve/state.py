@@ -124,6 +124,7 @@ class ServerState:
                 max_queue=limits.max_queue,
                 on_batch=self.metrics.batch_size.labels(route.name).observe,
                 commit=lambda predictions: self._log(route, predictions),
+                workers=batching.workers,
             )
         return self.batchers[key]
 
