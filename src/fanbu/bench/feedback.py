@@ -48,7 +48,8 @@ DISTIL: dict[str, Any] = {
 }
 # The bench's settings per strategy (strategies not named run on their defaults); written into the JSON.
 SETTINGS: dict[str, dict[str, Any]] = {
-    "swarm_distill": {**DISTIL, "start": "merge"},
+    # start from the experts' average; the safeguards hold the held-out heads to that start
+    "swarm_distill": {**DISTIL, "start": "merge", "continual": {"lwf_weight": 1.0, "reference": "start"}},
     # every expert labels every domain's public texts; served texts stay with their own domain's head
     "multitask": {**DISTIL, "teachers": {"temperature": 1.0, "pool": "all", "use_collected": False}},
 }
