@@ -254,7 +254,7 @@ def run_bench(
 
                 def make(
                     label: str = label, name: str = name, config: BaseModel = config, run_dir: Path = run_dir
-                ):
+                ) -> dict[str, Any]:
                     return run_one(setup, label, name, config, run_dir, champion, expert_acc)
 
                 key = {**sizes, "strategy": name, "settings": config.model_dump(mode="json")}
