@@ -156,9 +156,9 @@ class ModelPool:
             served = self._by_id.get(record.id)
             if served is None:
                 predictor = load_predictor(record, self.runtime, self.threads)
-                labels = read_labels(record)
-                ready(predictor, next(iter(labels)))
-                served = Served(record, predictor, labels, read_settings(record)["max_length"])
+                settings = read_settings(record)  # handle.json, read once
+                ready(predictor, next(iter(settings["labels"])))
+                served = Served(record, predictor, settings["labels"], settings["max_length"])
                 self._by_id[record.id] = served
             self._by_ref[ref] = served
             return served
