@@ -197,3 +197,29 @@ def test_lwf_holds_only_the_heads_the_run_does_not_train(make_context, large_v0)
     assert every.heads == sorted(large_v0.labels)
     with pytest.raises(ConfigError, match="lwf_heads: all"):
         continual_strategies(ContinualConfig(lwf_weight=1.0), ctx, seed=0, trained=list(large_v0.labels))
+
+
+def test_feature_lwf_is_zero_unchanged_and_pulls_the_encoder_back_when_moved(large_v0, toy_data):
+    texts = toy_data["public"]["tech"][0][:4]
+    batch = Batch(large_v0.tokenize(texts), {}, "tech", torch.arange(4))
+    every_head = set(large_v0.labels)  # no logit term is left, which the feature term does not need
+    term = LwF(large_v0, weight=0.0, temperature=2.0, skip=every_head, feature_weight=2.0)
+    same = copy.deepcopy(large_v0).model.eval()
+    assert float(term.losses(distill_forward(same, batch), batch, same)["lwf_features"].detach()) < 1e-8
+    moved = copy.deepcopy(large_v0).model.eval()
+    with torch.no_grad():
+        for param in moved.encoder.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    losses = term.losses(distill_forward(moved, batch), batch, moved)
+    assert set(losses) == {"lwf_features"} and float(losses["lwf_features"].detach()) > 1e-4
+    losses["lwf_features"].backward()
+    grads = [p.grad for p in moved.encoder.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    assert all(p.grad is None for p in moved.heads.parameters())  # only the shared encoder is held
+
+
+def test_feature_lwf_reduces_drift_on_a_heldout_head(make_context, large_v0, toy_data):
+    none = heldout_drift(make_context, large_v0, toy_data, {})
+    held = heldout_drift(make_context, large_v0, toy_data, {"lwf_feature_weight": 10.0})
+    assert none > 0.03
+    assert held < 0.7 * none

@@ -9,6 +9,9 @@ strategy of the one loop (an extra loss term) or extra batches:
   starts from (for example the experts merged into the champion) instead of the champion. Heads other than the batch's own are held fixed in this term
   (their gradient would only be noise that Adam amplifies); the shared encoder is what it constrains.
   The frozen model's logits are kept per example, so only the first epoch pays for its forward pass.
+  ``lwf_feature_weight`` adds a representation-level term: the candidate's pooled features are held to
+  the frozen model's (relative squared error), which constrains the shared encoder for every head,
+  including heads no batch asks about.
 * **EWC** (Kirkpatrick et al. 2017): ``lambda/2 * sum_i F_i (theta_i - theta*_i)^2`` with the diagonal
   Fisher of the champion on general data (public texts labelled by the champion's own predictions),
   scaled to mean 1 so that ``ewc_lambda`` means the same for any model size.
@@ -49,6 +52,12 @@ class ContinualConfig(Strict):
         description="untrained: LwF holds the heads this run does not train (the old tasks, as in LwF); "
         "all: also the heads being trained, pulling their outputs back towards the reference.",
     )
+    lwf_feature_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of holding the candidate's pooled features to the reference's on every batch "
+        "(squared error relative to the reference's norm); 0: off.",
+    )
     ewc_lambda: float = Field(
         0.0, ge=0, description="Strength of the EWC penalty (Fisher scaled to mean 1); 0: off."
     )
@@ -68,7 +77,12 @@ class ContinualConfig(Strict):
     @property
     def enabled(self) -> bool:
         """Whether any safeguard is on."""
-        return self.lwf_weight > 0 or self.ewc_lambda > 0 or self.replay_fraction > 0
+        return self.holds or self.ewc_lambda > 0 or self.replay_fraction > 0
+
+    @property
+    def holds(self) -> bool:
+        """Whether an LwF term (on logits or on features) is on."""
+        return self.lwf_weight > 0 or self.lwf_feature_weight > 0
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -76,7 +90,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 class LwF:
-    """``weight * mean over heads of T^2 KL(previous_T || candidate_T)`` on each training batch.
+    """``weight * mean over heads of T^2 KL(previous_T || candidate_T)`` on each training batch, plus
+    ``feature_weight * mean ||pooled - previous pooled||^2 / ||previous pooled||^2``.
 
     The batch inputs are fed to the previous version as they are: the candidate must share its
     tokenizer (it does, being a copy of it).
@@ -90,20 +105,23 @@ class LwF:
         weight: float,
         temperature: float,
         skip: Collection[str] = (),
+        feature_weight: float = 0.0,
     ) -> None:
         self.previous = previous
         self.weight = weight
+        self.feature_weight = feature_weight
         self.temperature = temperature
-        self.heads = sorted(h for h in previous.labels if h not in skip)
-        if not self.heads:
+        self.heads = sorted(h for h in previous.labels if h not in skip) if weight > 0 else []
+        if weight > 0 and not self.heads:
             raise ConfigError(
                 "LwF has no head to hold: this run trains every head of the previous version; "
                 "set continual.lwf_heads: all or lwf_weight: 0"
             )
-        # (replay?, task, example index) -> the previous version's logits on every head, (sum of labels,):
-        # the previous version is frozen and in eval mode, so later epochs reuse the first one's outputs
+        # (replay?, task, example index) -> the previous version's pooled features and logits on every
+        # head, (hidden + sum of labels,): the previous version is frozen and in eval mode, so later
+        # epochs reuse the first one's outputs
         self._cache: dict[tuple[bool, str, int], Tensor] = {}
-        self._widths = [len(previous.labels[h]) for h in self.heads]
+        self._widths = [previous.model.hidden_size] + [len(previous.labels[h]) for h in self.heads]
 
     @torch.no_grad()
     def _compute(self, batch: Batch) -> Tensor:
@@ -114,28 +132,38 @@ class LwF:
             device = next(model.parameters()).device
             inputs = {k: v.to(device) for k, v in batch.inputs.items()}
             pooled = model.embed(**inputs)  # (batch, hidden)
-            return torch.cat([model.heads[h](pooled).float() for h in self.heads], dim=-1).cpu()
+            outputs = [pooled.float()] + [model.heads[h](pooled).float() for h in self.heads]
+            return torch.cat(outputs, dim=-1).cpu()  # (batch, hidden + sum of labels)
         finally:
             model.train(was_training)
 
-    def _previous_logits(self, batch: Batch) -> dict[str, Tensor]:
-        """The previous version's logits per head for the batch, each ``(batch, labels_h)``."""
+    def _previous(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The previous version's pooled features ``(batch, hidden)`` and logits per head ``(batch, labels_h)``."""
         if batch.task is None or batch.indices is None:
-            rows = self._compute(batch)  # (batch, sum of labels); no identity to cache by
+            rows = self._compute(batch)  # (batch, hidden + sum of labels); no identity to cache by
         else:
             keys = [(is_replay(batch), batch.task, int(i)) for i in batch.indices.tolist()]
             if any(k not in self._cache for k in keys):
                 for key, row in zip(keys, self._compute(batch), strict=True):
                     self._cache[key] = row
-            rows = torch.stack([self._cache[k] for k in keys])  # (batch, sum of labels)
-        return dict(zip(self.heads, rows.split(self._widths, dim=-1), strict=True))
+            rows = torch.stack([self._cache[k] for k in keys])  # (batch, hidden + sum of labels)
+        pooled, *logits = rows.split(self._widths, dim=-1)
+        return pooled, dict(zip(self.heads, logits, strict=True))
 
     def losses(self, outputs: Mapping[str, Tensor], batch: Batch, model: nn.Module) -> Mapping[str, Tensor]:
         if "pooled" not in outputs:
             raise ValueError("LwF needs outputs['pooled']; train with distill_forward")
         core = _unwrap(model)
+        old_pooled, old = self._previous(batch)
+        found: dict[str, Tensor] = {}
+        if self.feature_weight > 0:
+            reference = old_pooled.to(outputs["pooled"].device)  # (batch, hidden)
+            error = (outputs["pooled"].float() - reference).pow(2).sum(-1)  # (batch,)
+            relative = error / reference.pow(2).sum(-1).clamp_min(1e-12)  # (batch,)
+            found["lwf_features"] = self.feature_weight * relative.mean()
+        if self.weight == 0:
+            return found
         pooled = core.dropout(outputs["pooled"])  # (batch, hidden), as the model's own forward sees it
-        old = self._previous_logits(batch)
         terms = []
         for head in self.heads:
             if head == batch.task:
@@ -144,7 +172,8 @@ class LwF:
                 layer = core.heads[head]
                 student = F.linear(pooled, layer.weight.detach(), layer.bias.detach())  # (batch, labels_h)
             terms.append(kd_loss(student, old[head].to(student.device), self.temperature))
-        return {"lwf": self.weight * torch.stack(terms).mean()}
+        found["lwf"] = self.weight * torch.stack(terms).mean()
+        return found
 
 
 class EWC:
@@ -234,12 +263,14 @@ def continual_strategies(
     """
     strategies: list[Strategy] = []
     reference = ctx.large
-    if config.reference == "start" and start is not None and (config.lwf_weight > 0 or config.ewc_lambda > 0):
+    if config.reference == "start" and start is not None and (config.holds or config.ewc_lambda > 0):
         reference = copy.deepcopy(start)
         reference.model.eval()
-    if config.lwf_weight > 0:
+    if config.holds:
         skip = trained if config.lwf_heads == "untrained" else ()
-        strategies.append(LwF(reference, config.lwf_weight, config.lwf_temperature, skip))
+        strategies.append(
+            LwF(reference, config.lwf_weight, config.lwf_temperature, skip, config.lwf_feature_weight)
+        )
     if config.ewc_lambda > 0:
         texts = {n: texts for n, (texts, _) in replay_data(ctx, reference.labels).items()}
         fisher = fisher_diagonal(reference, general_texts(texts, config.fisher_samples, seed))
