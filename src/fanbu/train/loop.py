@@ -45,6 +45,10 @@ class TrainResult:
     resumed_from: int | None
 
 
+FUSED_DEVICES = ("cpu", "cuda")
+FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
 def _no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or "norm." in name
 
@@ -61,7 +65,12 @@ def build_optimizer(
         {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": config.weight_decay},
         {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr)
+    params = [p for _, p in named]
+    # one fused kernel per step instead of a Python loop over tensors: the same update, several times
+    # faster on CPU (a sixth of a small encoder's training step there)
+    fused = len({p.device.type for p in params}) == 1 and params[0].device.type in FUSED_DEVICES
+    fused &= all(p.dtype in FUSED_DTYPES for p in params)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, fused=fused or None)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
