@@ -19,6 +19,7 @@ from fanbu.feedback.continual import (
     continual_strategies,
     fisher_diagonal,
     general_texts,
+    realign_heads,
 )
 from fanbu.feedback.soft_losses import SoftLabelLoss, is_replay
 from fanbu.feedback.soft_targets import TeacherConfig, build_targets
@@ -223,3 +224,35 @@ def test_feature_lwf_reduces_drift_on_a_heldout_head(make_context, large_v0, toy
     held = heldout_drift(make_context, large_v0, toy_data, {"lwf_feature_weight": 10.0})
     assert none > 0.03
     assert held < 0.7 * none
+
+
+def test_realignment_refits_an_untrained_head_to_the_reference(large_v0, toy_data):
+    candidate = copy.deepcopy(large_v0)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in candidate.model.encoder.parameters():
+            param.add_(0.1 * torch.randn(param.shape, generator=generator))
+    fit_texts = [t for texts, _ in toy_data["public"].values() for t in texts] + toy_data["unlabeled"]
+    probe = toy_data["heldout_test"]["mood"][0]  # the held-out task's texts: never fit on
+    before = drift(candidate, large_v0, "mood", probe)
+    agreed = (candidate.predict(fit_texts, "mood") == large_v0.predict(fit_texts, "mood")).mean()
+    tech = candidate.model.heads["tech"].weight.detach().clone()
+    agreement = realign_heads(candidate, large_v0, ["mood"], fit_texts)
+    assert agreement["mood"] > max(0.8, agreed)
+    assert drift(candidate, large_v0, "mood", probe) < before
+    assert torch.equal(candidate.model.heads["tech"].weight, tech)  # heads not named stay as they are
+    with pytest.raises(ConfigError, match="transfer texts"):
+        realign_heads(candidate, large_v0, ["mood"], [])
+    with pytest.raises(ConfigError, match="missing"):
+        realign_heads(candidate, large_v0, ["nope"], fit_texts)
+
+
+def test_realignment_after_training_reduces_drift_and_is_reported(make_context, large_v0, toy_data):
+    none = heldout_drift(make_context, large_v0, toy_data, {})
+    realigned = heldout_drift(make_context, large_v0, toy_data, {"realign_heads": True})
+    assert none > 0.03
+    assert realigned < 0.7 * none
+    info = get_strategy("swarm_distill")
+    config = validate(info.config, {"train": quick_dict(epochs=1), "continual": {"realign_heads": True}})
+    output = info.run(make_context(), config)
+    assert set(output.details["realigned"]) == {"realign.mood.agreement"}

@@ -17,6 +17,10 @@ strategy of the one loop (an extra loss term) or extra batches:
   scaled to mean 1 so that ``ewc_lambda`` means the same for any model size.
 * **Replay**: a share of the batches comes from the public labelled slices (what large v0 was
   trained on), with their hard labels.
+* **Head realignment** (``realign_heads``): after training, each head the run did not train is refit
+  in closed form (ridge least squares on the candidate's pooled features) so that on the transfer
+  texts it gives the reference's logits. The encoder moved under those heads; the refit moves them
+  with it, without any of their tasks' data.
 """
 
 from __future__ import annotations
@@ -68,6 +72,15 @@ class ContinualConfig(Strict):
         le=0.9,
         description="Share of training batches drawn from the public labelled slices; 0: off.",
     )
+    realign_heads: bool = Field(
+        False,
+        description="After training, refit the heads the run did not train so that on the transfer texts "
+        "they reproduce the reference's logits (ridge least squares on the pooled features).",
+    )
+    realign_samples: int = Field(1024, ge=16, description="Transfer texts the realignment is fit on.")
+    realign_ridge: float = Field(
+        1e-3, gt=0, description="Ridge penalty of the realignment, relative to the features' mean energy."
+    )
     reference: Literal["champion", "start"] = Field(
         "champion",
         description="The model LwF and EWC hold the candidate to: the champion, or the model training "
@@ -77,7 +90,7 @@ class ContinualConfig(Strict):
     @property
     def enabled(self) -> bool:
         """Whether any safeguard is on."""
-        return self.holds or self.ewc_lambda > 0 or self.replay_fraction > 0
+        return self.holds or self.ewc_lambda > 0 or self.replay_fraction > 0 or self.realign_heads
 
     @property
     def holds(self) -> bool:
@@ -248,6 +261,71 @@ def replay_data(ctx: FeedbackContext, heads: Mapping[str, Sequence[str]]) -> dic
     return {n: (list(t), list(y)) for n, (t, y) in sorted(ctx.public.items()) if n in heads and len(t)}
 
 
+def reference_model(
+    config: ContinualConfig, ctx: FeedbackContext, start: EncoderHandle | None
+) -> EncoderHandle:
+    """The model the safeguards hold the candidate to: the champion, or a frozen copy of ``start``."""
+    if config.reference == "start" and start is not None:
+        reference = copy.deepcopy(start)
+        reference.model.eval()
+        return reference
+    return ctx.large
+
+
+@torch.no_grad()
+def pooled_features(handle: EncoderHandle, texts: Sequence[str], batch_size: int = 64) -> Tensor:
+    """Pooled features ``(n, hidden)`` of ``texts`` in eval mode, as float32 on the CPU."""
+    model = handle.model
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        chunks = [
+            model.embed(**{k: v.to(device) for k, v in handle.tokenize(texts[i : i + batch_size]).items()})
+            for i in range(0, len(texts), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks).float().cpu()
+
+
+@torch.no_grad()
+def realign_heads(
+    candidate: EncoderHandle,
+    reference: EncoderHandle,
+    heads: Sequence[str],
+    texts: Sequence[str],
+    ridge: float = 1e-3,
+) -> dict[str, float]:
+    """Refit ``heads`` of ``candidate`` so that on ``texts`` they give ``reference``'s logits.
+
+    Ridge least squares of the reference's logits on the candidate's pooled features (with a bias);
+    ``ridge`` is relative to the features' mean energy. Returns each head's agreement with the
+    reference's predictions on ``texts`` after the refit.
+    """
+    if not texts:
+        raise ConfigError("realign_heads needs transfer texts; give the context public or collected texts")
+    missing = [h for h in heads if h not in candidate.labels or h not in reference.labels]
+    if missing:
+        raise ConfigError(f"realign_heads: heads {missing} are missing from the candidate or the reference")
+    new = pooled_features(candidate, texts)  # (n, hidden)
+    old = pooled_features(reference, texts)  # (n, hidden)
+    design = torch.cat([new, torch.ones(len(new), 1)], dim=1).double()  # (n, hidden + 1)
+    gram = design.T @ design  # (hidden + 1, hidden + 1)
+    penalty = ridge * float(gram.diagonal()[:-1].mean())
+    gram[:-1, :-1] += penalty * torch.eye(gram.shape[0] - 1, dtype=gram.dtype)
+    agreement = {}
+    for head in heads:
+        layer = candidate.model.heads[head]
+        target = reference.model.heads[head](old.to(reference.model.heads[head].weight.dtype))
+        solution = torch.linalg.solve(gram, design.T @ target.double().cpu())  # (hidden + 1, labels)
+        layer.weight.copy_(solution[:-1].T.to(layer.weight))
+        layer.bias.copy_(solution[-1].to(layer.bias))
+        refit = layer(new.to(layer.weight))  # (n, labels)
+        agreement[head] = float((refit.argmax(-1).cpu() == target.argmax(-1).cpu()).float().mean())
+    return agreement
+
+
 def continual_strategies(
     config: ContinualConfig,
     ctx: FeedbackContext,
@@ -262,10 +340,9 @@ def continual_strategies(
     LwF leaves alone unless ``lwf_heads`` is ``all``.
     """
     strategies: list[Strategy] = []
-    reference = ctx.large
-    if config.reference == "start" and start is not None and (config.holds or config.ewc_lambda > 0):
-        reference = copy.deepcopy(start)
-        reference.model.eval()
+    if not config.holds and config.ewc_lambda == 0:
+        return [ReplayLoss()] if config.replay_fraction > 0 else []
+    reference = reference_model(config, ctx, start)
     if config.holds:
         skip = trained if config.lwf_heads == "untrained" else ()
         strategies.append(

@@ -18,9 +18,9 @@ from fanbu.config import Strict
 from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
 from fanbu.feedback.continual import ContinualConfig
 from fanbu.feedback.merge import MergeConfig, merge_strategy
-from fanbu.models.encoder import EncoderHandle
 from fanbu.feedback.soft_targets import TeacherConfig
 from fanbu.feedback.train_run import distil_swarm
+from fanbu.models.encoder import EncoderHandle
 from fanbu.train.config import TrainConfig
 
 

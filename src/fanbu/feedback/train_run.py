@@ -12,13 +12,20 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from fanbu.derive.distill.forward import distill_forward
 from fanbu.derive.distill.losses import MaskedTaskLoss
 from fanbu.errors import ConfigError, ModelError
 from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput
-from fanbu.feedback.continual import ContinualConfig, continual_strategies, replay_data
+from fanbu.feedback.continual import (
+    ContinualConfig,
+    continual_strategies,
+    realign_heads,
+    reference_model,
+    replay_data,
+)
 from fanbu.feedback.soft_losses import FeatureMatching, MainOnly, SoftLabelLoss
 from fanbu.feedback.soft_targets import SoftTargets, TeacherConfig, balanced_indices, build_targets
 from fanbu.feedback.train_plan import MixedPlan
@@ -66,7 +73,10 @@ def fit_candidate(
             replay_tasks, candidate.tokenize, batch_size=config.batch_size, seed=config.seed + 1
         )
     plan = MixedPlan(main, replay, continual.replay_fraction, seed=config.seed)
-    terms = [MainOnly(s) for s in strategies] + continual_strategies(continual, ctx, config.seed, candidate, trained=set(train))
+    reference = reference_model(continual, ctx, candidate) if continual.realign_heads else None
+    terms = [MainOnly(s) for s in strategies] + continual_strategies(
+        continual, ctx, config.seed, candidate, trained=set(train)
+    )
     validation = validation_splits(ctx, candidate)
     if evaluate_on is not None:
         validation = {h: v for h, v in validation.items() if h in evaluate_on}
@@ -88,6 +98,14 @@ def fit_candidate(
     )
     result = trainer.fit()
     candidate.model.eval()
+    if reference is not None:
+        untrained = [h for h in candidate.labels if h not in train and h in reference.labels]
+        texts = ctx.transfer_texts()
+        order = np.random.default_rng(config.seed).permutation(len(texts))[: continual.realign_samples]
+        agreement = realign_heads(
+            candidate, reference, untrained, [texts[i] for i in sorted(order)], continual.realign_ridge
+        )
+        result.last_metrics.update({f"realign.{h}.agreement": a for h, a in agreement.items()})
     return result
 
 
@@ -171,6 +189,7 @@ def distil_swarm(
         "targets": {h: t.stats() for h, t in targets.items()},
         "continual": continual.model_dump(),
         "best_step": result.state.best_step,
+        "realigned": {k: v for k, v in result.last_metrics.items() if k.startswith("realign.")},
     }
     metrics = {"steps": float(result.state.global_step), **validation_metrics(ctx, candidate)}
     return StrategyOutput(candidate, relation, metrics, details)
