@@ -85,7 +85,9 @@ def test_bench_runs_every_strategy_and_both_baselines(tmp_path, monkeypatch) -> 
         assert all({"name", "acc", "pgr"} <= set(d) for d in row["domains"])
         assert all(0.0 <= d["acc"] <= 1.0 for d in row["domains"])
     assert report["heldout"] == ["mood"] and report["quick"] is True
-    assert set(report["target"]) == {"pgr_mean", "forgetting", "met"}
+    assert set(report["target"]) == {"pgr_mean", "forgetting", "beats_baselines", "met"}
+    best = next(r for r in report["strategies"] if r["name"] == report["best"])
+    assert report["target"]["beats_baselines"] == bench.beats_baselines(best, report["baselines"])
     assert "PGR mean" in result.output and "merge:average" in result.output
 
 
@@ -141,3 +143,14 @@ def test_table_marks_errors_and_the_best() -> None:
     text = io.StringIO()
     bench.print_table(report, Console(file=text, width=200))
     assert "0.800 (0.900)" in text.getvalue() and "error" in text.getvalue()
+
+
+def test_beating_the_baselines_takes_more_pgr_and_less_forgetting_than_each() -> None:
+    baselines = [
+        {"name": "sequential", "pgr_mean": 0.7, "forgetting": 3.0},
+        {"name": "merge:average", "pgr_mean": 0.8, "forgetting": 1.2},
+        {"name": "failed", "pgr_mean": None, "forgetting": None},
+    ]
+    assert bench.beats_baselines({"pgr_mean": 0.9, "forgetting": 0.3}, baselines)
+    assert not bench.beats_baselines({"pgr_mean": 0.9, "forgetting": 1.5}, baselines)  # more than the average's
+    assert not bench.beats_baselines({"pgr_mean": 0.75, "forgetting": 0.3}, baselines)
