@@ -332,17 +332,19 @@ def continual_strategies(
     seed: int,
     start: EncoderHandle | None = None,
     trained: Collection[str] = (),
+    reference: EncoderHandle | None = None,
 ) -> list[Strategy]:
     """The loss terms of the safeguards ``config`` turns on (replay's extra batches come from the plan).
 
     ``start`` is the model before training; with ``reference: start`` LwF and EWC hold the candidate
     to a frozen copy of it instead of the champion. ``trained`` names the heads the run trains, which
-    LwF leaves alone unless ``lwf_heads`` is ``all``.
+    LwF leaves alone unless ``lwf_heads`` is ``all``. ``reference``, when given, is that model already
+    made (:func:`reference_model`), so a caller that needs it too does not copy the start twice.
     """
     strategies: list[Strategy] = []
     if not config.holds and config.ewc_lambda == 0:
         return [ReplayLoss()] if config.replay_fraction > 0 else []
-    reference = reference_model(config, ctx, start)
+    reference = reference if reference is not None else reference_model(config, ctx, start)
     if config.holds:
         skip = trained if config.lwf_heads == "untrained" else ()
         strategies.append(

@@ -75,7 +75,7 @@ def fit_candidate(
     plan = MixedPlan(main, replay, continual.replay_fraction, seed=config.seed)
     reference = reference_model(continual, ctx, candidate) if continual.realign_heads else None
     terms = [MainOnly(s) for s in strategies] + continual_strategies(
-        continual, ctx, config.seed, candidate, trained=set(train)
+        continual, ctx, config.seed, candidate, trained=set(train), reference=reference
     )
     validation = validation_splits(ctx, candidate)
     if evaluate_on is not None:
