@@ -4,10 +4,12 @@
 strategy of the one loop (an extra loss term) or extra batches:
 
 * **LwF** (Li & Hoiem 2016): on every batch, distil the previous large version (``ctx.large``,
-  frozen) into the candidate on *every* head it has, the held-out tasks' heads included, so heads
-  nobody trains keep their behaviour. With ``reference: start`` the model held to is the one training
-  starts from (for example the experts merged into the champion) instead of the champion. Heads other than the batch's own are held fixed in this term
-  (their gradient would only be noise that Adam amplifies); the shared encoder is what it constrains.
+  frozen) into the candidate on the heads the run does not train (the held-out tasks'; with
+  ``lwf_heads: all`` on every head), so heads nobody trains keep their behaviour. With
+  ``reference: start`` the model held to is the one training starts from (for example the experts
+  merged into the champion) instead of the champion. Heads other than the batch's own are held fixed
+  in this term (their gradient would only be noise that Adam amplifies); the shared encoder is what it
+  constrains.
   The frozen model's logits are kept per example, so only the first epoch pays for its forward pass.
   ``lwf_feature_weight`` adds a representation-level term: the candidate's pooled features are held to
   the frozen model's (relative squared error), which constrains the shared encoder for every head,
@@ -48,7 +50,7 @@ class ContinualConfig(Strict):
     """Safeguards against forgetting; every one is off at its default (0)."""
 
     lwf_weight: float = Field(
-        0.0, ge=0, description="Weight of the LwF term (distil the champion on every head); 0: off."
+        0.0, ge=0, description="Weight of the LwF term (distil the reference on the heads it holds); 0: off."
     )
     lwf_temperature: float = Field(2.0, gt=0, description="Softmax temperature of the LwF term.")
     lwf_heads: Literal["untrained", "all"] = Field(
