@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from fanbu.errors import CheckpointError
 from fanbu.train import TaskData, TaskLoss, TextPlan, TrainConfig, Trainer, latest_checkpoint
@@ -78,7 +79,11 @@ def test_resume_ends_with_the_same_weights(toy_data, tmp_path, checkpoint_every)
     crash_step = 20  # mid-epoch 2 (14 steps per epoch)
     with pytest.raises(Interrupt):
         Trainer(
-            interrupted, make_plan(toy_data), cfg, [TaskLoss(), CrashAt(crash_step)], checkpoint_dir=tmp_path / "run"
+            interrupted,
+            make_plan(toy_data),
+            cfg,
+            [TaskLoss(), CrashAt(crash_step)],
+            checkpoint_dir=tmp_path / "run",
         ).fit()
     assert latest_checkpoint(tmp_path / "run") is not None
 
@@ -134,7 +139,10 @@ def test_strategies_add_terms_and_hooks_return_values(toy_data):
         TinyClassifier({"a": 2, "b": 3}), make_plan(toy_data), config(epochs=2), [TaskLoss(), extra]
     ).fit()
     assert extra.calls == 2 * len(make_plan(toy_data))
-    assert [h["l2.calls"] for h in result.state.history] == [float(len(make_plan(toy_data))), 2.0 * len(make_plan(toy_data))]
+    assert [h["l2.calls"] for h in result.state.history] == [
+        float(len(make_plan(toy_data))),
+        2.0 * len(make_plan(toy_data)),
+    ]
 
 
 def test_no_loss_is_an_error(toy_data):
@@ -147,13 +155,23 @@ def test_no_loss_is_an_error(toy_data):
 
 def test_corrupt_checkpoint_is_reported(toy_data, tmp_path):
     torch.manual_seed(0)
-    Trainer(TinyClassifier({"a": 2, "b": 3}), make_plan(toy_data), config(epochs=1), [TaskLoss()],
-            checkpoint_dir=tmp_path).fit()
+    Trainer(
+        TinyClassifier({"a": 2, "b": 3}),
+        make_plan(toy_data),
+        config(epochs=1),
+        [TaskLoss()],
+        checkpoint_dir=tmp_path,
+    ).fit()
     ckpt = latest_checkpoint(tmp_path)
     weights = ckpt / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    trainer = Trainer(TinyClassifier({"a": 2, "b": 3}), make_plan(toy_data), config(epochs=2), [TaskLoss()],
-                      checkpoint_dir=tmp_path)
+    trainer = Trainer(
+        TinyClassifier({"a": 2, "b": 3}),
+        make_plan(toy_data),
+        config(epochs=2),
+        [TaskLoss()],
+        checkpoint_dir=tmp_path,
+    )
     with pytest.raises(CheckpointError, match="model.safetensors: checkpoint file is corrupt or truncated"):
         trainer.fit()
 
@@ -191,8 +209,13 @@ def test_strategy_modules_are_trained_and_checkpointed(toy_data, tmp_path):
     torch.manual_seed(0)
     strategy = Projected()
     before = strategy.projection.weight.detach().clone()
-    Trainer(TinyClassifier({"a": 2, "b": 3}), make_plan(toy_data), config(epochs=1), [TaskLoss(), strategy],
-            checkpoint_dir=tmp_path).fit()
+    Trainer(
+        TinyClassifier({"a": 2, "b": 3}),
+        make_plan(toy_data),
+        config(epochs=1),
+        [TaskLoss(), strategy],
+        checkpoint_dir=tmp_path,
+    ).fit()
     assert not torch.equal(before, strategy.projection.weight)
     saved = latest_checkpoint(tmp_path) / "strategy-proj.safetensors"
     assert saved.is_file()
@@ -208,7 +231,50 @@ def test_group_by_length_batches_similar_lengths_and_covers_every_example():
     assert sorted(i for item in first for i in item.indices) == list(range(199))
 
     def spread(items):  # mean (longest - shortest) length within a batch
-        return sum(max(len(texts[i]) for i in it.indices) - min(len(texts[i]) for i in it.indices)
-                   for it in items) / len(items)
+        return sum(
+            max(len(texts[i]) for i in it.indices) - min(len(texts[i]) for i in it.indices) for it in items
+        ) / len(items)
 
     assert spread(first) < spread(plain.schedule(0)) / 3
+
+
+class DropoutProbe:
+    """Records, on every batch, whether the model's training-mode forward is deterministic."""
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        self.repeatable: list[bool] = []
+
+    def losses(self, outputs, batch, model):
+        with torch.no_grad():
+            first = model(**batch.inputs, head=batch.task)
+            second = model(**batch.inputs, head=batch.task)
+        self.repeatable.append(bool(torch.equal(first, second)))
+        return {}
+
+
+@pytest.mark.parametrize("dropout", [None, 0.0])
+def test_dropout_override_applies_while_training_and_is_restored(toy_data, dropout):
+    torch.manual_seed(0)
+    model = TinyClassifier({"a": 2, "b": 3})
+    model.dropout.p = 0.5
+    probe = DropoutProbe()
+    Trainer(model, make_plan(toy_data), config(epochs=1, dropout=dropout), [TaskLoss(), probe]).fit()
+    assert probe.repeatable and all(probe.repeatable) == (dropout == 0.0)
+    assert model.dropout.p == 0.5  # the model's own setting is back after training
+
+
+def test_dropout_override_sets_attention_dropout_floats():
+    from fanbu.train.loop import dropout_override
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention_dropout = 0.1
+            self.drop = nn.Dropout(0.3)
+
+    module = Attention()
+    with dropout_override(module, 0.0):
+        assert module.attention_dropout == 0.0 and module.drop.p == 0.0
+    assert module.attention_dropout == 0.1 and module.drop.p == 0.3

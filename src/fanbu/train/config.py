@@ -21,8 +21,16 @@ class TrainConfig(Strict):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
     grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimiser step.")
     seed: int = Field(0, description="Seeds batch order, dropout and initialisation.")
+    dropout: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Probability of every dropout layer while training; null keeps the model's own. 0 turns "
+        "dropout off: on CPU, where drawing the masks is slow, a small encoder's step is about a fifth faster.",
+    )
     group_by_length: bool = Field(
-        False, description="Batch texts of similar length together (less padding, faster; order stays random)."
+        False,
+        description="Batch texts of similar length together (less padding, faster; order stays random).",
     )
     eval_every: int | None = Field(
         None, ge=1, description="Evaluate every N optimiser steps; null: at the end of each epoch."

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,41 @@ def build_optimizer(
     fused = len({p.device.type for p in params}) == 1 and params[0].device.type in FUSED_DEVICES
     fused &= all(p.dtype in FUSED_DTYPES for p in params)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, fused=fused or None)
+
+
+DROPOUT_LAYERS = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+)
+
+
+@contextmanager
+def dropout_override(model: nn.Module, p: float | None) -> Iterator[None]:
+    """Set every dropout layer of ``model`` to probability ``p`` inside the block (``None``: unchanged).
+
+    Covers the layers of ``DROPOUT_LAYERS`` (attention-probability dropout in transformers reads its
+    module's ``p``) and the float ``attention_dropout`` some attention modules keep; restores them after.
+    """
+    if p is None:
+        yield
+        return
+    saved: list[tuple[nn.Module, str, float]] = []
+    for module in model.modules():
+        if isinstance(module, DROPOUT_LAYERS):
+            saved.append((module, "p", module.p))
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            saved.append((module, "attention_dropout", module.attention_dropout))
+    try:
+        for module, attribute, _ in saved:
+            setattr(module, attribute, p)
+        yield
+    finally:
+        for module, attribute, value in saved:
+            setattr(module, attribute, value)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int):
@@ -151,7 +187,9 @@ class Trainer:
         total = self._steps_per_epoch(per_epoch) * cfg.epochs
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
-        extra = [m.to(self.accelerator.device) for s in self.strategies for m in getattr(s, "modules", list)()]
+        extra = [
+            m.to(self.accelerator.device) for s in self.strategies for m in getattr(s, "modules", list)()
+        ]
         optimizer = build_optimizer(self.model, cfg, extra)
         scheduler = build_schedule(optimizer, cfg, total)
         model, optimizer = self.accelerator.prepare(self.model, optimizer)
@@ -162,7 +200,7 @@ class Trainer:
                 state, best_weights = self._restore(path, optimizer, scheduler)
                 resumed = state.global_step
         last: dict[str, float] = state.history[-1] if state.history else {}
-        with self._progress() as progress:
+        with self._progress() as progress, dropout_override(self.model, cfg.dropout):
             task = progress.add_task(self.description, total=total, completed=state.global_step)
             while state.epoch < cfg.epochs and not self._done(state):
                 items = self._shard(self.plan.schedule(state.epoch))
@@ -185,7 +223,11 @@ class Trainer:
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     state.global_step += 1
-                    progress.update(task, advance=1, description=f"{self.description} loss {loss.item() * cfg.grad_accum:.3f}")
+                    progress.update(
+                        task,
+                        advance=1,
+                        description=f"{self.description} loss {loss.item() * cfg.grad_accum:.3f}",
+                    )
                     hooks = self._hooks("on_step_end", state)
                     if cfg.eval_every and state.global_step % cfg.eval_every == 0:
                         last, best_weights = self._evaluate(state, hooks, best_weights)
@@ -220,7 +262,9 @@ class Trainer:
                     param.grad /= world
 
     def _done(self, state: LoopState) -> bool:
-        return state.stopped_early or (self.config.max_steps is not None and state.global_step >= self.config.max_steps)
+        return state.stopped_early or (
+            self.config.max_steps is not None and state.global_step >= self.config.max_steps
+        )
 
     def _loss_terms(self, outputs: Mapping[str, Tensor], batch, model: nn.Module) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
@@ -276,7 +320,9 @@ class Trainer:
                 scheduler=scheduler.state_dict(),
                 loop=copy.deepcopy(state.as_dict()),
                 rng=torch.get_rng_state(),
-                strategies={s.name: dict(s.state_dict()) for s in self.strategies if hasattr(s, "state_dict")},
+                strategies={
+                    s.name: dict(s.state_dict()) for s in self.strategies if hasattr(s, "state_dict")
+                },
                 best_model=best_weights,
             )
             save_checkpoint(self.checkpoint_dir, data, keep=self.config.keep_checkpoints)
@@ -302,4 +348,3 @@ class Trainer:
             disable=not (self.config.progress and self.accelerator.is_main_process),
             transient=False,
         )
-
