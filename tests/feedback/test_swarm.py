@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from feedback_helpers import DOMAINS, quick_dict
@@ -63,6 +65,25 @@ def test_selection_off_keeps_the_poisoned_expert(make_context, experts, poisoned
     ctx = make_context({"tech": poisoned_expert, "health": experts["health"]})
     output = run_swarm(ctx, selection_tolerance=None, train=quick_dict(epochs=1))
     assert output.details["selection"]["kept"] == ["health", "tech"]
+
+
+def test_validation_scores_are_evaluated_once_per_swarm(make_context, experts, poisoned_expert, monkeypatch):
+    ctx = make_context({"tech": poisoned_expert, "health": experts["health"]})
+    first = run_swarm(ctx, train=quick_dict(epochs=1)).details["selection"]
+    calls = []
+    original = type(ctx.large).predict
+    monkeypatch.setattr(
+        type(ctx.large), "predict", lambda self, *a, **k: calls.append(self) or original(self, *a, **k)
+    )
+    again = run_swarm(dataclasses.replace(ctx, work_dir=ctx.work_dir / "again"), train=quick_dict(epochs=1))
+    assert again.details["selection"] == first  # the copy shares the memo, so the same scores
+    swarm = {id(ctx.large), *(id(e) for e in ctx.experts.values())}
+    assert not [h for h in calls if id(h) in swarm]  # no champion or expert was evaluated again
+    # another model under a known name is evaluated afresh
+    other = dataclasses.replace(ctx, experts={"tech": experts["tech"], "health": experts["health"]})
+    assert other.validation_accuracy("tech", "tech") > ctx.validation_accuracy("tech", "tech")
+    with pytest.raises(ConfigError, match="no expert 'sports'"):
+        ctx.validation_accuracy("sports", "tech")
 
 
 def test_a_swarm_with_only_bad_experts_is_refused(make_context, poisoned_expert):
@@ -149,10 +170,8 @@ def test_weighted_kd_matches_kd_loss_for_one_teacher():
 def test_teacher_outputs_are_cached_in_the_work_dir(make_context, monkeypatch):
     ctx = make_context()
     first = build_targets(ctx, ctx.experts, TeacherConfig(), cache_dir=ctx.work_dir / "cache")
-    assert sorted(p.name for p in (ctx.work_dir / "cache").iterdir()) == [
-        "teacher-health.safetensors",
-        "teacher-tech.safetensors",
-    ]
+    names = sorted(p.name for p in (ctx.work_dir / "cache").iterdir())
+    assert [n.rsplit("-", 1)[0] for n in names] == ["teacher-health", "teacher-tech"]
 
     def refuse(*args, **kwargs):
         raise AssertionError("the saved cache should have been reused")
@@ -160,6 +179,24 @@ def test_teacher_outputs_are_cached_in_the_work_dir(make_context, monkeypatch):
     monkeypatch.setattr(TeacherCache, "build", refuse)
     again = build_targets(ctx, ctx.experts, TeacherConfig(), cache_dir=ctx.work_dir / "cache")
     assert torch.equal(first["tech"].probs, again["tech"].probs)
+
+
+def test_strategies_labelling_other_texts_share_a_cache_dir(make_context, monkeypatch):
+    ctx = make_context()
+    cache = ctx.work_dir / "cache"
+    own = build_targets(ctx, ctx.experts, TeacherConfig(), cache_dir=cache)
+    pooled = build_targets(ctx, ctx.experts, TeacherConfig(pool="all"), cache_dir=cache)
+    assert len(list(cache.iterdir())) == 4  # one file per expert and text set: nothing overwritten
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("both text sets should have been reused")
+
+    monkeypatch.setattr(TeacherCache, "build", refuse)
+    assert torch.equal(
+        build_targets(ctx, ctx.experts, TeacherConfig(), cache_dir=cache)["tech"].probs, own["tech"].probs
+    )
+    again = build_targets(ctx, ctx.experts, TeacherConfig(pool="all"), cache_dir=cache)
+    assert torch.equal(again["tech"].probs, pooled["tech"].probs)
 
 
 @pytest.mark.parametrize(

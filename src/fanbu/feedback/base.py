@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
 from fanbu.errors import ConfigError
+from fanbu.io import sha256_json
 from fanbu.models.encoder import EncoderHandle
 
 Labeled = tuple[list[str], list[int]]  # (texts, label indices)
@@ -38,6 +40,12 @@ class FeedbackContext:
             traffic, never its private training slice); may be empty.
         work_dir: Scratch directory for checkpoints.
         seed: Seeds every random choice.
+        teacher_cache: Where the experts' outputs on the transfer texts are kept (files keyed by the
+            texts, checked against the expert's weights on load); ``None``: ``work_dir/teacher-cache``.
+            Strategies run on one swarm can share a directory, and then label each text set once.
+        memo: Evaluations of the context's own models (:meth:`validation_accuracy`). The champion and
+            the experts never change (strategies copy them), so copies made with
+            :func:`dataclasses.replace` share it and evaluate each model once.
     """
 
     large: EncoderHandle
@@ -48,11 +56,35 @@ class FeedbackContext:
     collected: dict[str, list[str]] = field(default_factory=dict)
     work_dir: Path = Path(".")
     seed: int = 0
+    teacher_cache: Path | None = None
+    memo: dict[tuple[Any, ...], float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def domains(self) -> list[str]:
         """The feedback domains (those with an expert), in a stable order."""
         return sorted(self.experts)
+
+    @property
+    def teacher_cache_dir(self) -> Path:
+        """The directory of the experts' cached outputs (``teacher_cache`` or ``work_dir/teacher-cache``)."""
+        return self.teacher_cache if self.teacher_cache is not None else self.work_dir / "teacher-cache"
+
+    def validation_accuracy(self, model: str, domain: str) -> float:
+        """Accuracy on ``domain``'s validation slice of the champion (``model="champion"``) or of the expert
+        named ``model``, evaluated once and kept in :attr:`memo`."""
+        if domain not in self.validation:
+            raise ConfigError(f"no validation slice for domain {domain!r}; give ctx.validation[{domain!r}]")
+        if model != "champion" and model not in self.experts:
+            raise ConfigError(f"no expert {model!r} in the swarm (experts: {self.domains})")
+        handle = self.large if model == "champion" else self.experts[model]
+        texts, labels = self.validation[domain]
+        # the model object is part of the key: a context given another model under the same name
+        # evaluates it afresh
+        key = (model, id(handle.model), domain, sha256_json([list(texts), [int(y) for y in labels]]))
+        if key not in self.memo:
+            predictions = handle.predict(list(texts), domain, batch_size=64)
+            self.memo[key] = float((predictions == np.asarray(labels)).mean())
+        return self.memo[key]
 
     def transfer_texts(self, domain: str | None = None) -> list[str]:
         """Texts a strategy may label with the experts: public slices, collected and unlabeled text."""
@@ -117,7 +149,9 @@ def check_experts(ctx: FeedbackContext, what: str) -> None:
         raise ConfigError(f"{what}: the swarm is empty; derive at least one expert first")
     for name, expert in ctx.experts.items():
         if name not in expert.labels:
-            raise ConfigError(f"{what}: expert {name!r} has no head {name!r} (heads: {sorted(expert.labels)})")
+            raise ConfigError(
+                f"{what}: expert {name!r} has no head {name!r} (heads: {sorted(expert.labels)})"
+            )
         if name not in ctx.large.labels:
             raise ConfigError(f"{what}: the large model has no head {name!r}; add it before feeding back")
         if list(expert.labels[name]) != list(ctx.large.labels[name]):

@@ -32,7 +32,12 @@ from fanbu.registry import ModelRecord, Registry
 
 # StrategyOutput.relation (a registry relation) -> the model card's base_model_relation (Hugging Face's
 # four): merges and mixtures combine weights, everything else trains the champion further.
-HF_RELATIONS: dict[str, str] = {"merge": "merge", "moe": "merge", "adapter": "adapter", "quantized": "quantized"}
+HF_RELATIONS: dict[str, str] = {
+    "merge": "merge",
+    "moe": "merge",
+    "adapter": "adapter",
+    "quantized": "quantized",
+}
 
 
 @dataclass
@@ -218,7 +223,10 @@ def record_sizes_and_experts(
         )
     if not any(e.metric == "params" for e in registry.evaluations(champion_record.id, domain="*")):
         registry.record_evaluation(
-            champion_record.id, domain="*", split="size", metrics={"params": float(param_count(champion.model))}
+            champion_record.id,
+            domain="*",
+            split="size",
+            metrics={"params": float(param_count(champion.model))},
         )
 
 
@@ -324,17 +332,20 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
         expert_acc = expert_accuracy(swarm, slices.tests)
         record_sizes_and_experts(registry, champion, champion_record, experts, expert_acc, slices, run.id)
         rows, gated = [], []
+        # one context for the run: its strategies share the experts' outputs and validation scores
+        shared = FeedbackContext(
+            large=champion,
+            experts=swarm,
+            public=slices.public,
+            validation=slices.validation,
+            unlabeled=slices.unlabeled,
+            collected=slices.collected,
+            work_dir=run_dir,
+            seed=recipe.seed,
+            teacher_cache=run_dir / "teacher-cache",
+        )
         for index, (name, config) in enumerate(strategies):
-            ctx = FeedbackContext(
-                large=champion,
-                experts=swarm,
-                public=slices.public,
-                validation=slices.validation,
-                unlabeled=slices.unlabeled,
-                collected=slices.collected,
-                work_dir=run_dir / f"{index}-{name}",
-                seed=recipe.seed,
-            )
+            ctx = dataclasses.replace(shared, work_dir=run_dir / f"{index}-{name}")
             started = time.perf_counter()
             out = get_strategy(name).run(ctx, config)
             seconds = time.perf_counter() - started

@@ -57,7 +57,7 @@ def sequential(ctx: FeedbackContext, config: SequentialConfig) -> StrategyOutput
     selection = select_experts(ctx, config.selection_tolerance)
     experts = {d: ctx.experts[d] for d in selection.kept}
     teachers = TeacherConfig(use_unlabeled=config.use_unlabeled)
-    targets = build_targets(ctx, experts, teachers, cache_dir=ctx.work_dir / "teacher-cache")
+    targets = build_targets(ctx, experts, teachers, cache_dir=ctx.teacher_cache_dir)
     train = config.train.model_copy(update={"seed": ctx.seed})
     candidate = copy.deepcopy(ctx.large)
     steps, trained = 0, []

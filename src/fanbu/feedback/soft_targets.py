@@ -28,9 +28,10 @@ from torch import Tensor
 
 from fanbu.config import Strict
 from fanbu.derive.distill.losses import UNLABELED
-from fanbu.derive.distill.teacher import TeacherCache
+from fanbu.derive.distill.teacher import TeacherCache, texts_fingerprint
 from fanbu.errors import CheckpointError
 from fanbu.feedback.base import FeedbackContext
+from fanbu.io import sha256_json
 from fanbu.models.encoder import EncoderHandle
 
 UNLABELED_SOURCE = "unlabeled"
@@ -161,6 +162,13 @@ def teacher_weights(logits: Tensor, choice: str) -> Tensor:
     return 1.0 - entropy / math.log(classes)
 
 
+def cache_name(expert: str, tasks: Mapping[str, Sequence[str]]) -> str:
+    """The file an expert's outputs on these tasks' texts are kept in: one per text set, so that
+    strategies labelling different texts share a directory without overwriting each other."""
+    key = sha256_json(sorted((task, texts_fingerprint(texts)) for task, texts in tasks.items()))
+    return f"teacher-{expert}-{key[:16]}.safetensors"
+
+
 def load_or_build_cache(
     expert: EncoderHandle,
     tasks: Mapping[str, Sequence[str]],
@@ -212,7 +220,7 @@ def build_targets(
         tasks = {h: pools[h][0] for h in pools if name in teachers[h]}
         if not tasks:
             continue
-        path = cache_dir / f"teacher-{name}.safetensors" if cache_dir is not None else None
+        path = cache_dir / cache_name(name, tasks) if cache_dir is not None else None
         cache = load_or_build_cache(expert, tasks, features, path, config.batch_size)
         for head, texts in tasks.items():
             rows = torch.arange(len(texts))

@@ -115,13 +115,13 @@ def validation_metrics(ctx: FeedbackContext, candidate: EncoderHandle) -> dict[s
     if not splits:
         return {}
     new = evaluate_heads(candidate, splits)
-    old = evaluate_heads(ctx.large, splits)
+    old = {head: ctx.validation_accuracy("champion", head) for head in splits}
     metrics: dict[str, float] = {}
     for head in splits:
         metrics[f"val.{head}.acc"] = new[head]["accuracy"]
-        metrics[f"val.{head}.champion_acc"] = old[head]["accuracy"]
+        metrics[f"val.{head}.champion_acc"] = old[head]
     metrics["val.mean_acc"] = sum(r["accuracy"] for r in new.values()) / len(new)
-    metrics["val.champion_mean_acc"] = sum(r["accuracy"] for r in old.values()) / len(old)
+    metrics["val.champion_mean_acc"] = sum(old.values()) / len(old)
     return metrics
 
 
@@ -162,8 +162,9 @@ def distil_swarm(
             "or raise selection_tolerance (null switches selection off)"
         )
     experts = {d: ctx.experts[d] for d in selection.kept}
-    cache_dir = ctx.work_dir / "teacher-cache"
-    targets = build_targets(ctx, experts, teachers, features=feature_weight > 0, cache_dir=cache_dir)
+    targets = build_targets(
+        ctx, experts, teachers, features=feature_weight > 0, cache_dir=ctx.teacher_cache_dir
+    )
     if not targets:
         raise ConfigError(f"{what}: no transfer texts; give the context public slices or unlabeled texts")
     if balanced:

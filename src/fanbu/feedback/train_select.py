@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fanbu.feedback.base import FeedbackContext
-from fanbu.train.classify import evaluate_heads
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,8 @@ def select_experts(ctx: FeedbackContext, tolerance: float | None) -> Selection:
             kept.append(domain)
             unchecked.append(domain)
             continue
-        split = {domain: ctx.validation[domain]}
-        expert = evaluate_heads(ctx.experts[domain], split)[domain]["accuracy"]
-        champion = evaluate_heads(ctx.large, split)[domain]["accuracy"]
+        expert = ctx.validation_accuracy(domain, domain)
+        champion = ctx.validation_accuracy("champion", domain)
         scores[domain] = {"expert": expert, "champion": champion}
         if expert < champion - tolerance:
             excluded[domain] = (
