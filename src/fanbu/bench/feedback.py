@@ -17,6 +17,7 @@ a rerun reuses them (a strategy whose settings changed runs again).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,8 +40,10 @@ from fanbu.train.config import TrainConfig
 from fanbu.train.seed import seed_everything
 
 LARGE = "package:all-MiniLM-L6-v2"
+# Every model of the bench trains without dropout: on CPU drawing the masks takes a fifth of a step.
+DROPOUT = 0.0
 # One training budget for every strategy that trains the large model, the naive baseline included.
-TRAIN: dict[str, Any] = {"epochs": 2, "batch_size": 16, "lr": 1e-4, "warmup_ratio": 0.1}
+TRAIN: dict[str, Any] = {"epochs": 2, "batch_size": 16, "lr": 1e-4, "warmup_ratio": 0.1, "dropout": DROPOUT}
 DISTIL: dict[str, Any] = {
     "alpha": 0.9,
     "teachers": {"temperature": 1.0},
@@ -58,11 +61,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "lwf_weight": 1.0,
             "lwf_feature_weight": 1.0,
             "realign_heads": True,
+            "realign_samples": 4096,  # every transfer text of the run (quick: 1500)
             "reference": "champion",
         },
     },
     # every expert labels every domain's public texts; served texts stay with their own domain's head
     "multitask": {**DISTIL, "teachers": {"temperature": 1.0, "pool": "all", "use_collected": False}},
+    # the router's own schedule, without dropout like every other model here
+    "moe": {"train": {**get_strategy("moe").config().train.model_dump(), "dropout": DROPOUT}},
 }
 BASELINES: list[tuple[str, str, dict[str, Any]]] = [
     ("sequential", "sequential", {"train": TRAIN}),
@@ -144,7 +150,7 @@ def build_setup(quick: bool, console: Console, store: WorkDir | None = None) -> 
     public = {n: pairs(bench.public(n), caps["public"]) for n in (*domains, *heldout)}
     validation = {n: pairs(bench.domain(n).validation, caps["validation"]) for n in (*domains, *heldout)}
     tests = {n: pairs(bench.domain(n).test, caps["test"]) for n in (*domains, *heldout)}
-    train = TrainConfig(epochs=caps["epochs"], batch_size=16, lr=1e-4, warmup_ratio=0.06)
+    train = TrainConfig(epochs=caps["epochs"], batch_size=16, lr=1e-4, warmup_ratio=0.06, dropout=DROPOUT)
 
     def make_large() -> EncoderHandle:
         console.print(f"[bold]large v0[/]: {LARGE} on the public slices of {', '.join(domains + heldout)}")
@@ -191,17 +197,10 @@ def bench_config(name: str, settings: dict[str, Any], quick: bool) -> BaseModel:
     return get_strategy(name).config.model_validate(settings)
 
 
-def run_one(
-    setup: BenchSetup,
-    label: str,
-    name: str,
-    config: BaseModel,
-    work: Path,
-    champion: dict[str, dict[str, float]],
-    expert_acc: dict[str, float],
-) -> dict[str, Any]:
-    """One strategy's candidate, scored; a strategy that refuses the swarm gets its error instead."""
-    ctx = FeedbackContext(
+def bench_context(setup: BenchSetup, work: Path) -> FeedbackContext:
+    """The context every strategy of the run gets a copy of (they share the experts' outputs and the
+    validation scores of the champion and the experts, each computed once)."""
+    return FeedbackContext(
         large=setup.large,
         experts=setup.experts,
         public=setup.public,
@@ -210,7 +209,20 @@ def run_one(
         collected=setup.collected,
         work_dir=work,
         seed=0,
+        teacher_cache=work / "teacher-cache",
     )
+
+
+def run_one(
+    setup: BenchSetup,
+    label: str,
+    name: str,
+    config: BaseModel,
+    ctx: FeedbackContext,
+    champion: dict[str, dict[str, float]],
+    expert_acc: dict[str, float],
+) -> dict[str, Any]:
+    """One strategy's candidate from ``ctx``, scored; a strategy that refuses the swarm gets its error."""
     started = time.perf_counter()
     try:
         out = get_strategy(name).run(ctx, config)
@@ -257,6 +269,7 @@ def run_bench(
         expert_acc = store.result(
             "experts", lambda: {"acc": expert_accuracy(setup.experts, setup.tests)}, sizes
         )["acc"]
+        shared = bench_context(setup, Path(tmp))
         runs = [(n, n, SETTINGS.get(n, {})) for n in sorted(STRATEGIES) if n != "sequential"]
         report: dict[str, Any] = {"bench": "feedback", "quick": quick, "strategies": [], "baselines": []}
         for kind, items in (("strategies", runs), ("baselines", BASELINES)):
@@ -267,7 +280,8 @@ def run_bench(
                 def make(
                     label: str = label, name: str = name, config: BaseModel = config, run_dir: Path = run_dir
                 ) -> dict[str, Any]:
-                    return run_one(setup, label, name, config, run_dir, champion, expert_acc)
+                    ctx = dataclasses.replace(shared, work_dir=run_dir)
+                    return run_one(setup, label, name, config, ctx, champion, expert_acc)
 
                 key = {**sizes, "strategy": name, "settings": config.model_dump(mode="json")}
                 row = store.result(label, make, key, kind="baseline" if kind == "baselines" else "strategy")
