@@ -88,6 +88,28 @@ def test_predict_proba_is_a_distribution_and_restores_mode(encoder: EncoderHandl
         encoder.predict_proba(texts, head="topic", batch_size=0)
 
 
+def test_encode_gives_features_and_logits_in_the_order_given(
+    encoder: EncoderHandle, texts: list[str]
+) -> None:
+    encoder.model.train()
+    features, logits = encoder.encode(texts, ["topic", "sentiment"], batch_size=2)
+    assert encoder.model.training  # the mode is restored
+    assert features.shape == (len(texts), 32) and features.dtype == torch.float32
+    assert {h: t.shape for h, t in logits.items()} == {"topic": (len(texts), 3), "sentiment": (len(texts), 2)}
+    encoder.model.eval()
+    with torch.no_grad():
+        one = encoder.model.embed(**encoder.tokenize([texts[1]]))  # (1, hidden), alone in its batch
+    assert torch.allclose(features[1:2], one, atol=1e-5)  # row 1 is text 1 despite the length order
+    proba = encoder.predict_proba(texts, head="topic")
+    assert np.allclose(torch.softmax(logits["topic"], dim=-1).numpy(), proba, atol=1e-5)
+    alone, none = encoder.encode(texts[:2])
+    assert none == {} and torch.allclose(alone, features[:2], atol=1e-5)
+    empty, heads = encoder.encode([], ["topic"])
+    assert empty.shape == (0, 32) and heads["topic"].shape == (0, 3)
+    with pytest.raises(ModelError, match="unknown heads"):
+        encoder.encode(texts, ["weather"])
+
+
 def test_tiny_is_seeded() -> None:
     a, b, c = EncoderHandle.tiny(seed=3), EncoderHandle.tiny(seed=3), EncoderHandle.tiny(seed=4)
     wa, wb, wc = (h.model.encoder.embeddings.word_embeddings.weight for h in (a, b, c))

@@ -275,23 +275,6 @@ def reference_model(
 
 
 @torch.no_grad()
-def pooled_features(handle: EncoderHandle, texts: Sequence[str], batch_size: int = 64) -> Tensor:
-    """Pooled features ``(n, hidden)`` of ``texts`` in eval mode, as float32 on the CPU."""
-    model = handle.model
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        chunks = [
-            model.embed(**{k: v.to(device) for k, v in handle.tokenize(texts[i : i + batch_size]).items()})
-            for i in range(0, len(texts), batch_size)
-        ]
-    finally:
-        model.train(was_training)
-    return torch.cat(chunks).float().cpu()
-
-
-@torch.no_grad()
 def realign_heads(
     candidate: EncoderHandle,
     reference: EncoderHandle,
@@ -310,8 +293,8 @@ def realign_heads(
     missing = [h for h in heads if h not in candidate.labels or h not in reference.labels]
     if missing:
         raise ConfigError(f"realign_heads: heads {missing} are missing from the candidate or the reference")
-    new = pooled_features(candidate, texts)  # (n, hidden)
-    old = pooled_features(reference, texts)  # (n, hidden)
+    new, _ = candidate.encode(texts)  # (n, hidden)
+    _, targets = reference.encode(texts, heads)  # head -> (n, labels)
     design = torch.cat([new, torch.ones(len(new), 1)], dim=1).double()  # (n, hidden + 1)
     gram = design.T @ design  # (hidden + 1, hidden + 1)
     penalty = ridge * float(gram.diagonal()[:-1].mean())
@@ -319,12 +302,12 @@ def realign_heads(
     agreement = {}
     for head in heads:
         layer = candidate.model.heads[head]
-        target = reference.model.heads[head](old.to(reference.model.heads[head].weight.dtype))
+        target = targets[head]  # (n, labels)
         solution = torch.linalg.solve(gram, design.T @ target.double().cpu())  # (hidden + 1, labels)
         layer.weight.copy_(solution[:-1].T.to(layer.weight))
         layer.bias.copy_(solution[-1].to(layer.bias))
         refit = layer(new.to(layer.weight))  # (n, labels)
-        agreement[head] = float((refit.argmax(-1).cpu() == target.argmax(-1).cpu()).float().mean())
+        agreement[head] = float((refit.argmax(-1).cpu() == target.argmax(-1)).float().mean())
     return agreement
 
 

@@ -191,6 +191,43 @@ class EncoderHandle:
         """Padded, truncated ``input_ids`` and ``attention_mask``, each ``(batch, seq)``."""
         return tokenize_texts(self.tokenizer, texts, self.max_length, self.truncation)
 
+    @torch.no_grad()
+    def encode(
+        self, texts: Sequence[str], heads: Sequence[str] = (), batch_size: int = 64
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Pooled features ``(n, hidden)`` and each of ``heads``' logits ``(n, labels)`` in eval mode.
+
+        Float32 on the CPU, rows in the order of ``texts`` (batched longest first, so batches pad little).
+        """
+        missing = [h for h in heads if h not in self.labels]
+        if missing:
+            raise ModelError(f"unknown heads {missing}; heads: {', '.join(self.labels) or 'none yet'}")
+        if batch_size < 1:
+            raise ModelError(f"batch_size must be at least 1, got {batch_size}")
+        model = self.model
+        device = next(model.parameters()).device
+        order = length_order(texts)
+        ordered = [texts[i] for i in order]
+        pooled, logits = [], {h: [] for h in heads}
+        was_training = model.training
+        model.eval()
+        try:
+            for start in range(0, len(ordered), batch_size):
+                inputs = {
+                    k: v.to(device) for k, v in self.tokenize(ordered[start : start + batch_size]).items()
+                }
+                features = model.embed(**inputs)  # (batch, hidden); eval mode: dropout is the identity
+                pooled.append(features.float().cpu())
+                for head in heads:
+                    logits[head].append(model.heads[head](features).float().cpu())  # (batch, labels)
+        finally:
+            model.train(was_training)
+        back = torch.from_numpy(np.asarray(order).argsort())  # sorted position of each original text
+        hidden = int(model.hidden_size)
+        features = torch.cat(pooled)[back] if pooled else torch.zeros(0, hidden)
+        out = {h: torch.cat(c)[back] if c else torch.zeros(0, len(self.labels[h])) for h, c in logits.items()}
+        return features, out
+
     def predict_proba(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
         """Class probabilities ``(n, num_labels)`` in eval mode without gradients."""
         if head not in self.labels:
@@ -231,8 +268,12 @@ class EncoderHandle:
                 state = {k: v.detach().contiguous().cpu() for k, v in self.model.heads.state_dict().items()}
                 save_file(state, str(tmp / HEADS_FILE))
             self.tokenizer.save_pretrained(tmp)
-            settings = {"max_length": self.max_length, "truncation": self.truncation,
-                        "dropout": self.model.dropout.p, "labels": self.labels}
+            settings = {
+                "max_length": self.max_length,
+                "truncation": self.truncation,
+                "dropout": self.model.dropout.p,
+                "labels": self.labels,
+            }
             atomic_write_json(tmp / HANDLE_FILE, settings)
             write_provenance(tmp, provenance, self.kind)
         self.provenance = provenance
@@ -258,7 +299,9 @@ class EncoderHandle:
                 raise ModelError(
                     f"{directory / HEADS_FILE}: does not match {HANDLE_FILE} ({exc}); re-save"
                 ) from None
-        return cls(model, tokenizer, labels, settings["max_length"], provenance, settings.get("truncation", "head"))
+        return cls(
+            model, tokenizer, labels, settings["max_length"], provenance, settings.get("truncation", "head")
+        )
 
 
 def _read_settings(directory: Path) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from torch import Tensor
 from fanbu.errors import CheckpointError, ModelError
 from fanbu.io import atomic_write_bytes, sha256_json
 from fanbu.models.encoder import EncoderHandle
-from fanbu.models.tokenize import length_order
 
 CACHE_FORMAT = "1"
 
@@ -53,7 +52,11 @@ def teacher_fingerprint(teacher: EncoderHandle) -> str:
             continue
         tensor = value.dequantize() if value.is_quantized else value
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    digest.update(sha256_json([teacher.max_length, teacher.truncation, sorted(teacher.tokenizer.get_vocab().items())]).encode())
+    digest.update(
+        sha256_json(
+            [teacher.max_length, teacher.truncation, sorted(teacher.tokenizer.get_vocab().items())]
+        ).encode()
+    )
     return digest.hexdigest()
 
 
@@ -64,22 +67,6 @@ def _check_heads(teacher: EncoderHandle, tasks: Mapping[str, Sequence[str]]) -> 
             f"the teacher has no head for tasks {missing} (heads: {', '.join(teacher.labels) or 'none'}); "
             "fine-tune the teacher on those tasks first"
         )
-
-
-@torch.no_grad()
-def teacher_forward(teacher: EncoderHandle, task: str, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Logits ``(n, labels)`` and pooled states ``(n, hidden)`` of the teacher in eval mode."""
-    model = teacher.model
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        inputs = {k: v.to(device) for k, v in teacher.tokenize(texts).items()}
-        pooled = model.embed(**inputs)  # (n, hidden); eval mode: dropout is the identity
-        logits = model.heads[task](pooled)  # (n, labels)
-    finally:
-        model.train(was_training)
-    return logits.float(), pooled.float()
 
 
 class TeacherCache:
@@ -121,16 +108,10 @@ class TeacherCache:
         for task, texts in tasks.items():
             if len(texts) == 0:
                 raise ModelError(f"task {task!r} has no texts to run the teacher on; drop it or add texts")
-            order = length_order(texts)  # longest first: batches of similar length pad little
-            ordered = [texts[i] for i in order]
-            chunks = [
-                teacher_forward(teacher, task, ordered[i : i + batch_size])
-                for i in range(0, len(ordered), batch_size)
-            ]
-            back = torch.from_numpy(order.argsort())  # sorted position of each original example
-            logits[task] = torch.cat([c[0] for c in chunks]).cpu()[back]  # (n, labels)
+            features, outputs = teacher.encode(list(texts), [task], batch_size=batch_size)
+            logits[task] = outputs[task]  # (n, labels)
             if hidden:
-                pooled[task] = torch.cat([c[1] for c in chunks]).cpu()[back]  # (n, hidden)
+                pooled[task] = features  # (n, hidden)
         fingerprints = {task: texts_fingerprint(texts) for task, texts in tasks.items()}
         return cls(logits, pooled, fingerprints, teacher_fingerprint(teacher))
 
@@ -254,7 +235,8 @@ class LiveTeacher:
         key = tuple(int(i) for i in indices.tolist())
         if self._last is None or self._last[:2] != (task, key):
             texts = self.tasks[task]
-            logits, pooled = teacher_forward(self.teacher, task, [texts[i] for i in key])
+            pooled, outputs = self.teacher.encode([texts[i] for i in key], [task], batch_size=len(key))
+            logits = outputs[task]
             self._last = (task, key, logits, pooled)
         return self._last[2].to(indices.device), self._last[3].to(indices.device)
 
