@@ -274,15 +274,18 @@ def bench_derive(
 @friendly
 def bench_feedback(
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-feedback.json"),
-    quick: Annotated[bool, typer.Option("--quick", help="Three domains, capped data, 128 tokens.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Three domains, capped data, 64 tokens.")] = False,
     work: Annotated[
         Path | None, typer.Option(help="Keep the models and finished scores here; a rerun reuses them.")
     ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Draws the setup (slices, samples, large v0's heads): another seed, another draw.")
+    ] = 0,
 ) -> None:
     """Every feedback strategy vs naive sequential fine-tuning and uniform averaging: PGR and forgetting."""
     from fanbu.bench.feedback import run_bench as run_feedback_bench
 
-    run_feedback_bench(quick, out, console, work=work)
+    run_feedback_bench(quick, out, console, work=work, seed=seed)
     console.print(f"results written to {out}")
 
 

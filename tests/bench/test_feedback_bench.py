@@ -38,7 +38,7 @@ def _texts(task: str, n: int, seed: int, words: int = 3) -> tuple[list[str], lis
     return texts, labels
 
 
-def tiny_setup(quick: bool, console: Console, store: object = None) -> bench.BenchSetup:
+def tiny_setup(quick: bool, console: Console, store: object = None, seed: int = 0) -> bench.BenchSetup:
     """Large v0 knows one keyword per class; experts learn all three on their domain."""
     torch.manual_seed(0)
     large = EncoderHandle.tiny(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=0)
@@ -56,7 +56,8 @@ def tiny_setup(quick: bool, console: Console, store: object = None) -> bench.Ben
     public = {d: _texts(d, 24, 2, words=1) for d in experts}
     validation = {d: _texts(d, 24, 3) for d in experts}
     tests = {t: _texts(t, 40, 4) for t in WORDS}
-    return bench.BenchSetup(large, experts, public, validation, tests, ["mood"], _texts("sport", 16, 5)[0])
+    unlabeled = _texts("sport", 16, 5)[0]
+    return bench.BenchSetup(large, experts, public, validation, tests, ["mood"], unlabeled, seed=seed)
 
 
 def test_bench_runs_every_strategy_and_both_baselines(tmp_path, monkeypatch) -> None:
@@ -70,7 +71,7 @@ def test_bench_runs_every_strategy_and_both_baselines(tmp_path, monkeypatch) -> 
     torch.set_num_threads(1)  # tiny models run faster so on a shared CPU
     out = tmp_path / "bench.json"
     try:
-        result = CliRunner().invoke(app, ["bench", "feedback", "--quick", "--out", str(out)])
+        result = CliRunner().invoke(app, ["bench", "feedback", "--quick", "--seed", "2", "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
@@ -85,6 +86,7 @@ def test_bench_runs_every_strategy_and_both_baselines(tmp_path, monkeypatch) -> 
         assert all({"name", "acc", "pgr"} <= set(d) for d in row["domains"])
         assert all(0.0 <= d["acc"] <= 1.0 for d in row["domains"])
     assert report["heldout"] == ["mood"] and report["quick"] is True
+    assert report["seed"] == 2 and "--seed 2" in report["command"]
     assert set(report["target"]) == {"pgr_mean", "forgetting", "beats_baselines", "met"}
     best = next(r for r in report["strategies"] if r["name"] == report["best"])
     assert report["target"]["beats_baselines"] == bench.beats_baselines(best, report["baselines"])
@@ -112,6 +114,8 @@ def test_a_rerun_with_the_same_work_directory_reuses_finished_scores(tmp_path, m
     monkeypatch.setitem(bench.SETTINGS, "merge", {"method": "average"})
     bench.run_bench(True, tmp_path / "c.json", console, work=work)
     assert calls == ["merge"]  # its settings changed; graft's did not
+    bench.run_bench(True, tmp_path / "d.json", console, work=work, seed=3)
+    assert calls == ["merge", "graft", "merge", "merge:average"]  # another draw of the setup: all again
 
 
 def _tiny_config(name: str, settings: dict):
@@ -152,5 +156,7 @@ def test_beating_the_baselines_takes_more_pgr_and_less_forgetting_than_each() ->
         {"name": "failed", "pgr_mean": None, "forgetting": None},
     ]
     assert bench.beats_baselines({"pgr_mean": 0.9, "forgetting": 0.3}, baselines)
-    assert not bench.beats_baselines({"pgr_mean": 0.9, "forgetting": 1.5}, baselines)  # more than the average's
+    assert not bench.beats_baselines(
+        {"pgr_mean": 0.9, "forgetting": 1.5}, baselines
+    )  # more than the average's
     assert not bench.beats_baselines({"pgr_mean": 0.75, "forgetting": 0.3}, baselines)

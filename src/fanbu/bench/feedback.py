@@ -89,6 +89,7 @@ class BenchSetup:
     heldout: list[str]
     unlabeled: list[str] = field(default_factory=list)
     collected: dict[str, list[str]] = field(default_factory=dict)
+    seed: int = 0  # the setup's draw; the strategies' context is seeded with it too
 
     @property
     def domains(self) -> list[str]:
@@ -122,11 +123,12 @@ def _caps(quick: bool) -> dict[str, Any]:
 SERVING_FRACTION = 0.4  # share of each private slice that stands for served traffic (text only)
 
 
-def build_setup(quick: bool, console: Console, store: WorkDir | None = None) -> BenchSetup:
+def build_setup(quick: bool, console: Console, store: WorkDir | None = None, seed: int = 0) -> BenchSetup:
     """Train large v0 on the public slices and one full fine-tune per domain on part of its private slice.
 
     The rest of each private slice becomes that domain's served traffic: texts only, disjoint from
     what the expert trained on. With ``store`` the models are kept there and loaded on a rerun.
+    ``seed`` draws the slices, the samples and large v0's new heads: another seed is another setup.
     """
     from fanbu.data.builtin import default_benchmark
 
@@ -137,25 +139,27 @@ def build_setup(quick: bool, console: Console, store: WorkDir | None = None) -> 
             handle = make()
             handle.model.eval()
             return handle
-        return store.model(name, make, caps["max_length"])
+        return store.model(name if seed == 0 else f"{name}-seed{seed}", make, caps["max_length"])
 
-    bench = default_benchmark(seed=0, public_fraction=0.1)
+    bench = default_benchmark(seed=seed, public_fraction=0.1)
     domains = [d.name for d in bench.domains if caps["domains"] is None or d.name in caps["domains"]]
     heldout = [d.name for d in bench.heldout]
 
     def pairs(split: Any, cap: int | None) -> Labeled:
-        split = split if cap is None else split.subsample(cap, 0)
+        split = split if cap is None else split.subsample(cap, seed)
         return list(split.texts), list(split.labels or ())
 
     public = {n: pairs(bench.public(n), caps["public"]) for n in (*domains, *heldout)}
     validation = {n: pairs(bench.domain(n).validation, caps["validation"]) for n in (*domains, *heldout)}
     tests = {n: pairs(bench.domain(n).test, caps["test"]) for n in (*domains, *heldout)}
-    train = TrainConfig(epochs=caps["epochs"], batch_size=16, lr=1e-4, warmup_ratio=0.06, dropout=DROPOUT)
+    train = TrainConfig(
+        epochs=caps["epochs"], batch_size=16, lr=1e-4, warmup_ratio=0.06, dropout=DROPOUT, seed=seed
+    )
 
     def make_large() -> EncoderHandle:
         console.print(f"[bold]large v0[/]: {LARGE} on the public slices of {', '.join(domains + heldout)}")
         large = EncoderHandle.from_source(LARGE, max_length=caps["max_length"])
-        seed_everything(0)  # the new heads' initialisation: the same large v0 on every run
+        seed_everything(seed)  # the new heads' initialisation: the same large v0 on every run
         for name in (*domains, *heldout):
             large.add_head(name, bench.domain(name).label_names)
         train_heads(large, public, train, validation, description="large v0")
@@ -176,8 +180,8 @@ def build_setup(quick: bool, console: Console, store: WorkDir | None = None) -> 
     large = keep("large-v0", make_large)
     experts, collected = {}, {}
     for name in domains:
-        served, own = bench.private(name).stratified_split(SERVING_FRACTION, 0)
-        served = served if caps["serving"] is None else served.subsample(caps["serving"], 0)
+        served, own = bench.private(name).stratified_split(SERVING_FRACTION, seed)
+        served = served if caps["serving"] is None else served.subsample(caps["serving"], seed)
         collected[name] = list(served.texts)
         experts[name] = keep(f"expert-{name}", lambda name=name, own=own: make_expert(name, own))
     feedback_public = {n: public[n] for n in domains}
@@ -189,6 +193,7 @@ def build_setup(quick: bool, console: Console, store: WorkDir | None = None) -> 
         tests,
         heldout,
         collected=collected,
+        seed=seed,
     )
 
 
@@ -208,7 +213,7 @@ def bench_context(setup: BenchSetup, work: Path) -> FeedbackContext:
         unlabeled=setup.unlabeled,
         collected=setup.collected,
         work_dir=work,
-        seed=0,
+        seed=setup.seed,
         teacher_cache=work / "teacher-cache",
     )
 
@@ -253,16 +258,20 @@ def run_bench(
     console: Console,
     setup_fn: Callable[[bool, Console], BenchSetup] | None = None,
     work: Path | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Build the setup, run every strategy and both baselines, write the JSON to ``out``, print the table.
 
-    ``work`` keeps the models and finished scores for a rerun (default: a temporary directory).
+    ``work`` keeps the models and finished scores for a rerun (default: a temporary directory); ``seed``
+    draws the setup (data slices, samples, large v0's heads) and seeds the strategies.
     """
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fanbu-bench-feedback-") as tmp:
         store = WorkDir(work or Path(tmp), console)
-        setup = setup_fn(quick, console) if setup_fn is not None else build_setup(quick, console, store)
+        setup = setup_fn(quick, console) if setup_fn is not None else build_setup(quick, console, store, seed)
         sizes = {"quick": quick, "tests": {n: len(t[0]) for n, t in setup.tests.items()}}
+        if setup.seed != 0:
+            sizes["seed"] = setup.seed
         champion = store.result(
             "champion", lambda: {"scores": evaluate_heads(setup.large, setup.tests)}, sizes
         )["scores"]
@@ -292,7 +301,9 @@ def run_bench(
     beats = best is not None and beats_baselines(best, report["baselines"])
     report.update(
         {
-            "command": f"fanbu bench feedback{' --quick' if quick else ''} --out {out}",
+            "command": f"fanbu bench feedback{' --quick' if quick else ''}"
+            f"{f' --seed {setup.seed}' if setup.seed else ''} --out {out}",
+            "seed": setup.seed,
             "champion": {t: m["accuracy"] for t, m in champion.items()},
             "expert_acc": expert_acc,
             "heldout": setup.heldout,
