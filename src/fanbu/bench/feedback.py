@@ -53,15 +53,17 @@ DISTIL: dict[str, Any] = {
 # The bench's settings per strategy (strategies not named run on their defaults); written into the JSON.
 SETTINGS: dict[str, dict[str, Any]] = {
     # start from the experts' average; the safeguards hold the encoder's features and the held-out
-    # heads' outputs to the champion, and refit the held-out heads to it after training
+    # heads' outputs to the champion, and refit the held-out heads to it after training. The feature
+    # weight (0.5 of 0, 0.5, 1) and the quick serving cap (600 of 300, 600) were chosen on the draw
+    # --seed 1, not on the reported one (seed 0)
     "swarm_distill": {
         **DISTIL,
         "start": "merge",
         "continual": {
             "lwf_weight": 1.0,
-            "lwf_feature_weight": 1.0,
+            "lwf_feature_weight": 0.5,
             "realign_heads": True,
-            "realign_samples": 4096,  # every transfer text of the run (quick: 1500)
+            "realign_samples": 4096,  # every transfer text of the run (quick: 2400)
             "reference": "champion",
         },
     },
@@ -103,7 +105,7 @@ def _caps(quick: bool) -> dict[str, Any]:
             "domains": ["comp", "sci", "politics"],
             "public": 200,
             "private": 600,
-            "serving": 300,
+            "serving": 600,
             "validation": 100,
             "test": 500,
             "max_length": 64,
