@@ -141,7 +141,15 @@ def build_setup(quick: bool, console: Console, store: WorkDir | None = None, see
             handle = make()
             handle.model.eval()
             return handle
-        return store.model(name if seed == 0 else f"{name}-seed{seed}", make, caps["max_length"])
+        # what the setup's models depend on: a kept model made with other settings is made again
+        made_with = {
+            "large": LARGE,
+            "seed": seed,
+            "train": train.model_dump(mode="json"),
+            "caps": {k: caps[k] for k in ("domains", "public", "private", "validation", "max_length")},
+            "serving_fraction": SERVING_FRACTION,
+        }
+        return store.model(name if seed == 0 else f"{name}-seed{seed}", make, caps["max_length"], made_with)
 
     bench = default_benchmark(seed=seed, public_fraction=0.1)
     domains = [d.name for d in bench.domains if caps["domains"] is None or d.name in caps["domains"]]

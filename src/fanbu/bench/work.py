@@ -62,18 +62,39 @@ class WorkDir:
         atomic_write_json(path, result)
         return result
 
-    def model(self, name: str, make: Callable[[], EncoderHandle], max_length: int) -> EncoderHandle:
-        """A model kept under ``models/name``: loaded (in eval mode), or made now and saved there."""
+    def model(
+        self, name: str, make: Callable[[], EncoderHandle], max_length: int, settings: Any = None
+    ) -> EncoderHandle:
+        """A model kept under ``models/name``: loaded (in eval mode), or made now and saved there.
+
+        With ``settings`` (what the model was made with) their fingerprint is kept next to the model;
+        a kept model made with other settings, or without a record of them, is made again.
+        """
         path = self.root / "models" / name
+        record = self.root / "models" / f"{name}.settings.json"
+        key = None if settings is None else fingerprint(settings)
         if (path / "fanbu.json").is_file() or (path / "model.safetensors").is_file():
-            try:
-                handle = EncoderHandle.load(path)
-                handle.max_length = max_length
-                handle.model.eval()
-                return handle
-            except Exception as exc:  # noqa: BLE001 - a half-written cache entry is rebuilt
-                self.console.print(f"[yellow]{path}: unreadable ({exc}); rebuilding[/]")
+            if key is not None and _recorded(record) != key:
+                self.console.print(f"[yellow]{path}: made with other settings; making it again[/]")
+            else:
+                try:
+                    handle = EncoderHandle.load(path)
+                    handle.max_length = max_length
+                    handle.model.eval()
+                    return handle
+                except Exception as exc:  # noqa: BLE001 - a half-written cache entry is rebuilt
+                    self.console.print(f"[yellow]{path}: unreadable ({exc}); rebuilding[/]")
         handle = make()
         handle.model.eval()
         handle.save(path, handle.provenance or Provenance(name=name), overwrite=True)
+        if key is not None:
+            atomic_write_json(record, {"fingerprint": key, "settings": settings})
         return handle
+
+
+def _recorded(path: Path) -> str | None:
+    """The fingerprint kept in a model's settings record, or None when there is none to read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
