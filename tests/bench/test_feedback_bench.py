@@ -85,6 +85,11 @@ def test_bench_runs_every_strategy_and_both_baselines(tmp_path, monkeypatch) -> 
         assert [d["name"] for d in row["domains"]] == ["money", "sport"]
         assert all({"name", "acc", "pgr"} <= set(d) for d in row["domains"])
         assert all(0.0 <= d["acc"] <= 1.0 for d in row["domains"])
+        spread = row["interval"]  # paired bootstrap over the test texts
+        assert set(spread["domains"]) == {"money", "sport"} and spread["level"] == 0.9
+        if row["pgr_mean"] is not None and spread["pgr_mean"] is not None:
+            assert spread["pgr_mean"][0] <= row["pgr_mean"] <= spread["pgr_mean"][1]
+        assert spread["forgetting"][0] <= row["forgetting"] <= spread["forgetting"][1]
     assert report["heldout"] == ["mood"] and report["quick"] is True
     assert report["seed"] == 2 and "--seed 2" in report["command"]
     assert set(report["target"]) == {"pgr_mean", "forgetting", "beats_baselines", "met"}

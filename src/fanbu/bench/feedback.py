@@ -32,10 +32,10 @@ from rich.table import Table
 from fanbu.bench.work import WorkDir
 from fanbu.errors import FanbuError
 from fanbu.feedback import STRATEGIES, FeedbackContext, Labeled, get_strategy
-from fanbu.feedback.scores import expert_accuracy, score_candidate
+from fanbu.feedback.scores import bootstrap_intervals, score_candidate, split_outcomes
 from fanbu.io import atomic_write_json
 from fanbu.models.encoder import EncoderHandle
-from fanbu.train.classify import evaluate_heads, train_heads
+from fanbu.train.classify import train_heads
 from fanbu.train.config import TrainConfig
 from fanbu.train.seed import seed_everything
 
@@ -236,8 +236,13 @@ def run_one(
     ctx: FeedbackContext,
     champion: dict[str, dict[str, float]],
     expert_acc: dict[str, float],
+    outcomes: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, Any]:
-    """One strategy's candidate from ``ctx``, scored; a strategy that refuses the swarm gets its error."""
+    """One strategy's candidate from ``ctx``, scored; a strategy that refuses the swarm gets its error.
+
+    ``outcomes`` (``champion`` and ``experts``: per task, which test texts each got right) adds the
+    bootstrap intervals of the candidate's PGR and forgetting.
+    """
     started = time.perf_counter()
     try:
         out = get_strategy(name).run(ctx, config)
@@ -251,8 +256,12 @@ def run_one(
             "error": str(exc),
         }
     seconds = time.perf_counter() - started
-    scores = evaluate_heads(out.handle, setup.tests)
+    scores, mine = split_outcomes(out.handle, setup.tests)
     row = score_candidate(scores, champion, expert_acc, setup.domains, setup.heldout)
+    if outcomes is not None:
+        row["interval"] = bootstrap_intervals(
+            mine, outcomes["champion"], outcomes["experts"], setup.domains, setup.heldout
+        )
     return {
         "name": label,
         "seconds": seconds,
@@ -279,15 +288,26 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="fanbu-bench-feedback-") as tmp:
         store = WorkDir(work or Path(tmp), console)
         setup = setup_fn(quick, console) if setup_fn is not None else build_setup(quick, console, store, seed)
-        sizes = {"quick": quick, "tests": {n: len(t[0]) for n, t in setup.tests.items()}}
+        # "outcomes": results kept by older versions lack the per-text outcomes, so they are made again
+        sizes = {"quick": quick, "tests": {n: len(t[0]) for n, t in setup.tests.items()}, "outcomes": 1}
         if setup.seed != 0:
             sizes["seed"] = setup.seed
-        champion = store.result(
-            "champion", lambda: {"scores": evaluate_heads(setup.large, setup.tests)}, sizes
-        )["scores"]
-        expert_acc = store.result(
-            "experts", lambda: {"acc": expert_accuracy(setup.experts, setup.tests)}, sizes
-        )["acc"]
+
+        def score_champion() -> dict[str, Any]:
+            scores, outcomes = split_outcomes(setup.large, setup.tests)
+            return {"scores": scores, "outcomes": outcomes}
+
+        def score_experts() -> dict[str, Any]:
+            found = {d: split_outcomes(e, {d: setup.tests[d]}) for d, e in sorted(setup.experts.items())}
+            return {
+                "acc": {d: m[d]["accuracy"] for d, (m, _) in found.items()},
+                "outcomes": {d: o[d] for d, (_, o) in found.items()},
+            }
+
+        kept_champion = store.result("champion", score_champion, sizes)
+        kept_experts = store.result("experts", score_experts, sizes)
+        champion, expert_acc = kept_champion["scores"], kept_experts["acc"]
+        outcomes = {"champion": kept_champion["outcomes"], "experts": kept_experts["outcomes"]}
         shared = bench_context(setup, Path(tmp))
         runs = [(n, n, SETTINGS.get(n, {})) for n in sorted(STRATEGIES) if n != "sequential"]
         report: dict[str, Any] = {"bench": "feedback", "quick": quick, "strategies": [], "baselines": []}
@@ -300,7 +320,7 @@ def run_bench(
                     label: str = label, name: str = name, config: BaseModel = config, run_dir: Path = run_dir
                 ) -> dict[str, Any]:
                     ctx = dataclasses.replace(shared, work_dir=run_dir)
-                    return run_one(setup, label, name, config, ctx, champion, expert_acc)
+                    return run_one(setup, label, name, config, ctx, champion, expert_acc, outcomes)
 
                 key = {**sizes, "strategy": name, "settings": config.model_dump(mode="json")}
                 row = store.result(label, make, key, kind="baseline" if kind == "baselines" else "strategy")
@@ -347,6 +367,10 @@ def _fmt(value: float | None, points: bool = False) -> str:
     return f"{value:+.1f}" if points else f"{value:.3f}"
 
 
+def _span(bounds: list[float] | None, points: bool = False) -> str:
+    return "" if not bounds else f" [{_fmt(bounds[0], points)}, {_fmt(bounds[1], points)}]"
+
+
 def print_table(report: dict[str, Any], console: Console) -> None:
     """One row per strategy and baseline: mean PGR, forgetting, seconds, accuracy per domain."""
     rows = [("strategy", r) for r in report["strategies"]] + [("baseline", r) for r in report["baselines"]]
@@ -361,14 +385,18 @@ def print_table(report: dict[str, Any], console: Console) -> None:
         accs = {d["name"]: d for d in row["domains"]}
         cells = [f"{_fmt(accs[d]['acc'])} ({_fmt(accs[d]['pgr'])})" if d in accs else "-" for d in domains]
         name = row["name"] + (" [red](error)[/]" if "error" in row else "")
+        spread = row.get("interval") or {}
         table.add_row(
             name,
             kind,
-            _fmt(row["pgr_mean"]),
-            _fmt(row["forgetting"], True),
+            _fmt(row["pgr_mean"]) + _span(spread.get("pgr_mean")),
+            _fmt(row["forgetting"], True) + _span(spread.get("forgetting"), True),
             f"{row['seconds']:.0f}",
             *cells,
             style="bold" if row["name"] == report.get("best") else None,
         )
     console.print(table)
-    console.print("cells: accuracy (PGR); forgetting: mean accuracy drop on the held-out tasks, in points")
+    console.print(
+        "cells: accuracy (PGR); forgetting: mean accuracy drop on the held-out tasks, in points; "
+        "[brackets]: 90% paired-bootstrap interval over the test texts"
+    )

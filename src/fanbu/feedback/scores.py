@@ -4,14 +4,22 @@ PGR (performance gap recovered) of a domain is ``(acc_new - acc_v0) / (acc_exper
 the candidate matches the expert, 0 when it learned nothing. It is undefined (``None``) where the expert
 is no better than the champion, since there is no gap to recover. Forgetting is the mean accuracy drop
 on the held-out tasks, in points (negative: the candidate got better there).
+
+A test split is one sample of texts: :func:`bootstrap_intervals` resamples each split's texts (paired:
+the candidate, the champion and the expert are scored on the same draw) to show how far PGR and
+forgetting move with that sample alone.
 """
 
 from __future__ import annotations
 
 import statistics
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from fanbu.evaluate.metrics import classification_metrics
 from fanbu.feedback.base import Labeled
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import evaluate_heads
@@ -55,3 +63,87 @@ def score_candidate(
         "forgetting": statistics.fmean(drops.values()) if drops and len(drops) == len(heldout) else None,
         "forgetting_per_task": drops,
     }
+
+
+def split_outcomes(
+    handle: EncoderHandle, tests: Mapping[str, Labeled], batch_size: int = 64
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Metrics per head (as :func:`evaluate_heads`) and, per head, which texts it got right ("1") or
+    wrong ("0"), in the split's order: what :func:`bootstrap_intervals` resamples."""
+    metrics, outcomes = {}, {}
+    for head, (texts, labels) in tests.items():
+        predictions = handle.predict(list(texts), head, batch_size=batch_size)
+        metrics[head] = classification_metrics(predictions, list(labels), len(handle.labels[head]))
+        outcomes[head] = "".join(
+            "1" if int(p) == int(y) else "0" for p, y in zip(predictions, labels, strict=True)
+        )
+    return metrics, outcomes
+
+
+def _bits(outcome: str) -> np.ndarray:
+    return np.frombuffer(outcome.encode("ascii"), dtype=np.uint8) - ord("0")  # (n,) of 0/1
+
+
+def bootstrap_intervals(
+    candidate: Mapping[str, str],
+    champion: Mapping[str, str],
+    expert: Mapping[str, str],
+    domains: Sequence[str],
+    heldout: Sequence[str],
+    draws: int = 2000,
+    level: float = 0.9,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Paired bootstrap intervals of each domain's PGR, the mean PGR and the forgetting.
+
+    Each draw resamples every test split's texts with replacement, the same texts for the candidate,
+    the champion and (on a domain) the expert, and recomputes the numbers; the central ``level`` share
+    of the draws is the interval. A draw in which the expert is no better than the champion has no PGR
+    for that domain; the mean PGR of a draw covers the domains the point estimate covers.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    rng = np.random.default_rng(seed)
+    tails = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    gains: dict[str, np.ndarray] = {}
+    for domain in domains:
+        new, old, best = _bits(candidate[domain]), _bits(champion[domain]), _bits(expert[domain])
+        if not len(new) == len(old) == len(best) or not len(new):
+            raise ValueError(f"{domain}: the outcomes must cover the same, non-empty test split")
+        picks = rng.integers(0, len(new), size=(draws, len(new)))  # (draws, n)
+        acc_new, acc_old, acc_best = new[picks].mean(1), old[picks].mean(1), best[picks].mean(1)  # (draws,)
+        gap = acc_best - acc_old
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gains[domain] = np.where(gap > MIN_GAP, (acc_new - acc_old) / gap, np.nan)  # (draws,)
+    drops = []
+    for task in heldout:
+        new, old = _bits(candidate[task]), _bits(champion[task])
+        picks = rng.integers(0, len(new), size=(draws, len(new)))
+        drops.append(100 * (old[picks].mean(1) - new[picks].mean(1)))  # (draws,)
+    point = {
+        d: pgr(
+            float(_bits(candidate[d]).mean()),
+            float(_bits(champion[d]).mean()),
+            float(_bits(expert[d]).mean()),
+        )
+        for d in domains
+    }
+    covered = [d for d in domains if point[d] is not None]
+
+    def interval(values: np.ndarray) -> list[float] | None:
+        values = values[np.isfinite(values)]
+        return [float(v) for v in np.percentile(values, tails)] if len(values) else None
+
+    out: dict[str, Any] = {
+        "level": level,
+        "draws": draws,
+        "domains": {d: interval(gains[d]) for d in domains},
+    }
+    if covered:
+        with warnings.catch_warnings():  # a draw with no PGR on any domain has none on average either
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out["pgr_mean"] = interval(np.nanmean(np.stack([gains[d] for d in covered]), axis=0))
+    else:
+        out["pgr_mean"] = None
+    out["forgetting"] = interval(np.mean(np.stack(drops), axis=0)) if drops else None
+    return out
