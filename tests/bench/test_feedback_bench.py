@@ -139,6 +139,7 @@ def test_table_marks_errors_and_the_best() -> None:
         "forgetting": 0.5,
         "seconds": 2.0,
         "domains": [{"name": "comp", "acc": 0.8, "pgr": 0.9}],
+        "interval": {"pgr_mean": [0.7, 1.1], "forgetting": [-0.2, 1.4]},
     }
     failed = {
         "name": "moe",
@@ -152,6 +153,8 @@ def test_table_marks_errors_and_the_best() -> None:
     text = io.StringIO()
     bench.print_table(report, Console(file=text, width=200))
     assert "0.800 (0.900)" in text.getvalue() and "error" in text.getvalue()
+    assert "0.900 [0.700, 1.100]" in text.getvalue() and "+0.5 [-0.2, +1.4]" in text.getvalue()
+    assert "[brackets]: 90% paired-bootstrap interval" in text.getvalue()
 
 
 def test_beating_the_baselines_takes_more_pgr_and_less_forgetting_than_each() -> None:

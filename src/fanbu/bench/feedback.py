@@ -398,5 +398,5 @@ def print_table(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     console.print(
         "cells: accuracy (PGR); forgetting: mean accuracy drop on the held-out tasks, in points; "
-        "[brackets]: 90% paired-bootstrap interval over the test texts"
+        "\\[brackets]: 90% paired-bootstrap interval over the test texts"
     )
