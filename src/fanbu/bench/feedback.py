@@ -215,17 +215,7 @@ def bench_config(name: str, settings: dict[str, Any], quick: bool) -> BaseModel:
 def bench_context(setup: BenchSetup, work: Path) -> FeedbackContext:
     """The context every strategy of the run gets a copy of (they share the experts' outputs and the
     validation scores of the champion and the experts, each computed once)."""
-    return FeedbackContext(
-        large=setup.large,
-        experts=setup.experts,
-        public=setup.public,
-        validation=setup.validation,
-        unlabeled=setup.unlabeled,
-        collected=setup.collected,
-        work_dir=work,
-        seed=setup.seed,
-        teacher_cache=work / "teacher-cache",
-    )
+    return FeedbackContext.for_run(setup.large, setup.experts, setup, work, setup.seed)
 
 
 def run_one(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
@@ -21,6 +21,15 @@ from fanbu.io import sha256_json
 from fanbu.models.encoder import EncoderHandle
 
 Labeled = tuple[list[str], list[int]]  # (texts, label indices)
+
+
+class SwarmData(Protocol):
+    """The data a feedback run hands its strategies (a bench setup, a recipe's slices)."""
+
+    public: dict[str, Labeled]
+    validation: dict[str, Labeled]
+    unlabeled: list[str]
+    collected: dict[str, list[str]]
 
 
 @dataclass
@@ -63,6 +72,30 @@ class FeedbackContext:
     def domains(self) -> list[str]:
         """The feedback domains (those with an expert), in a stable order."""
         return sorted(self.experts)
+
+    @classmethod
+    def for_run(
+        cls,
+        large: EncoderHandle,
+        experts: dict[str, EncoderHandle],
+        data: SwarmData,
+        run_dir: Path,
+        seed: int,
+    ) -> FeedbackContext:
+        """One context for a run of several strategies on one swarm: give each strategy a copy
+        (``dataclasses.replace(ctx, work_dir=...)``) and they share the experts' outputs, kept under
+        ``run_dir/teacher-cache``, and the validation scores of the champion and the experts."""
+        return cls(
+            large=large,
+            experts=experts,
+            public=data.public,
+            validation=data.validation,
+            unlabeled=data.unlabeled,
+            collected=data.collected,
+            work_dir=run_dir,
+            seed=seed,
+            teacher_cache=run_dir / "teacher-cache",
+        )
 
     @property
     def teacher_cache_dir(self) -> Path:

@@ -333,17 +333,7 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
         record_sizes_and_experts(registry, champion, champion_record, experts, expert_acc, slices, run.id)
         rows, gated = [], []
         # one context for the run: its strategies share the experts' outputs and validation scores
-        shared = FeedbackContext(
-            large=champion,
-            experts=swarm,
-            public=slices.public,
-            validation=slices.validation,
-            unlabeled=slices.unlabeled,
-            collected=slices.collected,
-            work_dir=run_dir,
-            seed=recipe.seed,
-            teacher_cache=run_dir / "teacher-cache",
-        )
+        shared = FeedbackContext.for_run(champion, swarm, slices, run_dir, recipe.seed)
         for index, (name, config) in enumerate(strategies):
             ctx = dataclasses.replace(shared, work_dir=run_dir / f"{index}-{name}")
             started = time.perf_counter()
