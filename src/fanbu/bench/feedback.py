@@ -212,12 +212,6 @@ def bench_config(name: str, settings: dict[str, Any], quick: bool) -> BaseModel:
     return get_strategy(name).config.model_validate(settings)
 
 
-def bench_context(setup: BenchSetup, work: Path) -> FeedbackContext:
-    """The context every strategy of the run gets a copy of (they share the experts' outputs and the
-    validation scores of the champion and the experts, each computed once)."""
-    return FeedbackContext.for_run(setup.large, setup.experts, setup, work, setup.seed)
-
-
 def run_one(
     setup: BenchSetup,
     label: str,
@@ -226,11 +220,11 @@ def run_one(
     ctx: FeedbackContext,
     champion: dict[str, dict[str, float]],
     expert_acc: dict[str, float],
-    outcomes: dict[str, dict[str, str]] | None = None,
+    outcomes: dict[str, dict[str, str]],
 ) -> dict[str, Any]:
     """One strategy's candidate from ``ctx``, scored; a strategy that refuses the swarm gets its error.
 
-    ``outcomes`` (``champion`` and ``experts``: per task, which test texts each got right) adds the
+    ``outcomes`` (``champion`` and ``experts``: per task, which test texts each got right) give the
     bootstrap intervals of the candidate's PGR and forgetting.
     """
     started = time.perf_counter()
@@ -248,10 +242,9 @@ def run_one(
     seconds = time.perf_counter() - started
     scores, mine = split_outcomes(out.handle, setup.tests)
     row = score_candidate(scores, champion, expert_acc, setup.domains, setup.heldout)
-    if outcomes is not None:
-        row["interval"] = bootstrap_intervals(
-            mine, outcomes["champion"], outcomes["experts"], setup.domains, setup.heldout
-        )
+    row["interval"] = bootstrap_intervals(
+        mine, outcomes["champion"], outcomes["experts"], setup.domains, setup.heldout
+    )
     return {
         "name": label,
         "seconds": seconds,
@@ -298,7 +291,8 @@ def run_bench(
         kept_experts = store.result("experts", score_experts, sizes)
         champion, expert_acc = kept_champion["scores"], kept_experts["acc"]
         outcomes = {"champion": kept_champion["outcomes"], "experts": kept_experts["outcomes"]}
-        shared = bench_context(setup, Path(tmp))
+        # every strategy gets a copy: they share the experts' outputs and the validation scores
+        shared = FeedbackContext.for_run(setup.large, setup.experts, setup, Path(tmp), setup.seed)
         runs = [(n, n, SETTINGS.get(n, {})) for n in sorted(STRATEGIES) if n != "sequential"]
         report: dict[str, Any] = {"bench": "feedback", "quick": quick, "strategies": [], "baselines": []}
         for kind, items in (("strategies", runs), ("baselines", BASELINES)):
