@@ -98,6 +98,7 @@ def derive(
     db: DbOpt = None,
 ) -> None:
     """脱胎: derive a small model per domain (finetune -> prune -> distill -> quantize ...), in parallel."""
+    from fanbu.cycle.tables import print_small
     from fanbu.derive.pipeline import DeriveRecipe, run_derive
 
     resolved = load_recipe(DeriveRecipe, recipe, overrides or [])
@@ -106,11 +107,7 @@ def derive(
         results = run_derive(resolved, registry)
     finally:
         registry.close()
-    table = Table("domain", "final model", "params", "test accuracy", "macro-F1")
-    for row in results:
-        table.add_row(row["domain"], row["final"], f"{row['params']:,}", f"{row['test']['accuracy']:.3f}",
-                      f"{row['test']['macro_f1']:.3f}")
-    console.print(table)
+    print_small(console, results)
 
 
 @app.command()
@@ -122,6 +119,7 @@ def feedback(
     db: DbOpt = None,
 ) -> None:
     """反哺: turn the swarm into candidate large models, gate each, promote the best that passes."""
+    from fanbu.cycle.tables import print_feedback
     from fanbu.feedback.pipeline import run_feedback
     from fanbu.feedback.recipe import FeedbackRecipe
 
@@ -131,16 +129,7 @@ def feedback(
         summary = run_feedback(resolved, registry)
     finally:
         registry.close()
-    table = Table("strategy", "candidate", "PGR mean", "forgetting (pts)", "seconds", "gate")
-    for row in summary["strategies"]:
-        pgr = "-" if row["pgr_mean"] is None else f"{row['pgr_mean']:.3f}"
-        forgetting = "-" if row["forgetting"] is None else f"{row['forgetting']:+.1f}"
-        table.add_row(row["name"], row["model"], pgr, forgetting, f"{row['seconds']:.0f}",
-                      f"{row['gate']['status']}: {row['gate']['reason']}")
-    console.print(table)
-    promoted = summary["promoted"]
-    console.print(f"{promoted} is the new champion" if promoted else f"{summary['champion']} stays champion",
-                  highlight=False)
+    print_feedback(console, summary)
 
 
 @app.command()

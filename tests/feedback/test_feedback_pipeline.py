@@ -178,6 +178,12 @@ def test_best_passing_candidate_is_promoted_and_the_rest_rejected(workspace, exp
     summary = run_feedback(recipe, registry)
     rows = summary["strategies"]
     assert all(row["gate"]["passed"] for row in rows)
+    for row in rows:  # paired-bootstrap intervals over the test texts, around the point estimates
+        spread = row["interval"]
+        assert set(spread["domains"]) == set(DOMAINS)
+        low, high = spread["forgetting"]
+        assert low - 1e-9 <= row["forgetting"] <= high + 1e-9
+        assert spread["pgr_mean"] is None or len(spread["pgr_mean"]) == 2
     best = summary["promoted"]
     assert best in {row["model"] for row in rows}
     assert registry.latest("large", status="champion").id == best
@@ -198,6 +204,7 @@ def test_feedback_cli_derives_experts_and_prints_the_table(workspace, tmp_path) 
     result = CliRunner().invoke(app, ["feedback", str(path), "--home", str(registry.home)])
     assert result.exit_code == 0, result.output
     assert "large:v1" in result.output and "PGR mean" in result.output
+    assert "[brackets]: 90% paired-bootstrap interval" in result.output
     assert {m.name for m in registry.list_models()} >= {"tech.finetune", "health.finetune"}
     candidate = registry.get_model("large:v1")
     assert set(candidate.parents) == {"large:v0", "tech.finetune:v0", "health.finetune:v0"}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fanbu.feedback.scores import bootstrap_intervals, pgr, split_outcomes
+from fanbu.feedback.scores import bootstrap_intervals, format_score, pgr
 from fanbu.models.encoder import EncoderHandle
-from fanbu.train.classify import evaluate_heads
+from fanbu.train.classify import evaluate_heads, score_heads
 
 
 def _outcomes(rate: float, n: int, seed: int) -> str:
@@ -68,12 +68,21 @@ def test_a_domain_without_a_gap_has_no_interval_and_bad_input_is_refused() -> No
         bootstrap_intervals(champion, champion, champion, ["a"], [], level=1.5)
 
 
-def test_split_outcomes_match_the_metrics() -> None:
+def test_score_heads_outcomes_match_the_metrics() -> None:
     handle = EncoderHandle.tiny(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, seed=0)
     handle.add_head("t", ["x", "y"])
     texts = [f"text number {i} " * (i % 4 + 1) for i in range(12)]
     labels = [i % 2 for i in range(12)]
-    metrics, outcomes = split_outcomes(handle, {"t": (texts, labels)})
+    metrics, outcomes = score_heads(handle, {"t": (texts, labels)})
     assert len(outcomes["t"]) == 12 and set(outcomes["t"]) <= {"0", "1"}
     assert outcomes["t"].count("1") / 12 == pytest.approx(metrics["t"]["accuracy"])
     assert metrics == evaluate_heads(handle, {"t": (texts, labels)})
+
+
+def test_format_score_prints_the_value_and_its_interval() -> None:
+    row = {"pgr_mean": 0.7531, "forgetting": 1.24, "interval": {"pgr_mean": [0.52, 1.02], "forgetting": None}}
+    assert format_score(row, "pgr_mean") == "0.753 [0.520, 1.020]"
+    assert format_score(row, "forgetting") == "+1.2"  # no interval: the value alone
+    assert format_score({"pgr_mean": None, "forgetting": -0.25}, "pgr_mean") == "-"
+    assert format_score({"pgr_mean": None, "forgetting": -0.25}, "forgetting") == "-0.2"
+

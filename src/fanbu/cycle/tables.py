@@ -7,8 +7,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fanbu.feedback.scores import format_score
 
-def print_small(console: Console, rows: list[dict[str, Any]], teacher: str) -> None:
+
+def print_small(console: Console, rows: list[dict[str, Any]], teacher: str | None = None) -> None:
     """One line per domain: the final small model, its size and test scores (``run_derive`` rows)."""
     table = Table(
         "domain",
@@ -16,7 +18,7 @@ def print_small(console: Console, rows: list[dict[str, Any]], teacher: str) -> N
         "params",
         "test accuracy",
         "macro-F1",
-        title=f"small models derived from {teacher}",
+        title=None if teacher is None else f"small models derived from {teacher}",
     )
     for row in rows:
         table.add_row(
@@ -33,17 +35,17 @@ def print_feedback(console: Console, summary: dict[str, Any], title: str | None 
     """One line per strategy of a ``run_feedback`` summary: candidate, PGR, forgetting, gate; then the outcome."""
     table = Table("strategy", "candidate", "PGR mean", "forgetting (pts)", "seconds", "gate", title=title)
     for row in summary["strategies"]:
-        pgr = "-" if row["pgr_mean"] is None else f"{row['pgr_mean']:.3f}"
-        forgetting = "-" if row["forgetting"] is None else f"{row['forgetting']:+.1f}"
         table.add_row(
             row["name"],
             row["model"],
-            pgr,
-            forgetting,
+            format_score(row, "pgr_mean"),
+            format_score(row, "forgetting"),
             f"{row['seconds']:.0f}",
             f"{row['gate']['status']}: {row['gate']['reason']}",
         )
     console.print(table)
+    if any(row.get("interval") for row in summary["strategies"]):
+        console.print("\\[brackets]: 90% paired-bootstrap interval over the test texts")
     promoted = summary["promoted"]
     console.print(
         f"{promoted} is the new champion" if promoted else f"{summary['champion']} stays champion",

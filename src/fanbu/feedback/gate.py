@@ -18,7 +18,7 @@ from fanbu.config import Strict
 from fanbu.errors import ConfigError, RegistryError
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import ModelRecord, Registry
-from fanbu.train.classify import evaluate_heads
+from fanbu.train.classify import score_heads
 
 SUPERSEDED_BY = "superseded by "
 
@@ -80,6 +80,9 @@ class GateDecision:
     champion_mean: float
     candidate_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     champion_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    # per task, which test texts each model got right ("1") or wrong ("0"): for bootstrap intervals
+    candidate_outcomes: dict[str, str] = field(default_factory=dict)
+    champion_outcomes: dict[str, str] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[str]:
@@ -132,12 +135,14 @@ def gate(
     _check_tests(champion, tests, config)
     tasks = sorted(tests)
     lost = _lost_heads(candidate, champion, tasks)
-    champ_metrics = evaluate_heads(champion, tests, batch_size=config.batch_size)
+    champ_metrics, champ_outcomes = score_heads(champion, tests, batch_size=config.batch_size)
     if lost:
         mean = sum(m[config.metric] for m in champ_metrics.values()) / len(tasks)
         reason = "rejected: " + "; ".join(lost)
-        return GateDecision(False, reason, config.metric, {}, float("nan"), mean, {}, champ_metrics)
-    cand_metrics = evaluate_heads(candidate, tests, batch_size=config.batch_size)
+        return GateDecision(
+            False, reason, config.metric, {}, float("nan"), mean, {}, champ_metrics, {}, champ_outcomes
+        )
+    cand_metrics, cand_outcomes = score_heads(candidate, tests, batch_size=config.batch_size)
     results = {
         t: TaskResult(
             cand_metrics[t][config.metric], champ_metrics[t][config.metric], config.tolerance_for(t)
@@ -161,7 +166,16 @@ def gate(
             f"{champ_mean:.3f} -> {cand_mean:.3f}"
         )
     return GateDecision(
-        not problems, reason, config.metric, results, cand_mean, champ_mean, cand_metrics, champ_metrics
+        not problems,
+        reason,
+        config.metric,
+        results,
+        cand_mean,
+        champ_mean,
+        cand_metrics,
+        champ_metrics,
+        cand_outcomes,
+        champ_outcomes,
     )
 
 

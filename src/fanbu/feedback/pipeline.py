@@ -25,7 +25,7 @@ from fanbu.evaluate.speed import param_count
 from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput, get_strategy
 from fanbu.feedback.gate import GateDecision, apply_decision, gate
 from fanbu.feedback.recipe import FeedbackRecipe
-from fanbu.feedback.scores import expert_accuracy, score_candidate
+from fanbu.feedback.scores import bootstrap_intervals, expert_outcomes, score_candidate
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import ModelRecord, Registry
@@ -329,7 +329,7 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
         experts = load_experts(recipe, registry, champion_record, slices.domains, champion.max_length)
         swarm = {d: handle for d, (handle, _) in experts.items()}
         parents = [champion_record.id, *(model_id for _, model_id in experts.values())]
-        expert_acc = expert_accuracy(swarm, slices.tests)
+        expert_acc, expert_right = expert_outcomes(swarm, slices.tests)
         record_sizes_and_experts(registry, champion, champion_record, experts, expert_acc, slices, run.id)
         rows, gated = [], []
         # one context for the run: its strategies share the experts' outputs and validation scores
@@ -351,6 +351,15 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
                 slices.domains,
                 slices.heldout,
             )
+            if decision.candidate_outcomes:  # a candidate that lost a head has no scores to resample
+                row["interval"] = bootstrap_intervals(
+                    decision.candidate_outcomes,
+                    decision.champion_outcomes,
+                    expert_right,
+                    slices.domains,
+                    slices.heldout,
+                    seed=recipe.seed,
+                )
             rows.append(
                 {
                     "name": name,

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from fanbu.evaluate.metrics import classification_metrics
 from fanbu.feedback.base import Labeled
 from fanbu.models.encoder import EncoderHandle
-from fanbu.train.classify import evaluate_heads
+from fanbu.train.classify import score_heads
 
 MIN_GAP = 1e-6  # an expert this close to the champion leaves no gap to recover
 
@@ -33,9 +32,15 @@ def pgr(acc_new: float, acc_v0: float, acc_expert: float) -> float | None:
     return None if gap <= MIN_GAP else (acc_new - acc_v0) / gap
 
 
-def expert_accuracy(experts: Mapping[str, EncoderHandle], tests: Mapping[str, Labeled]) -> dict[str, float]:
-    """Each expert's test accuracy on its own domain."""
-    return {d: evaluate_heads(expert, {d: tests[d]})[d]["accuracy"] for d, expert in sorted(experts.items())}
+def expert_outcomes(
+    experts: Mapping[str, EncoderHandle], tests: Mapping[str, Labeled]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Each expert's test accuracy on its own domain, and which of those texts it got right."""
+    found = {d: score_heads(expert, {d: tests[d]}) for d, expert in sorted(experts.items())}
+    return (
+        {d: metrics[d]["accuracy"] for d, (metrics, _) in found.items()},
+        {d: outcomes[d] for d, (_, outcomes) in found.items()},
+    )
 
 
 def score_candidate(
@@ -63,21 +68,6 @@ def score_candidate(
         "forgetting": statistics.fmean(drops.values()) if drops and len(drops) == len(heldout) else None,
         "forgetting_per_task": drops,
     }
-
-
-def split_outcomes(
-    handle: EncoderHandle, tests: Mapping[str, Labeled], batch_size: int = 64
-) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
-    """Metrics per head (as :func:`evaluate_heads`) and, per head, which texts it got right ("1") or
-    wrong ("0"), in the split's order: what :func:`bootstrap_intervals` resamples."""
-    metrics, outcomes = {}, {}
-    for head, (texts, labels) in tests.items():
-        predictions = handle.predict(list(texts), head, batch_size=batch_size)
-        metrics[head] = classification_metrics(predictions, list(labels), len(handle.labels[head]))
-        outcomes[head] = "".join(
-            "1" if int(p) == int(y) else "0" for p, y in zip(predictions, labels, strict=True)
-        )
-    return metrics, outcomes
 
 
 def _bits(outcome: str) -> np.ndarray:
@@ -147,3 +137,22 @@ def bootstrap_intervals(
         out["pgr_mean"] = None
     out["forgetting"] = interval(np.mean(np.stack(drops), axis=0)) if drops else None
     return out
+
+
+def format_score(row: Mapping[str, Any], key: str) -> str:
+    """``row[key]`` (``pgr_mean`` or ``forgetting``) for a table, with its bootstrap interval if any.
+
+    Forgetting is in signed points ("+1.2"), PGR a fraction ("0.753"); the interval follows in
+    brackets ("0.753 [0.520, 1.020]", which rich prints as it is: markup tags start with a letter); a
+    missing value is "-".
+    """
+    points = key == "forgetting"
+
+    def number(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:+.1f}" if points else f"{value:.3f}"
+
+    bounds = (row.get("interval") or {}).get(key)
+    span = f" [{number(bounds[0])}, {number(bounds[1])}]" if bounds else ""
+    return number(row.get(key)) + span

@@ -24,11 +24,22 @@ def evaluate_heads(
     handle: EncoderHandle, splits: Mapping[str, tuple[Sequence[str], Sequence[int]]], batch_size: int = 64
 ) -> dict[str, dict[str, float]]:
     """Accuracy and macro-F1 of each head on its ``(texts, labels)``."""
-    results = {}
+    return score_heads(handle, splits, batch_size)[0]
+
+
+def score_heads(
+    handle: EncoderHandle, splits: Mapping[str, tuple[Sequence[str], Sequence[int]]], batch_size: int = 64
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Metrics per head (as :func:`evaluate_heads`) and, per head, which texts it got right ("1") or
+    wrong ("0") in the split's order: what a paired bootstrap over the test texts resamples."""
+    metrics, outcomes = {}, {}
     for head, (texts, labels) in splits.items():
         predictions = handle.predict(list(texts), head, batch_size=batch_size)
-        results[head] = classification_metrics(predictions, list(labels), len(handle.labels[head]))
-    return results
+        metrics[head] = classification_metrics(predictions, list(labels), len(handle.labels[head]))
+        outcomes[head] = "".join(
+            "1" if int(p) == int(y) else "0" for p, y in zip(predictions, labels, strict=True)
+        )
+    return metrics, outcomes
 
 
 def train_heads(
@@ -57,8 +68,13 @@ def train_heads(
     if missing:
         raise ValueError(f"no head for tasks {missing}; add them with handle.add_head(name, label_names)")
     tasks = [TaskData(name, list(texts), [int(y) for y in labels]) for name, (texts, labels) in train.items()]
-    plan = TextPlan(tasks, handle.tokenize, batch_size=config.batch_size, seed=config.seed,
-                    group_by_length=config.group_by_length)
+    plan = TextPlan(
+        tasks,
+        handle.tokenize,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        group_by_length=config.group_by_length,
+    )
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         results = evaluate_heads(handle, validation or {})
