@@ -265,7 +265,9 @@ def bench_feedback(
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-feedback.json"),
     quick: Annotated[bool, typer.Option("--quick", help="Three domains, capped data, 64 tokens.")] = False,
     work: Annotated[
-        Path | None, typer.Option(help="Keep the models and finished scores here; a rerun reuses them.")
+        Path | None,
+        typer.Option(help="Keep the models and finished scores here; a rerun reuses what the same settings "
+                     "and code made."),
     ] = None,
     seed: Annotated[
         int, typer.Option(help="Draws the setup (slices, samples, large v0's heads): another seed, another draw.")

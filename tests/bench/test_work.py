@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 from rich.console import Console
 
-from fanbu.bench.work import WorkDir
+from fanbu.bench.work import WorkDir, source_fingerprint
 from fanbu.models.encoder import EncoderHandle
 
 
@@ -50,3 +51,20 @@ def test_a_model_kept_without_a_record_is_made_again_when_settings_are_given(tmp
     (tmp_path / "models" / "m.settings.json").write_text("not json")  # a damaged record
     store.model("m", _maker(calls), 16, {"seed": 0})
     assert len(calls) == 3
+
+
+def test_source_fingerprint_follows_the_code(tmp_path, monkeypatch) -> None:
+    package = tmp_path / "pkgfp"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "mod.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = source_fingerprint("pkgfp")
+    assert source_fingerprint("pkgfp") == first  # stable
+    (package / "notes.txt").write_text("not code")
+    assert source_fingerprint("pkgfp") == first  # only Python source counts
+    (package / "sub" / "mod.py").write_text("X = 2\n")
+    assert source_fingerprint("pkgfp") != first
+    assert source_fingerprint("fanbu.train") != source_fingerprint("fanbu.models")
+    with pytest.raises(ValueError, match="no package"):
+        source_fingerprint("pkgfp_missing")

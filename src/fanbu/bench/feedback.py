@@ -11,7 +11,9 @@ candidate; each is scored on the test splits: accuracy and PGR per domain, forge
 the held-out tasks. Target: the best strategy reaches mean PGR >= 0.9 with forgetting <= 1.
 
 With ``--work DIR`` large v0, the experts and every finished candidate's scores are kept in ``DIR``;
-a rerun reuses them (a strategy whose settings changed runs again).
+a rerun reuses them. A strategy whose settings changed runs again, and so does every one after any
+change of fanbu's code; large v0 and the experts are made again after a change of the data, model or
+training code.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from fanbu.bench.work import WorkDir
+from fanbu.bench.work import WorkDir, source_fingerprint
 from fanbu.errors import FanbuError
 from fanbu.feedback import STRATEGIES, FeedbackContext, Labeled, get_strategy
 from fanbu.feedback.scores import bootstrap_intervals, expert_outcomes, format_score, score_candidate
@@ -125,6 +127,8 @@ def _caps(quick: bool) -> dict[str, Any]:
 
 
 SERVING_FRACTION = 0.4  # share of each private slice that stands for served traffic (text only)
+# the code large v0 and the experts are made with: a change there makes them again
+SETUP_CODE = ("fanbu.data", "fanbu.models", "fanbu.train")
 
 
 def build_setup(quick: bool, console: Console, store: WorkDir | None = None, seed: int = 0) -> BenchSetup:
@@ -150,6 +154,7 @@ def build_setup(quick: bool, console: Console, store: WorkDir | None = None, see
             "train": train.model_dump(mode="json"),
             "caps": {k: caps[k] for k in ("domains", "public", "private", "validation", "max_length")},
             "serving_fraction": SERVING_FRACTION,
+            "code": source_fingerprint(*SETUP_CODE),
         }
         return store.model(name if seed == 0 else f"{name}-seed{seed}", make, caps["max_length"], made_with)
 
@@ -274,7 +279,12 @@ def run_bench(
         store = WorkDir(work or Path(tmp), console)
         setup = setup_fn(quick, console) if setup_fn is not None else build_setup(quick, console, store, seed)
         # "outcomes": results kept by older versions lack the per-text outcomes, so they are made again
-        sizes = {"quick": quick, "tests": {n: len(t[0]) for n, t in setup.tests.items()}, "outcomes": 1}
+        sizes = {
+            "quick": quick,
+            "tests": {n: len(t[0]) for n, t in setup.tests.items()},
+            "outcomes": 1,
+            "code": source_fingerprint("fanbu"),  # any change of fanbu's code scores every candidate again
+        }
         if setup.seed != 0:
             sizes["seed"] = setup.seed
 
