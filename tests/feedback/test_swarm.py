@@ -14,7 +14,7 @@ from fanbu.derive.distill.teacher import TeacherCache
 from fanbu.errors import ConfigError
 from fanbu.feedback import get_strategy
 from fanbu.feedback.soft_losses import FeatureMatching, weighted_kd
-from fanbu.feedback.soft_targets import TeacherConfig, build_targets, teacher_weights, text_windows
+from fanbu.feedback.soft_targets import TeacherConfig, build_targets, teacher_weights
 from fanbu.feedback.swarm import SwarmConfig
 from fanbu.train.classify import evaluate_heads
 
@@ -133,34 +133,6 @@ def test_served_texts_join_their_own_domains_pool_unlabeled(make_context):
     assert "served tech text one" in ctx.transfer_texts("tech")
 
 
-def test_text_windows_are_later_word_aligned_slices_a_model_reads_whole(large_v0):
-    tokenizer = large_v0.tokenizer
-    words = [f"word{i % 7} alpha{i % 5}" for i in range(60)]
-    long, short = " ".join(words), "a short text"
-    windows = text_windows(tokenizer, [short, long, long], 16, 3)
-    assert [index for index, _ in windows] == [1, 1, 1, 2, 2, 2]  # the short text has nothing after its start
-    first = tokenizer(long, add_special_tokens=False)["input_ids"][:14]
-    for _, window in windows:
-        assert window in long and long[long.index(window) - 1] == " "  # starts at a word
-        assert len(tokenizer(window, add_special_tokens=False)["input_ids"]) <= 14
-    assert windows[0][1] != tokenizer.decode(first)  # later than the part the model reads
-    assert len(text_windows(tokenizer, [long], 16, 100)) < 100  # as many as the text holds
-    assert text_windows(tokenizer, [long], 16, 0) == []
-
-
-def test_windows_of_served_texts_join_the_pool_for_the_teachers_only(make_context):
-    ctx = make_context(unlabeled=False)
-    served = " ".join(f"served tech word{i % 9}" for i in range(80))
-    ctx.collected = {"tech": [served]}
-    plain = build_targets(ctx, ctx.experts, TeacherConfig(use_unlabeled=False))["tech"]
-    wide = build_targets(ctx, ctx.experts, TeacherConfig(use_unlabeled=False, windows=2))["tech"]
-    extra = wide.texts[len(plain) :]
-    assert wide.texts[: len(plain)] == plain.texts and extra
-    assert all(text in served for text in extra)  # windows of the served text (public texts are short)
-    rows = range(len(plain), len(wide))
-    assert all(int(wide.labels[i]) == -1 and wide.sources[i] == "tech" and wide.weights[i] > 0 for i in rows)
-
-
 def test_start_from_merged_experts_then_distil(make_context, narrow_experts, weights_of, large_v0):
     ctx = make_context()
     before = weights_of(large_v0)
@@ -237,7 +209,6 @@ def test_strategies_labelling_other_texts_share_a_cache_dir(make_context, monkey
         ({"selection_tolerance": -0.1}, "selection_tolerance"),
         ({"continual": {"lwf_weight": -1}}, "continual.lwf_weight"),
         ({"teachers": {"temperature": 0}}, "teachers.temperature"),
-        ({"teachers": {"windows": -1}}, "teachers.windows"),
         ({"epochs": 3}, "epochs"),
     ],
 )

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
-from transformers import PreTrainedTokenizerBase
 
 from fanbu.config import Strict
 from fanbu.derive.distill.losses import UNLABELED
@@ -64,14 +63,6 @@ class TeacherConfig(Strict):
         False,
         description="confidence / entropy: experts also teach other domains' heads they carry with the same "
         "labels (only for experts trained on those tasks); false: each expert teaches its own head.",
-    )
-    windows: int = Field(
-        0,
-        ge=0,
-        description="Also label up to this many later windows of every pooled text, each as long as the "
-        "model reads and starting at a word (teachers only, no hard label): a model reads only the start "
-        "of a long text, so its later parts are more of the same traffic for the candidate to match the "
-        "teachers on. 0: each text's start only.",
     )
     batch_size: int = Field(64, ge=1, description="Texts per teacher forward pass when building the cache.")
 
@@ -133,40 +124,10 @@ class SoftTargets:
         }
 
 
-def text_windows(
-    tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int, extra: int
-) -> list[tuple[int, str]]:
-    """Up to ``extra`` windows of each text after the part a model reads: ``(text index, window)``.
-
-    Each window holds ``max_length - 2`` tokens (room for the special tokens), starts at the first token
-    of a word and is a substring of its text; a text no longer than one window yields none.
-    """
-    if extra < 1 or not texts:
-        return []
-    span = max(1, max_length - 2)
-    encoded = tokenizer(
-        list(texts), add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
-    )
-    windows = []
-    for index, (text, offsets) in enumerate(zip(texts, encoded["offset_mapping"], strict=True)):
-        start = span
-        for _ in range(extra):
-            # a token that begins where the previous one ends continues its word: start after it
-            while 0 < start < len(offsets) and offsets[start][0] == offsets[start - 1][1]:
-                start += 1
-            if start >= len(offsets):
-                break
-            end = min(start + span, len(offsets))
-            windows.append((index, text[offsets[start][0] : offsets[end - 1][1]]))
-            start = end
-    return windows
-
-
 def head_pool(
     ctx: FeedbackContext, head: str, config: TeacherConfig
 ) -> tuple[list[str], list[str], list[int]]:
-    """Texts, sources and hard labels (-1: none) a head learns on; ``config.windows`` adds later windows
-    of the pooled texts (same source, no hard label) after them."""
+    """Texts, sources and hard labels (-1: none) a head learns on."""
     names = [head] if config.pool == "own" else sorted(n for n in ctx.public if n in ctx.domains)
     texts, sources, labels = [], [], []
     for name in names:
@@ -184,12 +145,7 @@ def head_pool(
         texts += list(ctx.unlabeled)
         sources += [UNLABELED_SOURCE] * len(ctx.unlabeled)
         labels += [UNLABELED] * len(ctx.unlabeled)
-    extra = text_windows(ctx.large.tokenizer, texts, ctx.large.max_length, config.windows)
-    return (
-        texts + [window for _, window in extra],
-        sources + [sources[index] for index, _ in extra],
-        labels + [UNLABELED] * len(extra),
-    )
+    return texts, sources, labels
 
 
 def teacher_weights(logits: Tensor, choice: str) -> Tensor:
