@@ -1,5 +1,6 @@
 """The derive pipeline end to end on a tiny teacher and a small JSONL domain."""
 
+import itertools
 import json
 import random
 
@@ -51,7 +52,7 @@ def test_every_stage_is_registered_with_its_parent(setup):
     chain = [registry.get_model(i) for i in result["models"]]
     assert [m.name for m in chain] == ["sci.finetune", "sci.prune", "sci.distill", "sci.quantize"]
     assert [m.relation for m in chain] == ["finetune", "pruned", "distilled", "quantized"]
-    for parent, child in zip(chain, chain[1:]):
+    for parent, child in itertools.pairwise(chain):
         assert child.parents == (parent.id,)
     assert chain[0].parents == ("teacher:v0",)
     assert chain[1].metadata["params"] < chain[0].metadata["params"]

@@ -61,7 +61,7 @@ def test_lineage_tree_renders(registry: Registry, dag: Dag) -> None:
     assert "merge  comp acc 0.913 f1 0.9 · med acc 0.5" in merged[0]
     assert merged[1].strip().endswith("comp-merged:v0 (see above)")
     assert sum("comp-merged:v1" in line for line in lines) == 1  # the subtree is expanded once
-    assert lines.index(merged[0]) < [i for i, line in enumerate(lines) if "comp-merged:v1" in line][0]
+    assert lines.index(merged[0]) < next(i for i, line in enumerate(lines) if "comp-merged:v1" in line)
     assert "acc" not in _render(lineage_tree(registry, evaluations=False))
 
 

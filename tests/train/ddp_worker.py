@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fanbu.train import TaskData, TaskLoss, TextPlan, TrainConfig, Trainer  # noqa: E402
-from tests.train.conftest import TinyClassifier, tokenize, toy_task  # noqa: E402
+from fanbu.train import TaskData, TaskLoss, TextPlan, TrainConfig, Trainer
+from tests.train.conftest import TinyClassifier, tokenize, toy_task
 
 
 def main(out: Path) -> None:

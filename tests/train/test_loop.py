@@ -23,7 +23,7 @@ def accuracy(model, task, texts, labels):
 
 
 def config(**kw):
-    base = dict(epochs=4, batch_size=8, lr=0.05, progress=False, warmup_ratio=0.0)
+    base = {"epochs": 4, "batch_size": 8, "lr": 0.05, "progress": False, "warmup_ratio": 0.0}
     base.update(kw)
     return TrainConfig(**base)
 

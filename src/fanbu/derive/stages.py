@@ -84,7 +84,7 @@ def _heads(
 
 
 # --------------------------------------------------------------------------- finetune
-from fanbu.derive.finetune import FinetuneConfig, finetune, save_adapter  # noqa: E402
+from fanbu.derive.finetune import FinetuneConfig, finetune, save_adapter
 
 
 @register_stage(
@@ -98,13 +98,13 @@ def _finetune(handle: EncoderHandle, ctx: StageContext, config: FinetuneConfig) 
     tuned, result = finetune(handle, train, config, validation, checkpoint_dir=ctx.work_dir / "checkpoints")
     metrics = {"val_acc": result.state.best or 0.0}
     if config.mode == "lora" and not config.lora.merge:  # keep the adapter: save it the PEFT way
-        save = lambda path, provenance: save_adapter(tuned, path, provenance)  # noqa: E731
+        save = lambda path, provenance: save_adapter(tuned, path, provenance)
         return StageOutput(tuned, "adapter", metrics, save=save, hf_relation="adapter")
     return StageOutput(tuned, "finetune", metrics, hf_relation="finetune")
 
 
 # --------------------------------------------------------------------------- prune
-from fanbu.derive.prune import Calibration, PruneConfig, prune_encoder  # noqa: E402
+from fanbu.derive.prune import Calibration, PruneConfig, prune_encoder
 
 
 class PruneStageConfig(PruneConfig):
@@ -134,7 +134,7 @@ def _prune(handle: EncoderHandle, ctx: StageContext, config: PruneStageConfig) -
 
 
 # --------------------------------------------------------------------------- distill
-from fanbu.derive.distill import DistillConfig, distill  # noqa: E402
+from fanbu.derive.distill import DistillConfig, distill
 
 
 @register_stage(
@@ -158,7 +158,7 @@ def _distill(handle: EncoderHandle, ctx: StageContext, config: DistillConfig) ->
 
 
 # --------------------------------------------------------------------------- quantize
-from fanbu.derive.quantize import QuantizeConfig, save_deployment  # noqa: E402
+from fanbu.derive.quantize import QuantizeConfig, save_deployment
 
 
 @register_stage(
@@ -195,8 +195,8 @@ def parse_stages(raw: list[Any]) -> list[tuple[str, BaseModel]]:
 
 
 # --------------------------------------------------------------------------- search
-from fanbu.derive.search import SearchConfig, search  # noqa: E402
-from fanbu.evaluate.speed import measure_latency, param_count  # noqa: E402
+from fanbu.derive.search import SearchConfig, search
+from fanbu.evaluate.speed import measure_latency, param_count
 
 
 class SearchStageConfig(SearchConfig):
@@ -238,7 +238,7 @@ def _search(handle: EncoderHandle, ctx: StageContext, config: SearchStageConfig)
 
     def latency(candidate: EncoderHandle) -> float:
         sample = ctx.data.validation[0][:16]
-        predict = lambda batch: candidate.predict(list(batch), ctx.data.name, batch_size=1)  # noqa: E731
+        predict = lambda batch: candidate.predict(list(batch), ctx.data.name, batch_size=1)
         return measure_latency(predict, sample, batch_size=1, iterations=10).p50_ms
 
     settings = SearchConfig(**config.model_dump(include=set(SearchConfig.model_fields)))

@@ -41,7 +41,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     """Declarative base: ``dict`` columns are JSON, ``datetime`` columns are UTC timestamps."""
 
-    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+    # SQLAlchemy reads this class attribute once, at mapping time; it is never mutated
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}  # noqa: RUF012
 
 
 class ModelRow(Base):
