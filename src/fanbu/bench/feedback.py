@@ -34,7 +34,13 @@ from rich.table import Table
 from fanbu.bench.work import WorkDir, source_fingerprint
 from fanbu.errors import FanbuError
 from fanbu.feedback import STRATEGIES, FeedbackContext, Labeled, get_strategy
-from fanbu.feedback.scores import bootstrap_intervals, expert_outcomes, format_score, score_candidate
+from fanbu.feedback.scores import (
+    INTERVAL_LEGEND,
+    bootstrap_intervals,
+    expert_outcomes,
+    format_score,
+    score_candidate,
+)
 from fanbu.io import atomic_write_json
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import score_heads, train_heads
@@ -384,5 +390,5 @@ def print_table(report: dict[str, Any], console: Console) -> None:
     console.print(table)
     console.print(
         "cells: accuracy (PGR); forgetting: mean accuracy drop on the held-out tasks, in points; "
-        "\\[brackets]: 90% paired-bootstrap interval over the test texts"
+        + INTERVAL_LEGEND
     )

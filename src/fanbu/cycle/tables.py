@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fanbu.feedback.scores import format_score
+from fanbu.feedback.scores import INTERVAL_LEGEND, format_score
 
 
 def print_small(console: Console, rows: list[dict[str, Any]], teacher: str | None = None) -> None:
@@ -45,7 +45,7 @@ def print_feedback(console: Console, summary: dict[str, Any], title: str | None 
         )
     console.print(table)
     if any(row.get("interval") for row in summary["strategies"]):
-        console.print("\\[brackets]: 90% paired-bootstrap interval over the test texts")
+        console.print(INTERVAL_LEGEND)
     promoted = summary["promoted"]
     console.print(
         f"{promoted} is the new champion" if promoted else f"{summary['champion']} stays champion",

@@ -24,6 +24,8 @@ from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import score_heads
 
 MIN_GAP = 1e-6  # an expert this close to the champion leaves no gap to recover
+# the tables' legend of format_score's brackets (escaped for rich markup)
+INTERVAL_LEGEND = "\\[brackets]: 90% paired-bootstrap interval over the test texts"
 
 
 def pgr(acc_new: float, acc_v0: float, acc_expert: float) -> float | None:
