@@ -168,3 +168,28 @@ def test_beating_the_baselines_takes_more_pgr_and_less_forgetting_than_each() ->
         {"pgr_mean": 0.9, "forgetting": 1.5}, baselines
     )  # more than the average's
     assert not bench.beats_baselines({"pgr_mean": 0.75, "forgetting": 0.3}, baselines)
+
+
+def test_outside_texts_are_the_other_domains_training_texts_without_cross_posts() -> None:
+    from fanbu.data.domain import Benchmark, Domain, Split
+
+    def domain(name: str, train: list[str], test: list[str]) -> Domain:
+        labels = [i % 2 for i in range(len(train))]
+        return Domain(
+            name=name,
+            task="classification",
+            train=Split(tuple(train), tuple(labels)),
+            validation=Split((f"{name} val 0", f"{name} val 1"), (0, 1)),
+            test=Split(tuple(test), tuple(i % 2 for i in range(len(test)))),
+            label_names=("x", "y"),
+        )
+
+    ours = domain("ours", [f"ours {i}" for i in range(10)] + ["cross-post"], ["ours test", "posted later"])
+    other = domain(
+        "other", [f"other {i}" for i in range(10)] + ["cross-post", "posted later", "other 0"], ["t", "u"]
+    )
+    held = domain("held", ["h 0", "h 1", "h 2"], ["h test", "h test 2"])
+    bench_data = Benchmark((ours, other), (held,), public_fraction=0.3, seed=0)
+    texts = bench.outside_texts(bench_data, ["ours"])
+    assert sorted(texts) == sorted(f"other {i}" for i in range(10))  # each once; no text of "ours"
+    assert bench.outside_texts(bench_data, ["ours", "other"]) == []  # held-out tasks never join

@@ -53,3 +53,23 @@ def test_config_rejects_bad_values():
         validate(SequentialConfig, {"continual": {"replay_fraction": 0.95}})
     with pytest.raises(ConfigError, match="order"):
         validate(SequentialConfig, {"order": "tech"})
+
+
+def test_unlabeled_per_head_caps_the_pseudo_labelled_texts(make_context, monkeypatch):
+    from fanbu.feedback import sequential
+
+    seen: dict[str, int] = {}
+    fit = sequential.fit_candidate
+
+    def record(candidate, ctx, train, *args, **kwargs):
+        seen.update({head: len(texts) for head, (texts, _) in train.items()})
+        return fit(candidate, ctx, train, *args, **kwargs)
+
+    monkeypatch.setattr(sequential, "fit_candidate", record)
+    ctx = make_context()
+    run_sequential(ctx, use_unlabeled=True, unlabeled_per_head=10)
+    capped = dict(seen)
+    run_sequential(ctx, use_unlabeled=True)
+    public = {d: len(t) for d, (t, _) in ctx.public.items()}
+    assert capped == {d: public[d] + 10 for d in public}
+    assert seen == {d: public[d] + len(ctx.unlabeled) for d in public}

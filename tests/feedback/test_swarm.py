@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from feedback_helpers import DOMAINS, quick_dict
+from feedback_helpers import DOMAINS, make_texts, quick_dict
 
 from fanbu.config import validate
 from fanbu.derive.distill.losses import kd_loss
@@ -14,7 +14,7 @@ from fanbu.derive.distill.teacher import TeacherCache
 from fanbu.errors import ConfigError
 from fanbu.feedback import get_strategy
 from fanbu.feedback.soft_losses import FeatureMatching, weighted_kd
-from fanbu.feedback.soft_targets import TeacherConfig, build_targets, teacher_weights
+from fanbu.feedback.soft_targets import TeacherConfig, build_targets, nearest_unlabeled, teacher_weights
 from fanbu.feedback.swarm import SwarmConfig
 from fanbu.train.classify import evaluate_heads
 
@@ -133,6 +133,48 @@ def test_served_texts_join_their_own_domains_pool_unlabeled(make_context):
     assert "served tech text one" in ctx.transfer_texts("tech")
 
 
+def test_each_head_gets_the_unlabeled_texts_nearest_its_own(make_context, toy_data, monkeypatch):
+    # features that see the domains' words, so that which texts are nearest is known
+    words = {d: {w for ws in DOMAINS[d].values() for w in ws} for d in DOMAINS}
+
+    def encode(self, texts, heads=(), batch_size=64):
+        rows = [[sum(w in words[d] for w in t.split()) for d in DOMAINS] + [len(t) % 3] for t in texts]
+        return torch.tensor(rows, dtype=torch.float32), {}
+
+    ctx = make_context()
+    monkeypatch.setattr(type(ctx.large), "encode", encode)
+    own = {d: toy_data["public"][d][0] for d in DOMAINS}
+    chosen = nearest_unlabeled(ctx, own, 24)
+    for domain in DOMAINS:
+        mine = set(make_texts(domain, 48, 4)[0])  # the unlabeled texts drawn from this domain
+        assert len(chosen[domain]) == 24 and set(chosen[domain]) <= mine
+        assert chosen[domain] == [t for t in ctx.unlabeled if t in set(chosen[domain])]  # context order
+    assert nearest_unlabeled(ctx, own, len(ctx.unlabeled)) == {d: ctx.unlabeled for d in DOMAINS}
+
+
+def test_unlabeled_per_head_caps_each_pool_and_encodes_once(make_context, monkeypatch):
+    ctx = make_context()
+    calls = []
+    encode = type(ctx.large).encode
+
+    def counting(self, *args, **kwargs):
+        calls.append(self is ctx.large)
+        return encode(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(ctx.large), "encode", counting)
+    config = TeacherConfig(unlabeled_per_head=10)
+    targets = build_targets(ctx, ctx.experts, config)
+    for head, rows in targets.items():
+        assert rows.sources.count("unlabeled") == 10, head
+    every = build_targets(ctx, ctx.experts, TeacherConfig())
+    assert every["tech"].sources.count("unlabeled") == len(ctx.unlabeled)
+    assert calls.count(True) == 1  # the champion's features of each text: computed once per context
+    assert build_targets(ctx, ctx.experts, config)["tech"].texts == targets["tech"].texts
+    pooled = build_targets(ctx, ctx.experts, TeacherConfig(pool="all", unlabeled_per_head=10))
+    assert pooled["tech"].sources.count("unlabeled") == 10
+    assert calls.count(True) == 1
+
+
 def test_start_from_merged_experts_then_distil(make_context, narrow_experts, weights_of, large_v0):
     ctx = make_context()
     before = weights_of(large_v0)
@@ -209,6 +251,7 @@ def test_strategies_labelling_other_texts_share_a_cache_dir(make_context, monkey
         ({"selection_tolerance": -0.1}, "selection_tolerance"),
         ({"continual": {"lwf_weight": -1}}, "continual.lwf_weight"),
         ({"teachers": {"temperature": 0}}, "teachers.temperature"),
+        ({"teachers": {"unlabeled_per_head": 0}}, "teachers.unlabeled_per_head"),
         ({"epochs": 3}, "epochs"),
     ],
 )

@@ -52,9 +52,9 @@ class FeedbackContext:
         teacher_cache: Where the experts' outputs on the transfer texts are kept (files keyed by the
             texts, checked against the expert's weights on load); ``None``: ``work_dir/teacher-cache``.
             Strategies run on one swarm can share a directory, and then label each text set once.
-        memo: Evaluations of the context's own models (:meth:`validation_accuracy`). The champion and
-            the experts never change (strategies copy them), so copies made with
-            :func:`dataclasses.replace` share it and evaluate each model once.
+        memo: Evaluations of the context's own models (:meth:`validation_accuracy`, the unlabeled texts
+            nearest each head). The champion and the experts never change (strategies copy them), so
+            copies made with :func:`dataclasses.replace` share it and evaluate each model once.
     """
 
     large: EncoderHandle
@@ -66,7 +66,7 @@ class FeedbackContext:
     work_dir: Path = Path(".")
     seed: int = 0
     teacher_cache: Path | None = None
-    memo: dict[tuple[Any, ...], float] = field(default_factory=dict, repr=False, compare=False)
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def domains(self) -> list[str]:
@@ -117,7 +117,7 @@ class FeedbackContext:
         if key not in self.memo:
             predictions = handle.predict(list(texts), domain, batch_size=64)
             self.memo[key] = float((predictions == np.asarray(labels)).mean())
-        return self.memo[key]
+        return float(self.memo[key])
 
     def transfer_texts(self, domain: str | None = None) -> list[str]:
         """Texts a strategy may label with the experts: public slices, collected and unlabeled text."""

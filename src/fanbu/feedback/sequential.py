@@ -29,6 +29,12 @@ class SequentialConfig(Strict):
 
     order: list[str] | None = Field(None, description="Domains in training order; null: sorted by name.")
     use_unlabeled: bool = Field(False, description="Also pseudo-label the context's unlabeled texts.")
+    unlabeled_per_head: int | None = Field(
+        None,
+        ge=1,
+        description="With use_unlabeled: at most this many per domain, those nearest its own texts "
+        "(as the swarm's teachers.unlabeled_per_head); null: all.",
+    )
     selection_tolerance: float | None = Field(
         None, ge=0, description="Leave out experts worse than the champion by more than this; null: keep all."
     )
@@ -56,7 +62,7 @@ def sequential(ctx: FeedbackContext, config: SequentialConfig) -> StrategyOutput
         raise ConfigError(f"sequential: order {order} must list distinct domains among {ctx.domains}")
     selection = select_experts(ctx, config.selection_tolerance)
     experts = {d: ctx.experts[d] for d in selection.kept}
-    teachers = TeacherConfig(use_unlabeled=config.use_unlabeled)
+    teachers = TeacherConfig(use_unlabeled=config.use_unlabeled, unlabeled_per_head=config.unlabeled_per_head)
     targets = build_targets(ctx, experts, teachers, cache_dir=ctx.teacher_cache_dir)
     train = config.train.model_copy(update={"seed": ctx.seed})
     candidate = copy.deepcopy(ctx.large)

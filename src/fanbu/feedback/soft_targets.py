@@ -56,6 +56,12 @@ class TeacherConfig(Strict):
         "own", description="own: a head learns on its domain's public texts; all: on every domain's."
     )
     use_unlabeled: bool = Field(True, description="Add the context's unlabeled texts to every head's pool.")
+    unlabeled_per_head: int | None = Field(
+        None,
+        ge=1,
+        description="Give each head at most this many unlabeled texts: those nearest its own transfer texts "
+        "(cosine of the champion's centred pooled features to their centroid); null: every unlabeled text.",
+    )
     use_collected: bool = Field(
         True, description="Add the texts each pooled domain's small model met while serving (ctx.collected)."
     )
@@ -125,9 +131,12 @@ class SoftTargets:
 
 
 def head_pool(
-    ctx: FeedbackContext, head: str, config: TeacherConfig
+    ctx: FeedbackContext, head: str, config: TeacherConfig, unlabeled: Sequence[str] | None = None
 ) -> tuple[list[str], list[str], list[int]]:
-    """Texts, sources and hard labels (-1: none) a head learns on."""
+    """Texts, sources and hard labels (-1: none) a head learns on.
+
+    ``unlabeled`` replaces the context's unlabeled texts (see :func:`nearest_unlabeled`).
+    """
     names = [head] if config.pool == "own" else sorted(n for n in ctx.public if n in ctx.domains)
     texts, sources, labels = [], [], []
     for name in names:
@@ -142,10 +151,56 @@ def head_pool(
             sources += [name] * len(served)
             labels += [UNLABELED] * len(served)
     if config.use_unlabeled:
-        texts += list(ctx.unlabeled)
-        sources += [UNLABELED_SOURCE] * len(ctx.unlabeled)
-        labels += [UNLABELED] * len(ctx.unlabeled)
+        extra = list(ctx.unlabeled if unlabeled is None else unlabeled)
+        texts += extra
+        sources += [UNLABELED_SOURCE] * len(extra)
+        labels += [UNLABELED] * len(extra)
     return texts, sources, labels
+
+
+def nearest_unlabeled(ctx: FeedbackContext, own: Mapping[str, Sequence[str]], n: int) -> dict[str, list[str]]:
+    """Per head, the ``n`` unlabeled texts of ``ctx`` nearest the head's ``own`` transfer texts.
+
+    Nearness is the cosine between an unlabeled text's pooled feature under the champion and the
+    centroid of the head's texts' features, every feature first centred on the mean of all of them
+    (mean-pooled sentence features share a large common component). The chosen texts keep the
+    context's order. A head with no texts of its own, or a context with at most ``n`` unlabeled texts,
+    gets all of them.
+    """
+    pool = list(ctx.unlabeled)
+    if len(pool) <= n:
+        return {head: pool for head in own}
+    heads = sorted(own)
+    features = champion_features(ctx, pool + [t for head in heads for t in own[head]])  # (texts, hidden)
+    features = torch.nn.functional.normalize(features - features.mean(dim=0), dim=-1)
+    candidates, start = features[: len(pool)], len(pool)  # (len(pool), hidden)
+    chosen: dict[str, list[str]] = {}
+    for head in heads:
+        mine = features[start : start + len(own[head])]  # (len(own[head]), hidden)
+        start += len(own[head])
+        if not len(mine):
+            chosen[head] = pool
+            continue
+        centroid = torch.nn.functional.normalize(mine.mean(dim=0), dim=0)  # (hidden,)
+        top = torch.topk(candidates @ centroid, n).indices.sort().values
+        chosen[head] = [pool[int(i)] for i in top]
+    return chosen
+
+
+def champion_features(ctx: FeedbackContext, texts: Sequence[str]) -> Tensor:
+    """The champion's pooled features of ``texts``, ``(n, hidden)``.
+
+    Each text is encoded once per context: strategies run on one context (and copies of it made
+    with :func:`dataclasses.replace`, which share :attr:`~FeedbackContext.memo`) reuse the features.
+    """
+    store: dict[str, Tensor] = ctx.memo.setdefault(("champion_features", id(ctx.large.model)), {})
+    missing = list(dict.fromkeys(t for t in texts if t not in store))
+    if missing:
+        features, _ = ctx.large.encode(missing)  # (len(missing), hidden)
+        store.update(zip(missing, features, strict=True))
+    if not texts:
+        return torch.zeros(0, ctx.large.model.hidden_size)
+    return torch.stack([store[t] for t in texts])
 
 
 def teacher_weights(logits: Tensor, choice: str) -> Tensor:
@@ -212,7 +267,12 @@ def build_targets(
     Rows with neither a hard label nor a kept teacher are dropped, since they carry no signal; heads
     left without rows are left out.
     """
-    pools = {head: head_pool(ctx, head, config) for head in ctx.domains}
+    unlabeled: dict[str, list[str]] = {}
+    if config.use_unlabeled and config.unlabeled_per_head is not None:
+        without = config.model_copy(update={"use_unlabeled": False})
+        own = {head: head_pool(ctx, head, without)[0] for head in ctx.domains}
+        unlabeled = nearest_unlabeled(ctx, own, config.unlabeled_per_head)
+    pools = {head: head_pool(ctx, head, config, unlabeled.get(head)) for head in ctx.domains}
     pools = {head: pool for head, pool in pools.items() if pool[0]}
     teachers = {h: teachers_of(h, experts, ctx.large.labels[h], config.cross_heads) for h in pools}
     outputs: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
