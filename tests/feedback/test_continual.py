@@ -154,6 +154,40 @@ def test_lwf_keeps_the_previous_outputs_per_example(large_v0, toy_data):
     assert torch.allclose(first, again)
 
 
+def test_prefilled_lwf_outputs_match_the_previous_versions_own(large_v0, toy_data):
+    candidate = copy.deepcopy(large_v0)
+    texts = toy_data["public"]["tech"][0][:6]
+    batch = Batch(candidate.tokenize(texts[2:5]), {}, "tech", torch.arange(2, 5))
+    computed = LwF(large_v0, weight=1.0, temperature=2.0, feature_weight=1.0)
+    prefilled = LwF(large_v0, weight=1.0, temperature=2.0, feature_weight=1.0)
+    features, _ = large_v0.encode(texts)
+    prefilled.prefill("tech", features)
+    calls = []
+    embed = large_v0.model.embed
+    large_v0.model.embed = lambda *a, **k: calls.append(1) or embed(*a, **k)
+    try:
+        pooled, logits = prefilled._previous(batch)
+        assert not calls  # every example was prefilled: the previous version did not run
+        want_pooled, want_logits = computed._previous(batch)
+    finally:
+        del large_v0.model.embed
+    assert torch.allclose(pooled, want_pooled, atol=1e-5)
+    assert logits.keys() == want_logits.keys()
+    assert all(torch.allclose(logits[h], want_logits[h], atol=1e-5) for h in logits)
+
+
+def test_training_on_the_champion_reuses_its_kept_features(make_context, monkeypatch):
+    ctx = make_context()
+    info = get_strategy("swarm_distill")
+    settings = {"train": quick_dict(epochs=1), "continual": {"lwf_weight": 1.0, "realign_heads": True}}
+    computed = []
+    compute = LwF._compute
+    monkeypatch.setattr(LwF, "_compute", lambda self, batch: computed.append(1) or compute(self, batch))
+    output = info.run(ctx, validate(info.config, settings))
+    assert not computed  # LwF's first epoch and the realignment used the context's champion features
+    assert output.details["realigned"]["realign.mood.agreement"] > 0.5
+
+
 def test_lwf_held_to_the_start_is_zero_for_a_moved_start(make_context, large_v0, toy_data):
     start = copy.deepcopy(large_v0)
     with torch.no_grad():
@@ -237,8 +271,11 @@ def test_realignment_refits_an_untrained_head_to_the_reference(large_v0, toy_dat
     before = drift(candidate, large_v0, "mood", probe)
     agreed = (candidate.predict(fit_texts, "mood") == large_v0.predict(fit_texts, "mood")).mean()
     tech = candidate.model.heads["tech"].weight.detach().clone()
+    known, _ = large_v0.encode(fit_texts)
+    same = realign_heads(copy.deepcopy(candidate), large_v0, ["mood"], fit_texts, reference_features=known)
     agreement = realign_heads(candidate, large_v0, ["mood"], fit_texts)
     assert agreement["mood"] > max(0.8, agreed)
+    assert same == pytest.approx(agreement)  # the reference's features given instead of computed
     assert drift(candidate, large_v0, "mood", probe) < before
     assert torch.equal(candidate.model.heads["tech"].weight, tech)  # heads not named stay as they are
     with pytest.raises(ConfigError, match="transfer texts"):

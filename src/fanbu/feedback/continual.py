@@ -152,6 +152,17 @@ class LwF:
         finally:
             model.train(was_training)
 
+    @torch.no_grad()
+    def prefill(self, task: str, pooled: Tensor) -> None:
+        """Keep the previous version's outputs for the examples of ``task`` (not replay) from its pooled
+        features ``(examples, hidden)``, row i for example i, computed elsewhere (for example once per
+        context for the champion), so that the first epoch need not run it."""
+        model = self.previous.model
+        features = pooled.float().to(next(model.parameters()).device)  # (examples, hidden)
+        rows = torch.cat([features] + [model.heads[h](features).float() for h in self.heads], dim=-1)
+        for index, row in enumerate(rows.cpu()):
+            self._cache[(False, task, index)] = row
+
     def _previous(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """The previous version's pooled features ``(batch, hidden)`` and logits per head ``(batch, labels_h)``."""
         if batch.task is None or batch.indices is None:
@@ -281,12 +292,14 @@ def realign_heads(
     heads: Sequence[str],
     texts: Sequence[str],
     ridge: float = 1e-3,
+    reference_features: Tensor | None = None,
 ) -> dict[str, float]:
     """Refit ``heads`` of ``candidate`` so that on ``texts`` they give ``reference``'s logits.
 
     Ridge least squares of the reference's logits on the candidate's pooled features (with a bias);
     ``ridge`` is relative to the features' mean energy. Returns each head's agreement with the
-    reference's predictions on ``texts`` after the refit.
+    reference's predictions on ``texts`` after the refit. ``reference_features`` ``(texts, hidden)``
+    are the reference's pooled features of ``texts`` when already computed.
     """
     if not texts:
         raise ConfigError("realign_heads needs transfer texts; give the context public or collected texts")
@@ -294,7 +307,11 @@ def realign_heads(
     if missing:
         raise ConfigError(f"realign_heads: heads {missing} are missing from the candidate or the reference")
     new, _ = candidate.encode(texts)  # (n, hidden)
-    _, targets = reference.encode(texts, heads)  # head -> (n, labels)
+    if reference_features is None:
+        _, targets = reference.encode(texts, heads)  # head -> (n, labels)
+    else:
+        pooled = reference_features.float().to(next(reference.model.parameters()).device)  # (n, hidden)
+        targets = {h: reference.model.heads[h](pooled).float().cpu() for h in heads}  # head -> (n, labels)
     design = torch.cat([new, torch.ones(len(new), 1)], dim=1).double()  # (n, hidden + 1)
     gram = design.T @ design  # (hidden + 1, hidden + 1)
     penalty = ridge * float(gram.diagonal()[:-1].mean())

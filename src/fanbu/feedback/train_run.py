@@ -21,13 +21,20 @@ from fanbu.errors import ConfigError, ModelError
 from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput
 from fanbu.feedback.continual import (
     ContinualConfig,
+    LwF,
     continual_strategies,
     realign_heads,
     reference_model,
     replay_data,
 )
 from fanbu.feedback.soft_losses import FeatureMatching, MainOnly, SoftLabelLoss
-from fanbu.feedback.soft_targets import SoftTargets, TeacherConfig, balanced_indices, build_targets
+from fanbu.feedback.soft_targets import (
+    SoftTargets,
+    TeacherConfig,
+    balanced_indices,
+    build_targets,
+    champion_features,
+)
 from fanbu.feedback.train_plan import MixedPlan
 from fanbu.feedback.train_select import select_experts
 from fanbu.models.encoder import EncoderHandle
@@ -77,6 +84,10 @@ def fit_candidate(
     terms = [MainOnly(s) for s in strategies] + continual_strategies(
         continual, ctx, config.seed, candidate, trained=set(train), reference=reference
     )
+    for term in terms:  # the champion's features are kept per context: LwF's first epoch reuses them
+        if isinstance(term, LwF) and term.previous is ctx.large:
+            for head, (texts, _) in train.items():
+                term.prefill(head, champion_features(ctx, list(texts)))
     validation = validation_splits(ctx, candidate)
     if evaluate_on is not None:
         validation = {h: v for h, v in validation.items() if h in evaluate_on}
@@ -102,9 +113,9 @@ def fit_candidate(
         untrained = [h for h in candidate.labels if h not in train and h in reference.labels]
         texts = ctx.transfer_texts()
         order = np.random.default_rng(config.seed).permutation(len(texts))[: continual.realign_samples]
-        agreement = realign_heads(
-            candidate, reference, untrained, [texts[i] for i in sorted(order)], continual.realign_ridge
-        )
+        chosen = [texts[i] for i in sorted(order)]
+        known = champion_features(ctx, chosen) if reference is ctx.large else None
+        agreement = realign_heads(candidate, reference, untrained, chosen, continual.realign_ridge, known)
         result.last_metrics.update({f"realign.{h}.agreement": a for h, a in agreement.items()})
     return result
 
