@@ -15,6 +15,7 @@ from fanbu.collect.curation import CurateConfig, Curated, Example
 from fanbu.collect.dataset import write_collected
 from fanbu.config import validate
 from fanbu.errors import ConfigError, RegistryError
+from fanbu.feedback import gate as gate_module
 from fanbu.feedback.pipeline import add_collected, load_slices, run_feedback
 from fanbu.feedback.recipe import FeedbackRecipe
 from fanbu.feedback.scores import pgr, score_candidate
@@ -161,8 +162,15 @@ def test_run_feedback_registers_gates_and_keeps_the_poisoned_expert_out(
     assert registry.list_runs()[-1].status == "succeeded"
 
 
-def test_best_passing_candidate_is_promoted_and_the_rest_rejected(workspace, experts) -> None:
+def test_best_passing_candidate_is_promoted_and_the_rest_rejected(workspace, experts, monkeypatch) -> None:
     registry, data = workspace
+    scored = []
+    score_heads = gate_module.score_heads
+    monkeypatch.setattr(
+        gate_module,
+        "score_heads",
+        lambda handle, *a, **k: scored.append(handle) or score_heads(handle, *a, **k),
+    )
     ids = _register_experts(registry, experts)
     recipe = FeedbackRecipe.model_validate(
         {
@@ -178,6 +186,7 @@ def test_best_passing_candidate_is_promoted_and_the_rest_rejected(workspace, exp
     summary = run_feedback(recipe, registry)
     rows = summary["strategies"]
     assert all(row["gate"]["passed"] for row in rows)
+    assert len(scored) == 3  # the champion once for the run, then each of the two candidates
     for row in rows:  # paired-bootstrap intervals over the test texts, around the point estimates
         spread = row["interval"]
         assert set(spread["domains"]) == set(DOMAINS)

@@ -124,18 +124,41 @@ def _lost_heads(candidate: EncoderHandle, champion: EncoderHandle, tasks: Sequen
     return problems
 
 
+ChampionScores = tuple[dict[str, dict[str, float]], dict[str, str]]
+
+
+def score_champion(
+    champion: EncoderHandle,
+    tests: Mapping[str, tuple[Sequence[str], Sequence[int]]],
+    config: GateConfig | None = None,
+) -> ChampionScores:
+    """The champion's test metrics and per-text outcomes, after checking the tests fit it.
+
+    A run that gates several candidates against one champion scores it once and passes the result
+    to every :func:`gate` call.
+    """
+    config = config or GateConfig()
+    _check_tests(champion, tests, config)
+    return score_heads(champion, tests, batch_size=config.batch_size)
+
+
 def gate(
     candidate: EncoderHandle,
     champion: EncoderHandle,
     tests: Mapping[str, tuple[Sequence[str], Sequence[int]]],
     config: GateConfig | None = None,
+    champion_scores: ChampionScores | None = None,
 ) -> GateDecision:
-    """Score both models on every task's test split; promote only if no task regresses beyond tolerance."""
+    """Score both models on every task's test split; promote only if no task regresses beyond tolerance.
+
+    ``champion_scores`` is :func:`score_champion` of the same champion, tests and config when already
+    computed.
+    """
     config = config or GateConfig()
     _check_tests(champion, tests, config)
     tasks = sorted(tests)
     lost = _lost_heads(candidate, champion, tasks)
-    champ_metrics, champ_outcomes = score_heads(champion, tests, batch_size=config.batch_size)
+    champ_metrics, champ_outcomes = champion_scores or score_champion(champion, tests, config)
     if lost:
         mean = sum(m[config.metric] for m in champ_metrics.values()) / len(tasks)
         reason = "rejected: " + "; ".join(lost)

@@ -23,7 +23,7 @@ from fanbu.derive.pipeline import DeriveRecipe, run_derive
 from fanbu.errors import ConfigError, FanbuError
 from fanbu.evaluate.speed import param_count
 from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput, get_strategy
-from fanbu.feedback.gate import GateDecision, apply_decision, gate
+from fanbu.feedback.gate import GateDecision, apply_decision, gate, score_champion
 from fanbu.feedback.recipe import FeedbackRecipe
 from fanbu.feedback.scores import bootstrap_intervals, expert_outcomes, score_candidate
 from fanbu.models.artefact import Provenance
@@ -332,6 +332,7 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
         expert_acc, expert_right = expert_outcomes(swarm, slices.tests)
         record_sizes_and_experts(registry, champion, champion_record, experts, expert_acc, slices, run.id)
         rows, gated = [], []
+        champion_scores = score_champion(champion, slices.tests, recipe.gate)  # once for every candidate
         # one context for the run: its strategies share the experts' outputs and validation scores
         shared = FeedbackContext.for_run(champion, swarm, slices, run_dir, recipe.seed)
         for index, (name, config) in enumerate(strategies):
@@ -342,7 +343,7 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
             record = register_candidate(
                 registry, champion_record, parents, name, config, out, slices.fingerprints, seconds, dumped
             )
-            decision = gate(out.handle, champion, slices.tests, recipe.gate)
+            decision = gate(out.handle, champion, slices.tests, recipe.gate, champion_scores)
             gated.append((record, decision))
             row = score_candidate(
                 decision.candidate_metrics,
