@@ -24,3 +24,18 @@ def fail_on_two(x: int) -> int:
     if x == 2:
         raise ValueError(f"bad item {x}: cannot process two")
     return x + 1
+
+
+def mark_or_fail_on_two(job: tuple[str, int]) -> int:
+    """``(directory, x)``: fails on item 2 at once; any other item sleeps, then writes ``<x>.done``.
+
+    The other items finish after item 2 has failed, so a caller that returns before they end finds
+    their marker files missing.
+    """
+    directory, x = job
+    if x == 2:
+        raise ValueError(f"bad item {x}: cannot process two")
+    time.sleep(0.2)
+    with open(os.path.join(directory, f"{x}.done"), "w") as f:
+        f.write("done")
+    return x + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, Self, TypeVar
@@ -58,6 +59,9 @@ class RayExecutor:
     def map(self, fn: Callable[[T], R], items: Sequence[T], names: Sequence[str] | None = None) -> list[R]:
         """``[fn(item) for item in items]`` as Ray tasks; the first failing item raises ExecutionError.
 
+        After a failure the other tasks are not cancelled: map waits for them to end, drops their
+        results, then raises (see :meth:`_drain`).
+
         Raises:
             ExecutionError: an item failed (its name and original message are in the error), or ``fn``
                 is not an importable top-level callable.
@@ -82,11 +86,26 @@ class RayExecutor:
             except Exception as exc:  # noqa: BLE001 - a worker died, or an item failed to (de)serialise
                 status, value, trace = "error", describe(exc), ""
             if status == "error":
-                for ref in pending:
-                    ray.cancel(ref)
+                self._drain(pending)
                 raise item_failed(labels[index], index, value, trace)
             results[index] = value
         return results
+
+    def _drain(self, refs: list[Any]) -> None:
+        """Wait for ``refs`` to finish and drop their results (and their errors).
+
+        Why not ``ray.cancel``: cancelling a task that is finishing at that moment races Ray's own
+        bookkeeping, and Ray 2.x then aborts the whole driver process (``Check failed: it !=
+        submissible_tasks_.end() Tried to complete task that was not pending``, task_manager.cc), so
+        one failed item would kill ``fanbu derive`` instead of raising its error. Ray has no safe way
+        to cancel only the tasks that have not started, so every submitted task runs to the end.
+        """
+        if not refs:
+            return
+        # Errors here are dropped: the first failure is the error to report. fetch_local=False: only
+        # wait for the tasks to end, without copying their results to this node.
+        with contextlib.suppress(Exception):
+            self._ray.wait(refs, num_returns=len(refs), timeout=None, fetch_local=False)
 
     def close(self) -> None:
         """Shut Ray down if this executor started it."""

@@ -1,0 +1,1 @@
+"""fanbu.feedback.gate."""

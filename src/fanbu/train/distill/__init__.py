@@ -1,0 +1,1 @@
+"""fanbu.train.distill."""
