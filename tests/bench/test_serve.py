@@ -8,7 +8,7 @@ from rich.console import Console
 
 from fanbu.bench.serve import accuracy_via, kill_under_load, measure, print_table
 from fanbu.registry import Registry
-from fanbu.serve.load import latency_summary, start_server
+from fanbu.serve.loadtest import latency_summary, start_server
 from tests.serve.helpers import LABELS, TEXTS, TOKEN, register_tiny
 
 

@@ -68,3 +68,20 @@ def test_source_fingerprint_follows_the_code(tmp_path, monkeypatch) -> None:
     assert source_fingerprint("fanbu.train") != source_fingerprint("fanbu.models")
     with pytest.raises(ValueError, match="no package"):
         source_fingerprint("pkgfp_missing")
+
+
+def test_a_module_is_fingerprinted_alone_and_a_package_with_everything_under_it(
+    tmp_path, monkeypatch
+) -> None:
+    package = tmp_path / "pkgmod"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("A = 1\n")
+    (package / "b.py").write_text("B = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module, whole = source_fingerprint("pkgmod.a"), source_fingerprint("pkgmod")
+    (package / "b.py").write_text("B = 2\n")
+    assert source_fingerprint("pkgmod.a") == module  # a sibling module is not part of it
+    assert source_fingerprint("pkgmod") != whole
+    (package / "a.py").write_text("A = 2\n")
+    assert source_fingerprint("pkgmod.a") != module

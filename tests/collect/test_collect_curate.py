@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fanbu.collect import CurateConfig, LogStore, collected_sources, curate, load_collected, read_collected
-from fanbu.collect.privacy import stored_form
+from fanbu.collect.hashing import stored_form
 from fanbu.collect.store import Answer, Prediction
 from fanbu.data import load_domain
 from fanbu.errors import DomainError, RegistryError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fanbu.collect.privacy import mask_text, stored_form, text_hash
+from fanbu.collect.hashing import mask_text, stored_form, text_hash
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import uuid
 
-from fanbu.collect.privacy import stored_form
+from fanbu.collect.hashing import stored_form
 from fanbu.collect.store import Answer, LogStore, Prediction
 
 

@@ -81,21 +81,22 @@ def test_missing_champion_teacher_says_what_to_do(setup):
 
 
 def test_teacher_spec_dispatch(tmp_path):
-    from fanbu.derive.pipeline import load_teacher, register_source
     from fanbu.errors import RegistryError
+    from fanbu.registry.workspace import Workspace
 
     registry = Registry.open(tmp_path)
+    workspace = Workspace(registry)
     with pytest.raises(RegistryError):
-        load_teacher("large:v7", registry, 32)
+        workspace.load_spec("large:v7", 32)
     with pytest.raises(ConfigError, match="no champion of that name"):
-        load_teacher("large", registry, 32)
+        workspace.load_spec("large", 32)
     teacher = EncoderHandle.tiny()
     teacher.save(tmp_path / "mine", Provenance())
-    handle, record = load_teacher(str(tmp_path / "mine"), registry, 32)
-    assert record is None and handle.max_length == 32
-    assert register_source(registry, "package:all-MiniLM-L6-v2") == "all-MiniLM-L6-v2:v0"
-    assert register_source(registry, "org/bert") == "org--bert:v0"
-    assert register_source(registry, "package:all-MiniLM-L6-v2") == "all-MiniLM-L6-v2:v0"  # registered once
+    handle, record = workspace.load_spec(str(tmp_path / "mine"), 32)
+    assert record == "mine:v0" and registry.get_model(record).status == "archived" and handle.max_length == 32
+    assert workspace.register_source("package:all-MiniLM-L6-v2") == "all-MiniLM-L6-v2:v0"
+    assert workspace.register_source("org/bert") == "org--bert:v0"
+    assert workspace.register_source("package:all-MiniLM-L6-v2") == "all-MiniLM-L6-v2:v0"  # registered once
     registry.close()
 
 

@@ -16,7 +16,7 @@ from fanbu.federated.local import ProximalTerm, shared_model, trainable_arrays
 from fanbu.federated.recipe import FederatedRecipe, SharingConfig
 from fanbu.federated.run import federate
 from fanbu.federated.settings import parse_run_config
-from fanbu.train.strategy import Batch
+from fanbu.train.terms import Batch
 
 
 def gain(result) -> float:

@@ -18,7 +18,7 @@ import torch
 from feedback_helpers import COMMON_FILLER
 from feedback_helpers import quick as feedback_quick
 
-from fanbu.feedback.base import FeedbackContext, Labeled
+from fanbu.feedback.shared.context import FeedbackContext, Labeled
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train import TrainConfig
 from fanbu.train.classify import train_heads

@@ -9,10 +9,9 @@ import torch
 from feedback_helpers import drift, quick_dict
 
 from fanbu.config import validate
-from fanbu.derive.distill.forward import distill_forward
 from fanbu.errors import ConfigError
 from fanbu.feedback import get_strategy
-from fanbu.feedback.continual import (
+from fanbu.feedback.shared.continual import (
     EWC,
     ContinualConfig,
     LwF,
@@ -21,11 +20,12 @@ from fanbu.feedback.continual import (
     general_texts,
     realign_heads,
 )
-from fanbu.feedback.soft_losses import SoftLabelLoss, is_replay
-from fanbu.feedback.soft_targets import TeacherConfig, build_targets
-from fanbu.feedback.train_plan import MixedPlan
+from fanbu.feedback.shared.replay_batches import MixedPlan
+from fanbu.feedback.shared.soft_losses import SoftLabelLoss, is_replay
+from fanbu.feedback.shared.soft_targets import TeacherConfig, build_targets
 from fanbu.train.batching import TaskData, TextPlan
-from fanbu.train.strategy import Batch
+from fanbu.train.distill.forward import distill_forward
+from fanbu.train.terms import Batch
 
 
 def heldout_drift(make_context, large_v0, toy_data, continual: dict) -> float:

@@ -15,10 +15,10 @@ from fanbu.collect.curation import CurateConfig, Curated, Example
 from fanbu.collect.dataset import write_collected
 from fanbu.config import validate
 from fanbu.errors import ConfigError, RegistryError
-from fanbu.feedback import gate as gate_module
+from fanbu.feedback.gate import promotion as gate_module
+from fanbu.feedback.gate.scores import pgr, score_candidate
 from fanbu.feedback.pipeline import add_collected, load_slices, run_feedback
 from fanbu.feedback.recipe import FeedbackRecipe
-from fanbu.feedback.scores import pgr, score_candidate
 from fanbu.models.artefact import Provenance
 from fanbu.registry import Registry
 

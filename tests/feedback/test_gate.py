@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from fanbu.cli import app
 from fanbu.errors import ConfigError, RegistryError
-from fanbu.feedback.gate import GateConfig, apply_decision, gate, rollback
-from fanbu.feedback.merge import MergeConfig, merge_strategy
-from fanbu.feedback.merge_prep import SelectionConfig
+from fanbu.feedback.gate.promotion import GateConfig, apply_decision, gate, rollback
+from fanbu.feedback.shared.weights import SelectionConfig
+from fanbu.feedback.strategies.merge import MergeConfig, merge_strategy
 from fanbu.registry import Registry
 
 

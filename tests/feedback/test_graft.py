@@ -14,8 +14,14 @@ from fanbu.derive.finetune.config import LoraSettings
 from fanbu.derive.finetune.lora import add_lora
 from fanbu.errors import ConfigError
 from fanbu.feedback import get_strategy
-from fanbu.feedback.graft import GraftConfig, graft_layers, graft_strategy, layer_change, layer_keys
-from fanbu.feedback.merge_prep import SelectionConfig, plain_state
+from fanbu.feedback.shared.weights import SelectionConfig, plain_state
+from fanbu.feedback.strategies.graft import (
+    GraftConfig,
+    graft_layers,
+    graft_strategy,
+    layer_change,
+    layer_keys,
+)
 
 
 def _perturb_layer(handle, layer: int, seed: int = 0):

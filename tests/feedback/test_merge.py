@@ -14,8 +14,8 @@ from fanbu.derive.finetune.config import LoraSettings
 from fanbu.derive.finetune.lora import add_lora, load_adapter, save_adapter
 from fanbu.errors import ConfigError
 from fanbu.feedback import get_strategy
-from fanbu.feedback.merge import MergeConfig, merge_strategy
-from fanbu.feedback.merge_prep import SelectionConfig, plain_state
+from fanbu.feedback.shared.weights import SelectionConfig, plain_state
+from fanbu.feedback.strategies.merge import MergeConfig, merge_strategy
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 

@@ -13,12 +13,13 @@ from _merge_fixtures import DOMAINS, quick, tiny_large, tiny_swarm
 
 from fanbu.errors import ConfigError, ModelError
 from fanbu.feedback import get_strategy
-from fanbu.feedback.merge_prep import SelectionConfig, plain_state
-from fanbu.feedback.moe import MoEConfig, build_moe, moe_strategy, train_router
-from fanbu.feedback.moe_io import MoEHandle
-from fanbu.feedback.moe_layers import MixtureFFN, balance_loss, mixtures
+from fanbu.feedback.shared.weights import SelectionConfig, plain_state
+from fanbu.feedback.strategies.moe import MoEConfig, build_moe, moe_strategy, train_router
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
+from fanbu.models.moe import MoEHandle
+from fanbu.models.moe_layers import MixtureFFN, mixtures
+from fanbu.train.balance import balance_loss
 
 QUICK = MoEConfig(train=quick(epochs=3, lr=1e-2), selection=SelectionConfig(enabled=False))
 
@@ -109,7 +110,7 @@ def test_strategy_output_saves_and_reloads(tmp_path: Path) -> None:
         np.testing.assert_allclose(
             loaded.predict_proba(texts, task), out.handle.predict_proba(texts, task), atol=1e-6
         )
-    with pytest.raises(ModelError, match="model.safetensors"):
+    with pytest.raises(ModelError, match="holds a 'moe' model, not 'encoder'"):
         EncoderHandle.load(path)  # a dense loader refuses instead of dropping the experts
 
 

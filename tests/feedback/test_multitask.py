@@ -11,9 +11,9 @@ from feedback_helpers import DOMAINS, quick_dict
 from fanbu.config import validate
 from fanbu.errors import ConfigError
 from fanbu.feedback import get_strategy
-from fanbu.feedback.multitask import MultitaskConfig
-from fanbu.feedback.soft_targets import TeacherConfig, balanced_indices, build_targets
-from fanbu.feedback.train_run import balance
+from fanbu.feedback.shared.fit import balance
+from fanbu.feedback.shared.soft_targets import TeacherConfig, balanced_indices, build_targets
+from fanbu.feedback.strategies.multitask import MultitaskConfig
 from fanbu.train.classify import evaluate_heads
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fanbu.feedback.scores import bootstrap_intervals, format_score, pgr
+from fanbu.feedback.gate.scores import bootstrap_intervals, format_score, pgr
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import evaluate_heads, score_heads
 

@@ -9,7 +9,7 @@ from feedback_helpers import quick_dict
 from fanbu.config import validate
 from fanbu.errors import ConfigError
 from fanbu.feedback import get_strategy
-from fanbu.feedback.sequential import SequentialConfig
+from fanbu.feedback.strategies.sequential import SequentialConfig
 
 
 def run_sequential(ctx, **settings):
@@ -56,7 +56,7 @@ def test_config_rejects_bad_values():
 
 
 def test_unlabeled_per_head_caps_the_pseudo_labelled_texts(make_context, monkeypatch):
-    from fanbu.feedback import sequential
+    from fanbu.feedback.strategies import sequential
 
     seen: dict[str, int] = {}
     fit = sequential.fit_candidate

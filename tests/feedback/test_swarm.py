@@ -9,14 +9,19 @@ import torch
 from feedback_helpers import DOMAINS, make_texts, quick_dict
 
 from fanbu.config import validate
-from fanbu.derive.distill.losses import kd_loss
-from fanbu.derive.distill.teacher import TeacherCache
 from fanbu.errors import ConfigError
 from fanbu.feedback import get_strategy
-from fanbu.feedback.soft_losses import FeatureMatching, weighted_kd
-from fanbu.feedback.soft_targets import TeacherConfig, build_targets, nearest_unlabeled, teacher_weights
-from fanbu.feedback.swarm import SwarmConfig
+from fanbu.feedback.shared.soft_losses import FeatureMatching, weighted_kd
+from fanbu.feedback.shared.soft_targets import (
+    TeacherConfig,
+    build_targets,
+    nearest_unlabeled,
+    teacher_weights,
+)
+from fanbu.feedback.strategies.swarm import SwarmConfig
 from fanbu.train.classify import evaluate_heads
+from fanbu.train.distill.losses import kd_loss
+from fanbu.train.distill.teacher import TeacherCache
 
 
 def run_swarm(ctx, **settings):

@@ -67,7 +67,7 @@ def test_bad_relation_and_kind_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="base_model_relation 'distilled' is not one of finetune, adapter"):
         Provenance(base_model="x/y", base_model_relation="distilled")
     with pytest.raises(
-        ModelError, match="unknown model kind 'rnn'; expected one of encoder, causal_lm, module"
+        ModelError, match="unknown model kind 'rnn'; expected one of encoder, moe, lora, causal_lm, module"
     ):
         write_provenance(tmp_path, Provenance(), "rnn")
 

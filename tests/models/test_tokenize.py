@@ -10,7 +10,7 @@ import pytest
 from fanbu.errors import ModelError
 from fanbu.models.encoder import EncoderHandle
 from fanbu.models.tiny import tiny_tokenizer
-from fanbu.models.tokenize import CHARS_PER_TOKEN, encode_texts, length_order
+from fanbu.models.tokenize import CHARS_PER_TOKEN, encode_texts
 
 WORDS = ["the", "state", "government", "a", "!!", "1234567", "zzzzqqq", "x-ray", "\n", "  ", "church", "ok."]
 
@@ -98,6 +98,3 @@ def test_truncation_is_saved_with_the_handle(tmp_path) -> None:
         EncoderHandle(handle.model, handle.tokenizer, handle.labels, 32, truncation="middle")  # type: ignore[arg-type]
 
 
-def test_length_order_is_longest_first_and_stable() -> None:
-    order = length_order(["aa", "a", "aaa", "bb"])
-    assert order.tolist() == [2, 0, 3, 1]

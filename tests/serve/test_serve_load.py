@@ -6,7 +6,7 @@ import http.client
 import socket
 import time
 
-from fanbu.serve.load import _drop_if_closed
+from fanbu.serve.loadtest import _drop_if_closed
 
 
 def test_a_connection_the_server_closed_is_dropped_and_an_open_one_kept() -> None:

@@ -14,7 +14,7 @@ from fanbu.collect.store import LogStore
 from fanbu.config import validate
 from fanbu.registry import Registry
 from fanbu.serve import ServeConfig, resolve_token
-from fanbu.serve.load import drive, start_server
+from fanbu.serve.loadtest import drive, start_server
 from fanbu.serve.security import TOKEN_ENV, TOKEN_FILE, check_bearer
 from tests.serve.helpers import TEXTS, TOKEN
 

@@ -1,60 +1,16 @@
-"""Micro-batches run in runs of similar length; loaded models are safe to run from several workers."""
+"""Loaded models are safe to run from several workers."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import torch
 
-from fanbu.models import EncoderHandle
 from fanbu.registry import Registry
-from fanbu.serve.cascade import CHARS_PER_TOKEN, PAD_SLACK, length_runs, predict_in_runs
-from fanbu.serve.models import ModelPool, Served
+from fanbu.serve.models import ModelPool
 from tests.serve.helpers import TEXTS
-
-
-def test_length_runs_cover_every_text_once_in_runs_of_similar_length() -> None:
-    rng = np.random.default_rng(0)
-    texts = ["w " * int(n) for n in rng.integers(1, 400, 60)]
-    runs = length_runs(texts, max_length=64, batch_size=8)
-    assert sorted(i for run in runs for i in run) == list(range(60))
-    cap = 64 * CHARS_PER_TOKEN
-    for run in runs:
-        sizes = [min(len(texts[i]), cap) for i in run]
-        assert len(run) <= 8 and max(sizes) <= PAD_SLACK * min(sizes)
-    firsts = [min(len(texts[run[0]]), cap) for run in runs]
-    assert firsts == sorted(firsts, reverse=True)  # longest first
-
-
-def test_texts_past_the_token_budget_share_a_run() -> None:
-    long = ["word " * n for n in (60, 90, 200)]  # all longer than 32 * CHARS_PER_TOKEN characters
-    assert length_runs([*long, "short"], max_length=32, batch_size=8) == [[0, 1, 2], [3]]
-    assert length_runs(["", "a", ""], max_length=32, batch_size=2) == [[0, 1], [2]]  # empty texts too
-
-
-class _Recording:
-    """A predictor that records the batches it is given (and answers like the handle it wraps)."""
-
-    def __init__(self, inner: EncoderHandle) -> None:
-        self.inner, self.labels, self.batches = inner, inner.labels, []
-
-    def predict_proba(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
-        self.batches.append(list(texts))
-        return self.inner.predict_proba(texts, head, batch_size)
-
-
-def test_predict_in_runs_matches_one_batch_in_the_texts_order(registry: Registry) -> None:
-    served = ModelPool(registry).get("small")
-    recording = _Recording(served.predictor)  # type: ignore[arg-type]
-    texts = [t * k for k in (1, 5, 2, 9) for t in TEXTS]
-    probs = predict_in_runs(Served(served.record, recording, served.labels, 32), texts, "topic", 4)
-    expected = served.predictor.predict_proba(texts, "topic", 64)
-    np.testing.assert_allclose(probs, expected, atol=1e-5)
-    assert sorted(t for batch in recording.batches for t in batch) == sorted(texts)
-    assert len(recording.batches) > len(texts) // 4  # split by length, not only by batch size
 
 
 def test_pool_sets_both_runtimes_threads_and_readies_models_for_workers(registry: Registry) -> None:

@@ -51,7 +51,7 @@ class Interrupt(Exception):
 
 
 class CrashAt:
-    """A strategy whose step hook crashes the run at a given step (a simulated kill)."""
+    """A loss term whose step hook crashes the run at a given step (a simulated kill)."""
 
     name = "crash"
 
@@ -117,7 +117,7 @@ def test_early_stopping_restores_best(toy_data):
 
 
 class ExtraTerm:
-    """A strategy adding an L2 term and reporting a value from its epoch hook."""
+    """A loss term adding an L2 penalty and reporting a value from its epoch hook."""
 
     name = "l2"
 
@@ -132,7 +132,7 @@ class ExtraTerm:
         return {"calls": self.calls}
 
 
-def test_strategies_add_terms_and_hooks_return_values(toy_data):
+def test_terms_add_losses_and_hooks_return_values(toy_data):
     torch.manual_seed(0)
     extra = ExtraTerm()
     result = Trainer(
@@ -149,7 +149,7 @@ def test_no_loss_is_an_error(toy_data):
     tasks = [TaskData("a", toy_data["a"][0], None)]
     plan = TextPlan(tasks, tokenize, batch_size=8)
     trainer = Trainer(TinyClassifier({"a": 2}), plan, config(epochs=1), [TaskLoss()])
-    with pytest.raises(ValueError, match="no strategy returned a loss for task 'a'"):
+    with pytest.raises(ValueError, match="no term returned a loss for task 'a'"):
         trainer.fit()
 
 
@@ -182,7 +182,7 @@ def test_empty_task_is_rejected():
 
 
 class Projected:
-    """A strategy that owns a trainable module: pull a projection of the logits towards zero."""
+    """A loss term that owns a trainable module: pull a projection of the logits towards zero."""
 
     name = "proj"
 
@@ -205,7 +205,7 @@ class Projected:
         self.projection.load_state_dict(state)
 
 
-def test_strategy_modules_are_trained_and_checkpointed(toy_data, tmp_path):
+def test_term_modules_are_trained_and_checkpointed(toy_data, tmp_path):
     torch.manual_seed(0)
     strategy = Projected()
     before = strategy.projection.weight.detach().clone()

@@ -9,6 +9,7 @@ logistic regression trained on the same private data; and CPU speed at batch 1 a
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 import time
@@ -23,12 +24,12 @@ from fanbu.bench.lm import print_lm_table, run_lm_bench
 from fanbu.derive.data import DeriveData, load_domain_data
 from fanbu.derive.distill import DistillConfig
 from fanbu.derive.pipeline import DeriveRecipe, run_derive
-from fanbu.derive.quantize import load_deployment
+from fanbu.derive.presets import BENCH_DERIVE_PRUNE, QUANTIZE_DEPLOY
 from fanbu.evaluate.metrics import accuracy
 from fanbu.evaluate.speed import measure_latency, measure_throughput, param_count
 from fanbu.io import atomic_write_json
-from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import Registry
+from fanbu.registry.workspace import Workspace
 
 TEACHER = "package:all-MiniLM-L6-v2"
 
@@ -52,10 +53,9 @@ def bench_recipe(quick: bool) -> DeriveRecipe:
         data=data,
         stages=[
             {"finetune": {"mode": "full", "train": teacher_train}},
-            {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 512, "vocab": 6000, "importance": "taylor",
-                       "calibration": 256}},
+            {"prune": dict(BENCH_DERIVE_PRUNE)},
             {"distill": {"temperature": 2.0, "alpha": 0.8, "hidden_weight": 1.0, "train": student_train}},
-            {"quantize": {"int8": True, "onnx": True, "onnx_int8": True}},
+            copy.deepcopy(QUANTIZE_DEPLOY),
         ],
     )
 
@@ -70,12 +70,14 @@ def _speed(predictor: Any, head: str, texts: list[str], iterations: int) -> tupl
     return b1, b32
 
 
-def bench_domain(registry: Registry, recipe: DeriveRecipe, name: str, iterations: int) -> dict[str, float | str]:
-    """Every number of one domain's row."""
+def bench_domain(
+    workspace: Workspace, recipe: DeriveRecipe, name: str, iterations: int
+) -> dict[str, float | str]:
+    """Every number of one domain's row (the latest finetune, distill and quantize models of ``name``)."""
     data = load_domain_data(recipe.data, name)
-    teacher = EncoderHandle.load(registry.latest(f"{name}.finetune").path)
-    student_fp32 = EncoderHandle.load(registry.latest(f"{name}.distill").path)
-    student = load_deployment(registry.latest(f"{name}.quantize").path, runtime="onnx_int8")
+    teacher = workspace.load_encoder(f"{name}.finetune")
+    student_fp32 = workspace.load_encoder(f"{name}.distill")
+    student = workspace.load(f"{name}.quantize", runtime="onnx_int8")
     texts, labels = data.test
     teacher_acc = accuracy(teacher.predict(texts, name, batch_size=64), labels)
     student_acc = accuracy(student.predict(texts, name, batch_size=64), labels)
@@ -111,7 +113,8 @@ def run_bench(quick: bool, out: Path, console: Console, home: Path | None = None
         registry = Registry.open(home or Path(tmp))
         try:
             results = run_derive(recipe, registry)
-            rows = [bench_domain(registry, recipe, r["domain"], 20 if quick else 50) for r in results]
+            workspace = Workspace(registry)
+            rows = [bench_domain(workspace, recipe, r["domain"], 20 if quick else 50) for r in results]
         finally:
             registry.close()
     keys = ("retention", "param_ratio", "speedup_b1", "speedup_b32", "student_acc", "teacher_acc",

@@ -40,14 +40,18 @@ from rich.table import Table
 
 from fanbu.bench.work import WorkDir
 from fanbu.data.builtin import default_benchmark
+from fanbu.data.slices import split_pairs
+from fanbu.derive.presets import CLIENT_PRUNE
 from fanbu.federated.data import client_data, server_data, slots_of
 from fanbu.federated.fedmkt import client_distil
 from fanbu.federated.recipe import FederatedRecipe
-from fanbu.federated.run import FederatedResult, federate
+from fanbu.federated.result import FederatedResult
+from fanbu.federated.run import federate
 from fanbu.io import atomic_write_json
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import evaluate_heads, train_heads
 from fanbu.train.config import TrainConfig
+from fanbu.train.large import train_large_v0
 
 LARGE = "package:all-MiniLM-L6-v2"
 FRACTION = 0.2
@@ -64,7 +68,6 @@ SERVER_LRS = [1.0, 2.0]
 # Both sides end with the same head phase: the encoder frozen, each domain head trained on its private
 # data (FedAvg: the recipe's head_round, one more round in which clients train only their heads).
 HEAD: dict[str, Any] = {"epochs": 3, "batch_size": 16, "lr": 1e-3, "restore_best": False, "progress": False}
-STUDENT = {"layers": 2, "heads": 8, "hidden": 256, "ffn": 512, "vocab": 8000, "importance": "taylor"}
 
 Labeled = tuple[list[str], list[int]]
 
@@ -105,11 +108,6 @@ def caps(quick: bool) -> dict[str, Any]:
     }
 
 
-def _pairs(split: Any, cap: int | None) -> Labeled:
-    split = split if cap is None else split.subsample(cap, 0)
-    return list(split.texts), list(split.labels or ())
-
-
 class Bench:
     """One run of the bench: its sizes, work directory (cache of finished parts) and console."""
 
@@ -122,7 +120,7 @@ class Bench:
         self.data = default_benchmark(seed=0, public_fraction=0.1)
         names = [d.name for d in self.data.domains]
         self.domains = [n for n in names if self.caps["domains"] is None or n in self.caps["domains"]]
-        self.tests = {n: _pairs(self.data.domain(n).test, self.caps["test"]) for n in self.domains}
+        self.tests = split_pairs(self.data, "test", self.domains, self.caps["test"], 0)
 
     # ------------------------------------------------------------------ caching
     def cached(self, name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -148,13 +146,10 @@ class Bench:
         def make() -> EncoderHandle:
             self.console.print(f"[bold]large v0[/]: {LARGE} on the public slices of {', '.join(self.domains)}")
             large = EncoderHandle.from_source(LARGE, max_length=self.caps["max_length"])
-            public, validation = {}, {}
-            for name in self.domains:
-                large.add_head(name, self.data.domain(name).label_names)
-                public[name] = _pairs(self.data.public(name), self.caps["public"])
-                validation[name] = _pairs(self.data.domain(name).validation, self.caps["validation"])
+            public = split_pairs(self.data, "public", self.domains, self.caps["public"], 0)
+            validation = split_pairs(self.data, "validation", self.domains, self.caps["validation"], 0)
             train = TrainConfig(epochs=self.caps["v0_epochs"], batch_size=16, lr=1e-4, warmup_ratio=0.06)
-            train_heads(large, public, train, validation, description="large v0")
+            train_large_v0(large, self.data, public, train, validation)
             return large
 
         return self.model("large-v0", make)
@@ -323,7 +318,7 @@ class Bench:
 
             def make(domain: str = slot.domain, data: Any = data) -> EncoderHandle:
                 calibration = Calibration(texts=data.train[0][:256], labels=data.train[1][:256], head=domain)
-                student = prune_encoder(self.large_v0(), PruneConfig(**STUDENT), calibration)
+                student = prune_encoder(self.large_v0(), PruneConfig(**CLIENT_PRUNE), calibration)
                 train = TrainConfig(epochs=4, batch_size=16, lr=5e-4, warmup_ratio=0.06)
                 train_heads(student, {domain: data.train}, train, {domain: data.validation},
                             description=f"student {domain}")

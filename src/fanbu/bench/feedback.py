@@ -35,9 +35,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fanbu.bench.work import WorkDir, source_fingerprint
+from fanbu.data.slices import pairs, split_pairs
 from fanbu.errors import FanbuError
 from fanbu.feedback import STRATEGIES, FeedbackContext, Labeled, get_strategy
-from fanbu.feedback.scores import (
+from fanbu.feedback.gate.scores import (
     INTERVAL_LEGEND,
     bootstrap_intervals,
     expert_outcomes,
@@ -48,7 +49,7 @@ from fanbu.io import atomic_write_json
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import score_heads, train_heads
 from fanbu.train.config import TrainConfig
-from fanbu.train.seed import seed_everything
+from fanbu.train.large import train_large_v0
 
 LARGE = "package:all-MiniLM-L6-v2"
 # Every model of the bench trains without dropout: on CPU drawing the masks takes a fifth of a step.
@@ -152,8 +153,11 @@ def _caps(quick: bool) -> dict[str, Any]:
 
 
 SERVING_FRACTION = 0.4  # share of each private slice that stands for served traffic (text only)
-# the code large v0 and the experts are made with: a change there makes them again
-SETUP_CODE = ("fanbu.data", "fanbu.models", "fanbu.train")
+# the code large v0 and the experts are made and kept with: a change there makes them again. Data
+# (fanbu.data), models and their saving and loading (fanbu.models: handles, load_handle), training
+# (fanbu.train, with the distillation losses moved there) and the validation metrics its best-epoch
+# choice reads (fanbu.evaluate). No registry is involved: the kept models are plain directories.
+SETUP_CODE = ("fanbu.data", "fanbu.evaluate", "fanbu.models", "fanbu.train")
 
 
 def build_setup(quick: bool, console: Console, store: WorkDir | None = None, seed: int = 0) -> BenchSetup:
@@ -187,13 +191,10 @@ def build_setup(quick: bool, console: Console, store: WorkDir | None = None, see
     domains = [d.name for d in bench.domains if caps["domains"] is None or d.name in caps["domains"]]
     heldout = [d.name for d in bench.heldout]
 
-    def pairs(split: Any, cap: int | None) -> Labeled:
-        split = split if cap is None else split.subsample(cap, seed)
-        return list(split.texts), list(split.labels or ())
-
-    public = {n: pairs(bench.public(n), caps["public"]) for n in (*domains, *heldout)}
-    validation = {n: pairs(bench.domain(n).validation, caps["validation"]) for n in (*domains, *heldout)}
-    tests = {n: pairs(bench.domain(n).test, caps["test"]) for n in (*domains, *heldout)}
+    tasks = (*domains, *heldout)
+    public = split_pairs(bench, "public", tasks, caps["public"], seed)
+    validation = split_pairs(bench, "validation", tasks, caps["validation"], seed)
+    tests = split_pairs(bench, "test", tasks, caps["test"], seed)
     train = TrainConfig(
         epochs=caps["epochs"], batch_size=16, lr=1e-4, warmup_ratio=0.06, dropout=DROPOUT, seed=seed
     )
@@ -201,10 +202,8 @@ def build_setup(quick: bool, console: Console, store: WorkDir | None = None, see
     def make_large() -> EncoderHandle:
         console.print(f"[bold]large v0[/]: {LARGE} on the public slices of {', '.join(domains + heldout)}")
         large = EncoderHandle.from_source(LARGE, max_length=caps["max_length"])
-        seed_everything(seed)  # the new heads' initialisation: the same large v0 on every run
-        for name in (*domains, *heldout):
-            large.add_head(name, bench.domain(name).label_names)
-        train_heads(large, public, train, validation, description="large v0")
+        # head_seed: the new heads' initialisation, so that every run makes the same large v0
+        train_large_v0(large, bench, public, train, validation, head_seed=seed)
         return large
 
     def make_expert(name: str, own: Any) -> EncoderHandle:
@@ -212,7 +211,7 @@ def build_setup(quick: bool, console: Console, store: WorkDir | None = None, see
         expert = copy.deepcopy(large)
         train_heads(
             expert,
-            {name: pairs(own, caps["private"])},
+            {name: pairs(own, caps["private"], seed)},
             train,
             {name: validation[name]},
             description=f"expert {name}",

@@ -27,7 +27,8 @@ from fanbu.derive.data import load_domain_data
 from fanbu.derive.pipeline import DeriveRecipe, run_derive
 from fanbu.io import atomic_write_json
 from fanbu.registry import Registry
-from fanbu.serve.load import ServerProcess, drive_in_process, start_server
+from fanbu.registry.workspace import UnknownModelError, Workspace
+from fanbu.serve.loadtest import ServerProcess, drive_in_process, start_server
 
 TARGET_ESCALATION = 0.2  # tuned for on validation texts; the issue's ceiling is 0.3 on the test split
 # Both models run on the same threads, so that the comparison is fair: one intra-op thread per run
@@ -48,7 +49,11 @@ LIMITS = [
 def derive_models(registry: Registry, recipe: DeriveRecipe, domain: str) -> tuple[str, str]:
     """``(small, large)`` model names for ``domain``, deriving them unless the registry has them."""
     small, large = f"{domain}.quantize", f"{domain}.finetune"
-    if registry.latest(small) is None or registry.latest(large) is None:
+    workspace = Workspace(registry)
+    try:
+        for ref in (small, large):
+            workspace.resolve(ref)
+    except UnknownModelError:
         run_derive(recipe, registry)
     return small, large
 

@@ -19,9 +19,11 @@ from typing import Any
 
 from rich.console import Console
 
+from fanbu.errors import ModelError
 from fanbu.io import atomic_write_json
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
+from fanbu.models.loading import load_handle
 
 
 def fingerprint(settings: Any) -> str:
@@ -33,15 +35,19 @@ def fingerprint(settings: Any) -> str:
 def source_fingerprint(*packages: str) -> str:
     """A short hash of the Python source of ``packages`` (dotted names, e.g. ``"fanbu.train"``).
 
-    Part of a kept part's settings, it makes the part again after a change of the code that made it.
+    A package counts with every module under it, sub-packages included; a plain module
+    (``"fanbu.bench.work"``) counts alone. Part of a kept part's settings, it makes the part again after
+    a change of the code that made it.
     """
     digest = hashlib.sha256()
     for name in sorted(packages):
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
             raise ValueError(f"no package {name!r} to fingerprint")
-        root = Path(spec.origin).parent
-        for path in sorted(root.rglob("*.py")):
+        origin = Path(spec.origin)
+        root = origin.parent
+        files = sorted(root.rglob("*.py")) if spec.submodule_search_locations is not None else [origin]
+        for path in files:
             digest.update(f"{name}/{path.relative_to(root).as_posix()}\0".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -98,7 +104,9 @@ class WorkDir:
                 self.console.print(f"[yellow]{path}: made with other settings; making it again[/]")
             else:
                 try:
-                    handle = EncoderHandle.load(path)
+                    handle = load_handle(path)  # of whatever classifier kind was kept (MoE included)
+                    if not isinstance(handle, EncoderHandle):
+                        raise ModelError(f"a {type(handle).__name__}, not an encoder classifier")
                     handle.max_length = max_length
                     handle.model.eval()
                     return handle

@@ -11,16 +11,16 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CurateConfig": "fanbu.collect.curation",
+    "CurateConfig": "fanbu.collect.curated",
     "curate": "fanbu.collect.curation",
     "CollectedData": "fanbu.collect.dataset",
     "collected_sources": "fanbu.collect.dataset",
     "load_collected": "fanbu.collect.dataset",
     "read_collected": "fanbu.collect.dataset",
-    "PRIVACY_MODES": "fanbu.collect.privacy",
-    "PrivacyMode": "fanbu.collect.privacy",
-    "mask_text": "fanbu.collect.privacy",
-    "stored_form": "fanbu.collect.privacy",
+    "PRIVACY_MODES": "fanbu.collect.hashing",
+    "PrivacyMode": "fanbu.collect.hashing",
+    "mask_text": "fanbu.collect.hashing",
+    "stored_form": "fanbu.collect.hashing",
     "Answer": "fanbu.collect.store",
     "Feedback": "fanbu.collect.store",
     "LogStore": "fanbu.collect.store",

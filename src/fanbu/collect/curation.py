@@ -6,61 +6,26 @@ top probability at least ``min_confidence``, not escalated, not rated 1-2), then
 (escalated, or below ``hard_below``) labelled by the large model: the cascade's logged large answer,
 or ``label_with``'s when set. Texts are de-duplicated (case and whitespace folded) keeping the most
 trusted label; logs that kept only a hash are skipped. What is left becomes unlabeled text.
+
+The settings and result types (:class:`CurateConfig`, :class:`Curated`, :class:`Example`) are in
+:mod:`fanbu.collect.curated`; they are imported here too.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
+from fanbu.collect.curated import TIERS, CurateConfig, Curated, Example
 from fanbu.collect.dataset import write_collected
 from fanbu.collect.store import LogStore, Prediction
-from fanbu.config import Strict
+from fanbu.models.encoder import read_handle_settings
+from fanbu.models.loading import load_predictor
 from fanbu.registry import DatasetRecord, Registry
+from fanbu.registry.workspace import Workspace
 
-TIERS = ("human", "pseudo", "hard")
-
-
-class CurateConfig(Strict):
-    """How ``fanbu collect`` turns logs into a dataset."""
-
-    name: str = Field("collected", min_length=1, description="Dataset name in the registry.")
-    domains: list[str] | None = Field(None, description="Only these heads/domains (default: all logged).")
-    quota: int = Field(2000, ge=1, description="Most labelled examples per domain.")
-    unlabeled_quota: int = Field(5000, ge=0, description="Most unlabeled texts per domain.")
-    min_confidence: float = Field(0.9, ge=0.0, le=1.0, description="Pseudo-labels need this top probability.")
-    hard_below: float = Field(0.5, ge=0.0, le=1.0, description="Below this confidence an answer is hard.")
-    label_with: str | None = Field(
-        None,
-        description="Large model (name or name:vN) that labels hard examples "
-        "the cascade did not escalate; default: only logged large answers count.",
-    )
-    runtime: str = Field("onnx_int8", description="Runtime when label_with is a quantize deployment.")
-    out: str | None = Field(None, description="Where the JSONL files go (default: <home>/datasets).")
-
-
-@dataclass
-class Example:
-    """One curated example."""
-
-    domain: str
-    text: str
-    label: str
-    tier: str
-    prediction_id: str
-
-
-@dataclass
-class Curated:
-    """Per domain: labelled examples (best tier first), unlabeled texts, and label names."""
-
-    labeled: dict[str, list[Example]] = field(default_factory=dict)
-    unlabeled: dict[str, list[str]] = field(default_factory=dict)
-    label_names: dict[str, list[str]] = field(default_factory=dict)
-    skipped_hash_only: int = 0
+__all__ = ["TIERS", "CurateConfig", "Curated", "Example", "curate", "select_examples"]
 
 
 def _key(text: str) -> str:
@@ -147,11 +112,9 @@ def curate(
 
 def _label_hard(registry: Registry, config: CurateConfig, hard: list[Prediction]) -> list[Example]:
     """Label hard examples with ``config.label_with`` (loaded once)."""
-    from fanbu.serve.models import load_predictor, read_labels, resolve
-
-    record = resolve(registry, str(config.label_with))
-    predictor = load_predictor(record, config.runtime)
-    labels = read_labels(record)
+    record = Workspace(registry).resolve(str(config.label_with))
+    predictor = load_predictor(record.path, config.runtime)
+    labels = predictor.labels
     examples = []
     by_head: dict[str, list[Prediction]] = defaultdict(list)
     for pred in hard:
@@ -169,10 +132,8 @@ def _label_hard(registry: Registry, config: CurateConfig, hard: list[Prediction]
 
 def _label_names(registry: Registry, predictions: list[Prediction]) -> dict[str, list[str]]:
     """Each domain's label names, in head order, from the models that answered (first one wins)."""
-    from fanbu.serve.models import read_labels
-
     names: dict[str, list[str]] = {}
     for model_id in sorted({p.final.model_id for p in predictions}):
-        for head, labels in read_labels(registry.get_model(model_id)).items():
-            names.setdefault(head, labels)
+        for head, labels in read_handle_settings(Path(registry.get_model(model_id).path))["labels"].items():
+            names.setdefault(head, [str(n) for n in labels])
     return names

@@ -22,7 +22,7 @@ from fanbu.io import atomic_directory, atomic_write_json, sha256_json
 from fanbu.registry import DatasetRecord, Registry
 
 if TYPE_CHECKING:
-    from fanbu.collect.curation import CurateConfig, Curated
+    from fanbu.collect.curated import CurateConfig, Curated
 
 MANIFEST = "manifest.json"
 KIND = "collected"

@@ -16,16 +16,11 @@ from pydantic import Field, field_validator, model_validator
 
 from fanbu.config import Strict, validate
 from fanbu.derive.pipeline import DeriveRecipe
+from fanbu.derive.presets import FAST_SMALL_STAGES, copy_stages
 from fanbu.errors import ConfigError
 from fanbu.execute import ExecutorConfig
 from fanbu.feedback.recipe import ExpertDerive, FeedbackCore, FeedbackRecipe, check_stages
 from fanbu.models.tokenize import Truncation
-
-SMALL_STAGES: list[Any] = [
-    {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 0.5, "vocab": 6000, "importance": "magnitude"}},
-    {"distill": {"temperature": 2.0, "alpha": 0.5, "train": {"epochs": 3, "lr": 5e-4, "batch_size": 16}}},
-    {"quantize": {"int8": True, "onnx": True, "onnx_int8": True}},
-]
 
 
 class CycleDerive(Strict):
@@ -33,7 +28,8 @@ class CycleDerive(Strict):
 
     enabled: bool = Field(True, description="Derive the small models at the start of every generation.")
     stages: list[Any] = Field(
-        default_factory=lambda: list(SMALL_STAGES), description="Derive stages, [{stage: {settings}}, ...]."
+        default_factory=lambda: copy_stages(FAST_SMALL_STAGES),
+        description="Derive stages, [{stage: {settings}}, ...].",
     )
     truncation: Truncation = Field(
         "head", description="Which tokens of a long text to keep: head or head_tail."

@@ -26,11 +26,11 @@ from rich.console import Console
 from fanbu.cycle.recipe import CycleRecipe
 from fanbu.cycle.tables import print_feedback, print_small
 from fanbu.derive.pipeline import run_derive
-from fanbu.errors import ConfigError, FanbuError
-from fanbu.feedback.pipeline import current_champion, run_feedback
+from fanbu.errors import ConfigError
+from fanbu.feedback.pipeline import run_feedback
 from fanbu.io import sha256_json
-from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import ModelRecord, Registry, RunRecord
+from fanbu.registry.workspace import Workspace, parse_ref
 
 RUN_KIND = "cycle"
 
@@ -56,17 +56,14 @@ def run_cycle(
 
     Summaries of generations finished by an earlier run are returned with ``skipped: True``.
     """
-    if registry.home is None:
-        raise FanbuError(
-            "cycle needs a registry with a home directory for its artefacts (Registry.open(home))"
-        )
+    workspace = Workspace(registry)
     console = console or Console()
     total = generations if generations is not None else recipe.generations
     if total < 1:
         raise ConfigError(f"--generations {total}: run at least one generation")
     cycle = cycle_id(recipe)
     done = finished_generations(registry, cycle)
-    name = registry.get_model(recipe.champion).name if ":" in recipe.champion else recipe.champion
+    name = parse_ref(recipe.champion)[0]
     summaries: list[dict[str, Any]] = []
     previous: dict[str, Any] | None = None
     for generation in range(total):
@@ -78,7 +75,7 @@ def run_cycle(
                 highlight=False,
             )
         else:
-            champion = current_champion(registry, recipe.champion if not summaries and not done else name)
+            champion = workspace.champion(recipe.champion if not summaries and not done else name)
             if previous is not None and previous["champion_out"] != champion.id:
                 console.print(
                     f"note: the champion is now {champion.id}, not {previous['champion_out']} "
@@ -108,10 +105,10 @@ def run_generation(
     console: Console,
 ) -> dict[str, Any]:
     """One generation from ``champion``, recorded as a ``cycle`` run; its summary."""
-    run = registry.start_run(
+    workspace = Workspace(registry)
+    with workspace.run(
         RUN_KIND, {"cycle": cycle, "generation": generation, "recipe": recipe.model_dump(mode="json")}
-    )
-    try:
+    ) as run:
         console.print(f"[bold]Generation {generation}[/] from {champion.id}", highlight=False)
         same = previous is not None and previous["champion_in"] == champion.id
         small: dict[str, str] = {}
@@ -122,7 +119,7 @@ def run_generation(
                     f"small models of {champion.id} reused from generation {previous['generation']}"
                 )
             else:
-                max_length = recipe.max_length or EncoderHandle.load(champion.path).max_length
+                max_length = recipe.max_length or workspace.load_encoder(champion).max_length
                 console.print(f"deriving a small model per domain from {champion.id}", highlight=False)
                 rows = run_derive(recipe.derive_recipe(champion.id, max_length), registry)
                 small = {row["domain"]: row["final"] for row in rows}
@@ -148,10 +145,7 @@ def run_generation(
                 for row in feedback["strategies"]
             ],
         }
-    except BaseException as exc:
-        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
-        raise
-    registry.finish_run(run.id, "succeeded", summary)
+        run.summary = summary
     print_feedback(console, feedback, title=f"generation {generation}: candidates from {champion.id}")
     console.print(f"generation {generation}: {_outcome(summary)}", highlight=False)
     return summary

@@ -7,7 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fanbu.feedback.scores import INTERVAL_LEGEND, format_score
+from fanbu.feedback.gate.scores import INTERVAL_LEGEND, format_score
 
 
 def print_small(console: Console, rows: list[dict[str, Any]], teacher: str | None = None) -> None:

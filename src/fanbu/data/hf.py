@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fanbu.data.readers import Table, extract
+from fanbu.data.table import Table, extract
 from fanbu.errors import DomainError
 
 

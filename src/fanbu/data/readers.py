@@ -2,18 +2,30 @@
 
 Each record remembers where it came from (``data/med.jsonl line 17``) so that every later error can
 point at the exact line. pandas, pyarrow and datasets are imported only when a file needs them.
+:class:`Record`, :class:`Table` and :func:`extract` are in :mod:`fanbu.data.table` (shared with
+:mod:`fanbu.data.hf`, which only this module imports).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from fanbu.data.table import Record, Table, extract
 from fanbu.errors import DomainError
+
+__all__ = [
+    "EXTENSIONS",
+    "FORMATS",
+    "Record",
+    "Table",
+    "extract",
+    "read_records",
+    "read_table",
+    "resolve_format",
+]
 
 FORMATS = ("auto", "jsonl", "csv", "parquet", "hf_disk", "hf_hub")
 EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -21,22 +33,6 @@ SUPPORTED = (
     ".jsonl or .json (JSON lines), .csv, .parquet, or a directory written by datasets' save_to_disk; "
     "set format to one of jsonl, csv, parquet, hf_disk, hf_hub"
 )
-
-
-class Record(NamedTuple):
-    """One example: its text, its raw label (``None`` when labels are not read) and its location."""
-
-    text: str
-    label: object
-    where: str
-
-
-@dataclass(frozen=True)
-class Table:
-    """Records read from one source, plus label names when the source declares them (ClassLabel)."""
-
-    records: list[Record]
-    label_names: tuple[str, ...] | None = None
 
 
 def resolve_format(path: str | Path, fmt: str) -> str:
@@ -98,35 +94,6 @@ def read_table(
     readers = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}
     rows = readers[concrete](location, text_field)
     return Table([extract(row, where, text_field, label_field) for row, where in rows])
-
-
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and not value.strip()
-
-
-def extract(row: Mapping[str, Any], where: str, text_field: str, label_field: str | None) -> Record:
-    """Pull the text and label out of one row, with errors that name the line and the fields present."""
-    for name in (text_field, label_field):
-        if name is None:
-            continue
-        if name not in row or _missing(row[name]):
-            present = ", ".join(repr(k) for k, v in row.items() if not _missing(v)) or "none"
-            problem = f"no {name!r} field" if name not in row else f"the {name!r} field is empty"
-            raise DomainError(
-                f"{where}: {problem} (fields present: {present}; "
-                "set text_field/label_field of the domain to the right names)"
-            )
-    text = row[text_field]
-    if not isinstance(text, str):
-        raise DomainError(
-            f"{where}: the {text_field!r} field is a {type(text).__name__}, not text "
-            "(set text_field of the domain to the text column)"
-        )
-    return Record(text, None if label_field is None else row[label_field], where)
 
 
 def _read_text(path: Path) -> str:

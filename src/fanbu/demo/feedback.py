@@ -10,55 +10,18 @@ The default strategy is ``swarm_distill`` with each domain's head taught by its 
 (``by_domain``) on the public slices, with LwF distilling v0 on every head so the held-out tasks
 (BBC News, Reuters R8) are protected: one short training run, fast enough for a demo, and the
 strategy the issue puts first. The gate then promotes the candidate (large v1) or rejects it.
+Those defaults are the settings :class:`~fanbu.demo.recipe.DemoFeedback` (in :mod:`fanbu.demo.recipe`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydantic import Field
 from rich.console import Console
 
-from fanbu.config import Strict
-from fanbu.feedback.gate import GateConfig
-from fanbu.feedback.recipe import ExpertDerive, ExpertsConfig, FeedbackData, FeedbackRecipe, StrategyList
+from fanbu.demo.recipe import DemoRecipe
+from fanbu.feedback.recipe import ExpertsConfig, FeedbackData, FeedbackRecipe
 from fanbu.registry import Registry
-
-if TYPE_CHECKING:
-    from fanbu.demo import DemoRecipe
-
-
-def _experts() -> ExpertDerive:
-    train = {"epochs": 2, "batch_size": 16, "lr": 1e-4, "warmup_ratio": 0.06}
-    return ExpertDerive(stages=[{"finetune": {"mode": "full", "train": train}}], max_train=300)
-
-
-def _strategies() -> list[dict[str, Any]]:
-    train = {"epochs": 2, "batch_size": 16, "lr": 5e-5, "warmup_ratio": 0.1}
-    return [
-        {
-            "swarm_distill": {
-                "teachers": {"choice": "by_domain"},
-                "continual": {"lwf_weight": 1.0},
-                "train": train,
-            }
-        }
-    ]
-
-
-class DemoFeedback(Strict):
-    """How the demo feeds the swarm back into large v0 (one generation of the cycle)."""
-
-    enabled: bool = Field(True, description="Feed back into large v0 after deriving the small models.")
-    experts: ExpertDerive = Field(
-        default_factory=_experts,
-        description="How each domain's expert is derived from large v0 (private slice).",
-    )
-    strategies: StrategyList = Field(
-        default_factory=_strategies,
-        description="[{strategy: {settings}}, ...]; each makes a candidate large v1.",
-    )
-    gate: GateConfig = Field(default_factory=GateConfig)
 
 
 def feed_back(recipe: DemoRecipe, registry: Registry, champion: str, console: Console) -> dict[str, Any]:
@@ -67,13 +30,7 @@ def feed_back(recipe: DemoRecipe, registry: Registry, champion: str, console: Co
     from fanbu.feedback.pipeline import run_feedback
 
     settings, feedback = recipe.benchmark, recipe.feedback
-    data = FeedbackData(
-        seed=settings.seed,
-        public_fraction=settings.public_fraction,
-        max_public=settings.max_public,
-        max_validation=settings.max_validation,
-        max_test=settings.max_test,
-    )
+    data = FeedbackData(**settings.model_dump())  # the default benchmark, the demo's seed and caps
     step = FeedbackRecipe(
         champion=champion,
         max_length=recipe.max_length,

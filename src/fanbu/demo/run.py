@@ -5,7 +5,9 @@ slices of the default benchmark (20 Newsgroups domains) and on the held-out task
 domain on the test splits, measures its CPU latency, and registers the base model, the datasets, the
 run, large v0 and every evaluation in the lineage registry. Then it runs one whole generation of the
 cycle: a small int8 model per domain derived from large v0, the domains' experts fed back into large
-v0 (:mod:`fanbu.demo_feedback`), the gate, and the HTML report (``fanbu report``).
+v0 (:mod:`fanbu.demo.feedback`), the gate, and the HTML report (``fanbu report``).
+
+The recipe (:class:`DemoRecipe`) is in :mod:`fanbu.demo.recipe`.
 """
 
 from __future__ import annotations
@@ -13,118 +15,63 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pydantic import Field
 from rich.console import Console
 from rich.table import Table
 
-from fanbu.config import Strict, write_resolved
-from fanbu.data.builtin import default_benchmark
-from fanbu.data.domain import Benchmark, Split
-from fanbu.demo_feedback import DemoFeedback, feed_back
-from fanbu.derive.pipeline import register_source
+from fanbu.data.domain import Benchmark
+from fanbu.data.slices import benchmark_of, pairs, split_pairs
+from fanbu.demo.feedback import feed_back
+from fanbu.demo.recipe import BenchmarkSettings, DemoRecipe
 from fanbu.evaluate.metrics import classification_metrics
 from fanbu.evaluate.speed import measure_latency, param_count, size_on_disk, speed_profile
 from fanbu.models.artefact import Provenance
-from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import Registry
-from fanbu.train.classify import evaluate_heads, train_heads
-from fanbu.train.config import TrainConfig
-
-
-class BenchmarkSettings(Strict):
-    """Which slices of the default benchmark the demo uses."""
-
-    seed: int = Field(0, description="Seeds the splits and the public/private division.")
-    public_fraction: float = Field(0.1, gt=0, lt=1, description="Share of each domain's train split that is public.")
-    max_public: int = Field(250, ge=1, description="Cap on public training examples per task (stratified).")
-    max_validation: int = Field(50, ge=1, description="Cap on validation examples per task.")
-    max_test: int = Field(200, ge=1, description="Cap on test examples per task (stratified).")
-
-
-class DemoDerive(Strict):
-    """How the demo derives one small model per feedback domain from large v0."""
-
-    enabled: bool = Field(True, description="Derive the small models after training large v0.")
-    max_train: int = Field(300, ge=1, description="Private training examples per domain for its small model.")
-    stages: list = Field(
-        default_factory=lambda: [
-            {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 0.5, "vocab": 6000, "importance": "magnitude"}},
-            {"distill": {"temperature": 2.0, "alpha": 0.5, "train": {"epochs": 3, "lr": 5e-4, "batch_size": 16}}},
-            {"quantize": {"int8": True, "onnx": True, "onnx_int8": True}},
-        ],
-        description="The derive stages (see `fanbu stages`); the teacher is large v0.",
-    )
-
-
-class DemoRecipe(Strict):
-    """Settings of ``fanbu demo``; every field can be overridden with ``key=value``."""
-
-    model: str = Field("package:all-MiniLM-L6-v2", description="The large model: package:NAME, a directory or a hub id.")
-    max_length: int = Field(128, ge=8, description="Tokens per text seen by the model.")
-    benchmark: BenchmarkSettings = Field(default_factory=BenchmarkSettings)
-    train: TrainConfig = Field(
-        default_factory=lambda: TrainConfig(epochs=2, batch_size=16, lr=1.5e-4, warmup_ratio=0.06)
-    )
-    latency_iterations: int = Field(30, ge=5, description="Batch-1 calls timed for p50/p95 latency.")
-    derive: DemoDerive = Field(default_factory=DemoDerive)
-    feedback: DemoFeedback = Field(default_factory=DemoFeedback)
-
-
-def _pairs(split: Split) -> tuple[list[str], list[int]]:
-    return list(split.texts), list(split.labels or ())
+from fanbu.registry.workspace import Workspace
+from fanbu.train.classify import evaluate_heads
+from fanbu.train.large import train_large_v0
 
 
 def _slices(bench: Benchmark, settings: BenchmarkSettings) -> tuple[dict, dict, dict]:
-    train, validation, test = {}, {}, {}
-    for domain in (*bench.domains, *bench.heldout):
-        train[domain.name] = _pairs(bench.public(domain.name).subsample(settings.max_public, settings.seed))
-        validation[domain.name] = _pairs(domain.validation.subsample(settings.max_validation, settings.seed))
-        test[domain.name] = _pairs(domain.test.subsample(settings.max_test, settings.seed))
-    return train, validation, test
+    names, seed = bench.names(), settings.seed  # the feedback domains, then the held-out tasks
+    return (
+        split_pairs(bench, "public", names, settings.max_public, seed),
+        split_pairs(bench, "validation", names, settings.max_validation, seed),
+        split_pairs(bench, "test", names, settings.max_test, seed),
+    )
 
 
 def run_demo(recipe: DemoRecipe, registry: Registry, console: Console) -> dict:
     """Train, evaluate and register large v0; return the summary that was printed."""
     started = time.perf_counter()
     settings = recipe.benchmark
-    run = registry.start_run("demo", recipe.model_dump(mode="json"))
-    try:
+    workspace = Workspace(registry)
+    with workspace.run("demo", recipe) as run:
         console.print("[bold]Loading the default benchmark[/] (20 Newsgroups domains; held-out: BBC News, Reuters R8)")
-        bench = default_benchmark(seed=settings.seed, public_fraction=settings.public_fraction)
+        bench = benchmark_of(settings)
         train, validation, test = _slices(bench, settings)
         dataset_ids = _register_datasets(registry, bench, train)
 
         console.print(f"[bold]Loading the large model[/] {recipe.model}")
-        handle = EncoderHandle.from_source(recipe.model, max_length=recipe.max_length)
-        base = registry.get_model(register_source(registry, recipe.model))
-        for domain in (*bench.domains, *bench.heldout):
-            handle.add_head(domain.name, domain.label_names)
-
-        run_dir = Path(registry.home or ".") / "runs" / run.id
-        write_resolved(recipe, run_dir)
-        result = train_heads(
-            handle, train, recipe.train, validation, checkpoint_dir=run_dir / "checkpoints", description="large v0"
-        )
+        handle, base = workspace.load_spec(recipe.model, max_length=recipe.max_length)
+        checkpoints = run.dir / "checkpoints"
+        result = train_large_v0(handle, bench, train, recipe.train, validation, checkpoint_dir=checkpoints)
         scores = evaluate_heads(handle, test)
         texts = [t for texts, _ in test.values() for t in texts[:64]]
         first = bench.domains[0].name
         speed = speed_profile(lambda batch: handle.predict(list(batch), first, batch_size=32), texts,
                               iterations_b1=recipe.latency_iterations)
 
-        version = registry.next_version("large")
-        path = registry.model_dir("large", version)
         fingerprints = {name: bench.public(name).fingerprint for name in train}
         provenance = Provenance(
-            recipe=recipe.model_dump(mode="json"), parents=[base.id], data_fingerprints=fingerprints,
+            recipe=recipe.model_dump(mode="json"), parents=[base], data_fingerprints=fingerprints,
             base_model=recipe.model.removeprefix("package:"), base_model_relation="finetune",
-            name=f"large:v{version}", metrics={f"{d}.test_acc": r["accuracy"] for d, r in scores.items()},
+            metrics={f"{d}.test_acc": r["accuracy"] for d, r in scores.items()},
         )
-        handle.save(path, provenance)
-        model = registry.register_model(
-            name="large", version=version, path=path, kind="encoder", parents=[base.id], relation="finetune",
-            recipe=recipe.model_dump(mode="json"), fingerprints=fingerprints, datasets=dataset_ids,
-            status="champion", metadata={"heads": handle.labels, "best_val": result.state.best},
+        model = workspace.save_and_register(
+            handle, provenance, name="large", relation="finetune", datasets=dataset_ids, status="champion",
+            metadata={"heads": handle.labels, "best_val": result.state.best},
         )
+        path = Path(model.path)
         for domain, metrics in scores.items():
             registry.record_evaluation(model.id, domain=domain, split="test", metrics=metrics,
                                        dataset_fingerprint=bench.domain(domain).test.fingerprint, run_id=run.id)
@@ -134,10 +81,7 @@ def run_demo(recipe: DemoRecipe, registry: Registry, console: Console) -> dict:
                    "seconds": time.perf_counter() - started,
                    "feedback_domains": [d.name for d in bench.domains],
                    "heldout": [d.name for d in bench.heldout]}
-        registry.finish_run(run.id, "succeeded", summary)
-    except BaseException as exc:
-        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
-        raise
+        run.summary = summary
     _print_summary(console, summary)
     if recipe.derive.enabled:
         summary["small"] = derive_small(recipe, registry, summary, console)
@@ -159,8 +103,7 @@ def derive_small(recipe: DemoRecipe, registry: Registry, summary: dict, console:
     settings = recipe.benchmark
     derive = DeriveRecipe(
         teacher=summary["model"], max_length=recipe.max_length, stages=recipe.derive.stages,
-        data=DeriveData(seed=settings.seed, public_fraction=settings.public_fraction, max_train=recipe.derive.max_train,
-                        max_validation=settings.max_validation, max_test=settings.max_test),
+        data=DeriveData.of(settings, None, recipe.derive.max_train),
     )
     console.print(f"[bold]Deriving a small model per domain[/] from {summary['model']} (private slices)")
     results = run_derive(derive, registry)
@@ -172,12 +115,10 @@ def derive_small(recipe: DemoRecipe, registry: Registry, summary: dict, console:
 
 
 def _small_row(registry: Registry, result: dict, summary: dict, settings: BenchmarkSettings, iterations: int) -> dict:
-    from fanbu.derive.quantize import load_deployment
-
     domain = result["domain"]
-    deployed = load_deployment(registry.get_model(result["final"]).path, runtime="onnx_int8")
-    bench = default_benchmark(seed=settings.seed, public_fraction=settings.public_fraction)
-    texts, labels = _pairs(bench.domain(domain).test.subsample(settings.max_test, settings.seed))
+    deployed = Workspace(registry).load(result["final"], runtime="onnx_int8")
+    bench = benchmark_of(settings)
+    texts, labels = pairs(bench.domain(domain).test, settings.max_test, settings.seed)
     metrics = classification_metrics(deployed.predict(texts, domain, batch_size=64), labels,
                                      len(bench.domain(domain).label_names))
     latency = measure_latency(lambda b: deployed.predict(list(b), domain, batch_size=1), texts[:64],

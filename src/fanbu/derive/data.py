@@ -13,42 +13,56 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from fanbu.config import Strict
-from fanbu.data.builtin import default_benchmark
-from fanbu.data.domain import Benchmark, Split
-from fanbu.data.loaders import DomainSource, load_domain
-from fanbu.errors import ConfigError, DomainError
-
-Pairs = tuple[list[str], list[int]]
+from fanbu.data.loaders import DomainSource
+from fanbu.data.slices import Pairs, SliceCaps, SliceSpec, benchmark_of, pairs
+from fanbu.errors import DomainError
 
 
-class DeriveData(Strict):
-    """Which domains to derive for and how much of their data to use."""
+class DeriveData(SliceSpec):
+    """Which domains to derive for and how much of their data to use (a :class:`SliceSpec` plus the
+    private training cap and the transfer text)."""
 
-    source: Literal["default", "files"] = Field(
-        "default", description="default: the built-in 20 Newsgroups benchmark; files: the `domains` list."
-    )
-    domains: list[str] | None = Field(None, description="Derive only for these domain names (default: all).")
-    files: list[DomainSource] = Field(default_factory=list, description="Your own domains (source: files).")
-    seed: int = Field(0, description="Seeds splits and subsampling.")
-    public_fraction: float = Field(
-        0.1, gt=0, lt=1, description="Share of train that is public (the rest is private)."
-    )
     max_train: int | None = Field(None, ge=1, description="Cap on private training examples per domain.")
-    max_validation: int | None = Field(200, ge=1, description="Cap on validation examples per domain.")
-    max_test: int | None = Field(None, ge=1, description="Cap on test examples per domain.")
     transfer: Literal["none", "public"] = Field(
         "none", description="Extra unlabeled distillation text: none, or every domain's public slice."
     )
     max_transfer: int | None = Field(
         None, ge=1, description="Cap on transfer texts: the domain's own public slice first, then the others in turn."
     )
+    # derive never reads held-out tasks: refused when given, and left out of the recipe's dump
+    heldout_files: list[DomainSource] = Field(default_factory=list, exclude=True)
 
     @model_validator(mode="after")
-    def _check(self) -> DeriveData:
-        if self.source == "files" and not self.files:
-            raise ValueError("source is 'files' but no files are listed; add domains under data.files")
+    def _no_heldout(self) -> DeriveData:
+        if self.heldout_files:
+            raise ValueError(
+                "heldout_files: derive makes models for the domains only and never reads held-out tasks; "
+                "remove them"
+            )
         return self
+
+    @classmethod
+    def of(
+        cls,
+        spec: SliceCaps,
+        domains: list[str] | None,
+        max_train: int | None,
+        transfer: Literal["none", "public"] = "none",
+        max_transfer: int | None = None,
+    ) -> DeriveData:
+        """The derive data for ``domains`` with the same source, seed, splits and caps as ``spec``."""
+        source = {"source": spec.source, "files": spec.files} if isinstance(spec, SliceSpec) else {}
+        return cls(
+            **source,
+            domains=domains,
+            seed=spec.seed,
+            public_fraction=spec.public_fraction,
+            max_train=max_train,
+            max_validation=spec.max_validation,
+            max_test=spec.max_test,
+            transfer=transfer,
+            max_transfer=max_transfer,
+        )
 
 
 @dataclass(frozen=True)
@@ -64,43 +78,16 @@ class DomainData:
     fingerprints: dict[str, str]
 
 
-def _pairs(split: Split, cap: int | None, seed: int) -> Pairs:
-    if cap is not None:
-        split = split.subsample(cap, seed)
-    return list(split.texts), list(split.labels or ())
-
-
-def _benchmark(settings: DeriveData) -> Benchmark:
-    if settings.source == "default":
-        return default_benchmark(seed=settings.seed, public_fraction=settings.public_fraction)
-    domains = tuple(load_domain(source) for source in settings.files)
-    return Benchmark(domains, (), settings.public_fraction, settings.seed)
-
-
-def domain_names(settings: DeriveData) -> list[str]:
-    """The domains a recipe derives for, checked against what the data source has."""
-    available = (
-        [d.name for d in default_benchmark(seed=settings.seed).domains]
-        if settings.source == "default"
-        else [s.name for s in settings.files]
-    )
-    wanted = settings.domains or available
-    unknown = [n for n in wanted if n not in available]
-    if unknown:
-        raise ConfigError(f"data.domains: unknown {unknown}; available: {', '.join(available)}")
-    return list(wanted)
-
-
 def load_domain_data(settings: DeriveData, name: str) -> DomainData:
     """The private/validation/test slices of one domain (and public transfer text when asked)."""
-    bench = _benchmark(settings)
+    bench = benchmark_of(settings)
     domain = bench.domain(name)
     if domain.task != "classification":
         raise DomainError(
             f"domain {name!r} is a {domain.task} task; the encoder derive path needs classification"
         )
     private = bench.private(name)
-    train = _pairs(private, settings.max_train, settings.seed)
+    train = pairs(private, settings.max_train, settings.seed)
     transfer: tuple[str, ...] = ()
     if settings.transfer == "public":
         others = [bench.public(d.name).texts for d in bench.domains if d.name != name]
@@ -111,8 +98,8 @@ def load_domain_data(settings: DeriveData, name: str) -> DomainData:
         name=name,
         label_names=domain.label_names,
         train=train,
-        validation=_pairs(domain.validation, settings.max_validation, settings.seed),
-        test=_pairs(domain.test, settings.max_test, 0),
+        validation=pairs(domain.validation, settings.max_validation, settings.seed),
+        test=pairs(domain.test, settings.max_test, 0),
         transfer=transfer,
         fingerprints={
             "private": private.fingerprint,

@@ -16,24 +16,20 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from torch import nn
 
-from fanbu.config import Strict, write_resolved
-from fanbu.derive.data import DeriveData, domain_names, load_domain_data
+from fanbu.config import Strict
+from fanbu.data.slices import domain_names
+from fanbu.derive.data import DeriveData, load_domain_data
+from fanbu.derive.presets import DERIVE_STAGES, copy_stages
 from fanbu.derive.stages import STAGES, StageContext, parse_stages
-from fanbu.errors import ConfigError, FanbuError
+from fanbu.errors import ConfigError
 from fanbu.evaluate.metrics import classification_metrics
 from fanbu.evaluate.speed import param_count
 from fanbu.execute import ExecutorConfig, make_executor
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
-from fanbu.models.tokenize import Truncation
+from fanbu.models.moe import MoEHandle
 from fanbu.registry import Registry
-
-DEFAULT_STAGES: list[Any] = [
-    {"finetune": {}},
-    {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 0.5, "vocab": 8000, "importance": "taylor"}},
-    {"distill": {}},
-    {"quantize": {}},
-]
+from fanbu.registry.workspace import Workspace
 
 
 class DeriveRecipe(Strict):
@@ -50,7 +46,7 @@ class DeriveRecipe(Strict):
     )
     data: DeriveData = Field(default_factory=DeriveData)
     stages: list[Any] = Field(
-        default_factory=lambda: list(DEFAULT_STAGES), description="[{stage: {settings}}, ...]"
+        default_factory=lambda: copy_stages(DERIVE_STAGES), description="[{stage: {settings}}, ...]"
     )
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
@@ -91,87 +87,41 @@ def keep_head(handle: EncoderHandle, name: str, label_names: tuple[str, ...]) ->
     return handle
 
 
-def load_teacher(
-    spec: str, registry: Registry, max_length: int, truncation: Truncation = "head"
-) -> tuple[EncoderHandle, str | None]:
-    """Load the teacher from the registry (id or champion of a name) or from a model source."""
-    record = None
-    is_source = spec.startswith("package:") or "/" in spec or Path(spec).exists()
-    if not is_source and ":" in spec:
-        record = registry.get_model(spec)
-    elif not is_source:
-        record = registry.latest(spec, status="champion")
-        if record is None:
-            raise ConfigError(
-                f"teacher {spec!r}: no champion of that name in the registry; run `fanbu demo` first, or set "
-                "teacher to a model id (large:v0), package:all-MiniLM-L6-v2, a directory or a hub id"
-            )
-    if record is not None:
-        handle = EncoderHandle.load(record.path)
-        handle.max_length, handle.truncation = max_length, truncation
-        return handle, record.id
-    handle = EncoderHandle.from_source(spec, max_length=max_length)
-    handle.truncation = truncation
-    return handle, None
-
-
-def register_source(registry: Registry, spec: str) -> str:
-    """Register a model source (package, directory, hub id) as an archived root model, once; its id."""
-    if spec.startswith("package:"):
-        name = spec.removeprefix("package:")
-    elif Path(spec).exists():
-        name = Path(spec).resolve().name
-    else:
-        name = spec.replace("/", "--")
-    existing = registry.latest(name)
-    if existing is not None:
-        return existing.id
-    record = registry.register_model(
-        name=name, path=spec, kind="encoder", status="archived", metadata={"source": spec, "role": "pretrained base"}
-    )
-    return record.id
-
-
 def derive_domain(job: DomainJob) -> dict[str, Any]:
     """Run every stage for one domain; returns the ids of the models made and the final test scores."""
     recipe = DeriveRecipe.model_validate(job.recipe)
-    registry = Registry(job.db_url, Path(job.home))
+    workspace = Workspace(Registry(job.db_url, Path(job.home)))
+    registry = workspace.registry
     try:
         data = load_domain_data(recipe.data, job.domain)
-        handle, parent = load_teacher(recipe.teacher, registry, recipe.max_length, recipe.truncation)
-        parent = parent or register_source(registry, recipe.teacher)
+        handle, parent = workspace.load_spec(recipe.teacher, recipe.max_length)
+        handle.max_length, handle.truncation = recipe.max_length, recipe.truncation
         handle = keep_head(handle, data.name, data.label_names)
         teacher: EncoderHandle | None = None
         made = []
         for index, (name, config) in enumerate(parse_stages(recipe.stages)):
             info = STAGES[name]
             if info.makes_student and teacher is None:
-                teacher = handle
+                teacher = handle  # the model as it stands before the first student-making stage
+                if isinstance(handle, MoEHandle):
+                    handle = handle.densify()  # students are dense; the mixture stays the teacher
             work = Path(job.home) / "runs" / job.run_id / data.name / f"{index}-{name}"
             started = time.perf_counter()
             out = info.run(handle, StageContext(data, teacher, work, recipe.data.seed), config)
-            model_name = f"{data.name}.{name}"
-            version = registry.next_version(model_name)
-            path = registry.model_dir(model_name, version)
             provenance = Provenance(
                 recipe={"stage": name, "settings": config.model_dump(mode="json"), "derive": job.recipe},
                 parents=[parent],
                 data_fingerprints=data.fingerprints,
                 base_model=parent,
                 base_model_relation=out.hf_relation,
-                name=f"{model_name}:v{version}",
                 metrics=out.metrics,
             )
-            (out.save or out.handle.save)(path, provenance)
-            record = registry.register_model(
-                name=model_name,
-                version=version,
-                path=path,
-                kind="encoder",
-                parents=[parent],
+            record = workspace.save_and_register(
+                out.handle,
+                provenance,
+                name=f"{data.name}.{name}",
                 relation=out.relation,
-                recipe=provenance.recipe,
-                fingerprints=data.fingerprints,
+                save=out.save,
                 metadata={"params": param_count(out.handle.model), "seconds": time.perf_counter() - started},
             )
             scores = _score(out.handle, data.name, data.validation)
@@ -214,20 +164,13 @@ def _score(handle: EncoderHandle, head: str, pairs: tuple[list[str], list[int]])
 
 def run_derive(recipe: DeriveRecipe, registry: Registry) -> list[dict[str, Any]]:
     """Derive for every domain of the recipe through its executor; the run is recorded in the registry."""
-    if registry.home is None:
-        raise FanbuError(
-            "derive needs a registry with a home directory for its artefacts (Registry.open(home))"
-        )
+    workspace = Workspace(registry)
     names = domain_names(recipe.data)
-    run = registry.start_run("derive", recipe.model_dump(mode="json"))
-    write_resolved(recipe, registry.home / "runs" / run.id)
-    jobs = [
-        DomainJob(recipe.model_dump(mode="json"), n, str(registry.home), registry.url, run.id) for n in names
-    ]
-    try:
+    with workspace.run("derive", recipe) as run:
+        jobs = [
+            DomainJob(recipe.model_dump(mode="json"), n, str(workspace.home), registry.url, run.id)
+            for n in names
+        ]
         results = make_executor(recipe.executor).map(derive_domain, jobs, names=names)
-    except BaseException as exc:
-        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
-        raise
-    registry.finish_run(run.id, "succeeded", {"domains": results})
+        run.summary = {"domains": results}
     return results

@@ -1,9 +1,10 @@
-"""The derive stages, registered once each with a name, a summary, a reference and a typed config.
+"""The derive stages, each registered in :data:`STAGES` (a :class:`fanbu.registration.Catalog`) next to
+its code, with a name, a summary, a reference, a typed config and its capabilities.
 
 A stage takes the current model of a domain and returns the next one. The pipeline saves and registers
 each stage's output with the previous stage's model as its parent. The **teacher** of a domain is the
-model as it stood right before the first ``prune`` or ``search`` stage (usually the large model after
-``finetune`` on the domain).
+model as it stood right before the first stage with the ``makes_student`` capability (``prune`` or
+``search``; usually the large model after ``finetune`` on the domain).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from fanbu.config import validate
 from fanbu.derive.data import DomainData
-from fanbu.errors import ConfigError
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
+from fanbu.registration import Catalog, Entry
 
 
 @dataclass
@@ -49,32 +49,29 @@ StageFn = Callable[[EncoderHandle, StageContext, Any], StageOutput]
 
 
 @dataclass(frozen=True)
-class StageInfo:
-    """One registered stage."""
+class StageInfo(Entry):
+    """One registered stage: its :class:`~fanbu.registration.Entry`, with the stage function as ``run``."""
 
-    name: str
-    summary: str
-    reference: str
-    config: type[BaseModel]
-    run: StageFn
-    makes_student: bool = False  # the model before this stage becomes the teacher
+    @property
+    def run(self) -> StageFn:
+        """The stage function ``(handle, ctx, config) -> StageOutput``."""
+        return self.impl  # type: ignore[no-any-return]
+
+    @property
+    def makes_student(self) -> bool:
+        """The model before this stage becomes the domain's teacher (capability ``makes_student``)."""
+        return "makes_student" in self.capabilities
 
 
-STAGES: dict[str, StageInfo] = {}
+STAGES: Catalog[StageInfo] = Catalog(
+    "stage",
+    field="stages",
+    capabilities={"makes_student": "the model as it stood before this stage becomes the domain's teacher"},
+    entry=StageInfo,
+)
 
-
-def register_stage(
-    name: str, summary: str, reference: str, config: type[BaseModel], makes_student: bool = False
-) -> Callable[[StageFn], StageFn]:
-    """Register a stage function under ``name`` (one call per stage)."""
-
-    def wrap(fn: StageFn) -> StageFn:
-        if name in STAGES:
-            raise ValueError(f"derive stage {name!r} is registered twice")
-        STAGES[name] = StageInfo(name, summary, reference, config, fn, makes_student)
-        return fn
-
-    return wrap
+# ``@register_stage(name, summary=..., reference=..., config=..., capabilities=...)`` registers a stage.
+register_stage = STAGES.register
 
 
 def _heads(
@@ -89,9 +86,9 @@ from fanbu.derive.finetune import FinetuneConfig, finetune, save_adapter
 
 @register_stage(
     "finetune",
-    "Full or LoRA (PEFT) fine-tuning on the domain's private slice.",
-    "https://arxiv.org/abs/2106.09685",
-    FinetuneConfig,
+    summary="Full or LoRA (PEFT) fine-tuning on the domain's private slice.",
+    reference="https://arxiv.org/abs/2106.09685",
+    config=FinetuneConfig,
 )
 def _finetune(handle: EncoderHandle, ctx: StageContext, config: FinetuneConfig) -> StageOutput:
     train, validation = _heads(ctx.data)
@@ -122,10 +119,10 @@ def calibration_for(ctx: StageContext, size: int) -> Calibration:
 
 @register_stage(
     "prune",
-    "Structured pruning: layers, heads, FFN neurons, hidden width, vocabulary; physically smaller.",
-    "https://arxiv.org/abs/2301.12900",
-    PruneStageConfig,
-    makes_student=True,
+    summary="Structured pruning: layers, heads, FFN neurons, hidden width, vocabulary; physically smaller.",
+    reference="https://arxiv.org/abs/2301.12900",
+    config=PruneStageConfig,
+    capabilities={"makes_student"},
 )
 def _prune(handle: EncoderHandle, ctx: StageContext, config: PruneStageConfig) -> StageOutput:
     settings = PruneConfig(**config.model_dump(exclude={"calibration"}))
@@ -139,9 +136,10 @@ from fanbu.derive.distill import DistillConfig, distill
 
 @register_stage(
     "distill",
-    "Knowledge distillation from the domain teacher: soft logits, projected hidden states, attention relations.",
-    "https://arxiv.org/abs/2002.10957",
-    DistillConfig,
+    summary="Knowledge distillation from the domain teacher: soft logits, projected hidden states, attention "
+    "relations.",
+    reference="https://arxiv.org/abs/2002.10957",
+    config=DistillConfig,
 )
 def _distill(handle: EncoderHandle, ctx: StageContext, config: DistillConfig) -> StageOutput:
     if ctx.teacher is None:
@@ -163,9 +161,9 @@ from fanbu.derive.quantize import QuantizeConfig, save_deployment
 
 @register_stage(
     "quantize",
-    "int8 dynamic quantisation for CPU and ONNX export checked against PyTorch with onnxruntime.",
-    "https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html",
-    QuantizeConfig,
+    summary="int8 dynamic quantisation for CPU and ONNX export checked against PyTorch with onnxruntime.",
+    reference="https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html",
+    config=QuantizeConfig,
 )
 def _quantize(handle: EncoderHandle, ctx: StageContext, config: QuantizeConfig) -> StageOutput:
     check = ctx.data.validation[0][: config.check_texts]
@@ -180,18 +178,7 @@ def _quantize(handle: EncoderHandle, ctx: StageContext, config: QuantizeConfig) 
 
 def parse_stages(raw: list[Any]) -> list[tuple[str, BaseModel]]:
     """Validate ``[{stage_name: {settings}}, ...]`` against each stage's config, with field paths."""
-    stages = []
-    for index, item in enumerate(raw):
-        if isinstance(item, str):
-            item = {item: {}}
-        if not isinstance(item, dict) or len(item) != 1:
-            raise ConfigError(f"stages.{index}: write each stage as {{name: {{settings}}}}, got {item!r}")
-        ((name, settings),) = item.items()
-        if name not in STAGES:
-            raise ConfigError(f"stages.{index}: unknown stage {name!r}; stages: {', '.join(STAGES)}")
-        config = validate(STAGES[name].config, settings or {}, source=f"stages.{index}.{name}")
-        stages.append((name, config))
-    return stages
+    return STAGES.parse(raw)
 
 
 # --------------------------------------------------------------------------- search
@@ -212,10 +199,11 @@ class SearchStageConfig(SearchConfig):
 
 @register_stage(
     "search",
-    "Optuna search over depth, heads, width, FFN and vocabulary for the best validation score under a budget.",
-    "https://arxiv.org/abs/1907.10902",
-    SearchStageConfig,
-    makes_student=True,
+    summary="Optuna search over depth, heads, width, FFN and vocabulary for the best validation score "
+    "under a budget.",
+    reference="https://arxiv.org/abs/1907.10902",
+    config=SearchStageConfig,
+    capabilities={"makes_student"},
 )
 def _search(handle: EncoderHandle, ctx: StageContext, config: SearchStageConfig) -> StageOutput:
     calibration = calibration_for(ctx, config.calibration)

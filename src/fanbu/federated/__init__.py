@@ -7,7 +7,7 @@
 * :mod:`~fanbu.federated.fedmkt`: mutual knowledge transfer through logits on the public texts;
 * :mod:`~fanbu.federated.attacks`, :mod:`~fanbu.federated.robust`, :mod:`~fanbu.federated.privacy`:
   malicious clients, robust aggregation, differential privacy and SecAgg+;
-* :mod:`~fanbu.federated.run` (simulation, registry and gate), :mod:`~fanbu.federated.lineage`,
+* :mod:`~fanbu.federated.run` (simulation, registry and gate), :mod:`~fanbu.federated.preparation`,
   :mod:`~fanbu.federated.settings` (the run config), :mod:`~fanbu.federated.deploy` (Flower deployment).
 
 Submodules are imported on use: Flower and torch load only when a federated run needs them.

@@ -31,6 +31,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.client.mod.utils import make_ffn
 from flwr.clientapp import ClientApp
 
+from fanbu.errors import ModelError
 from fanbu.federated import fedmkt
 from fanbu.federated.attacks import ARRAY_ATTACKS, attack_arrays, attack_logits, flip_labels, malicious_ids
 from fanbu.federated.data import ClientData, client_data, slots_of, texts_fingerprint
@@ -41,17 +42,32 @@ from fanbu.federated.settings import RunSettings, parse_run_config
 from fanbu.io import atomic_write_json
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
+from fanbu.models.loading import handle_kind, load_handle
 from fanbu.train.classify import evaluate_heads, train_heads
-from fanbu.train.strategy import TaskLoss
+from fanbu.train.terms import TaskLoss
 
 STATE_MODEL = "fanbu.model"  # Context.state key of a FedMKT client's own model
 STATE_BEFORE = "fanbu.before"  # Context.state key of the accuracy before the first round
 
 
+def load_saved(path: str | Path) -> EncoderHandle:
+    """The classifier saved at ``path`` (an encoder or MoE encoder with heads), through ``load_handle``.
+
+    Raises:
+        ModelError: not a saved model, or a model of another kind (a causal LM, a plain module).
+    """
+    handle = load_handle(path)
+    if not isinstance(handle, EncoderHandle):
+        raise ModelError(
+            f"{path}: a {handle_kind(path)!r} model; federated runs need an encoder classifier with heads"
+        )
+    return handle
+
+
 @lru_cache(maxsize=4)
 def cached_model(path: str, max_length: int | None) -> EncoderHandle:
     """The model saved at ``path``, loaded once per process: shared, so never train it (copy it)."""
-    handle = EncoderHandle.load(path)
+    handle = load_saved(path)
     if max_length is not None:
         handle.max_length = max_length
     handle.model.eval()
@@ -157,7 +173,7 @@ def train_shared(msg: Message, context: Context, settings: RunSettings) -> Messa
         handle,
         {head: (run.data.train[0], run.train_labels())},
         local,
-        strategies=strategies,
+        terms=strategies,
         description=f"local-{run.slot.id}",
     )
     handle.model.eval()

@@ -12,28 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from fanbu.data.builtin import default_benchmark
-from fanbu.data.domain import Benchmark, Split
-from fanbu.data.loaders import load_domain
+from fanbu.data.domain import Benchmark
+from fanbu.data.slices import Pairs, benchmark_of, domain_names, pairs
 from fanbu.errors import ConfigError
 from fanbu.federated.partition import ClientSlot, client_split, client_table
 from fanbu.federated.recipe import FederatedData, FederatedRecipe
 from fanbu.io import sha256_json
 
-Labeled = tuple[list[str], list[int]]
+Labeled = Pairs
 
 
 @lru_cache(maxsize=4)
 def _benchmark(data_json: str) -> Benchmark:
-    data = FederatedData.model_validate_json(data_json)
-    if data.source == "default":
-        return default_benchmark(seed=data.seed, public_fraction=data.public_fraction)
-    return Benchmark(
-        tuple(load_domain(s) for s in data.files),
-        tuple(load_domain(s) for s in data.heldout_files),
-        data.public_fraction,
-        data.seed,
-    )
+    return benchmark_of(FederatedData.model_validate_json(data_json))
 
 
 def benchmark(data: FederatedData) -> Benchmark:
@@ -43,24 +34,12 @@ def benchmark(data: FederatedData) -> Benchmark:
 
 def domains_of(data: FederatedData) -> list[str]:
     """The federated domains: ``data.domains``, or every feedback domain of the benchmark."""
-    bench = benchmark(data)
-    available = [d.name for d in bench.domains]
-    domains = list(data.domains or available)
-    unknown = sorted(set(domains) - set(available))
-    if unknown:
-        raise ConfigError(f"data.domains: unknown {unknown}; available: {', '.join(available)}")
-    return domains
+    return domain_names(data, benchmark(data))
 
 
-def _pairs(split: Split, cap: int | None, seed: int) -> Labeled:
-    if cap is not None:
-        split = split.subsample(cap, seed)
-    return list(split.texts), list(split.labels or ())
-
-
-def public_pairs(data: FederatedData, domain: str) -> Labeled:
+def publicpairs(data: FederatedData, domain: str) -> Labeled:
     """The domain's public texts and labels, capped: the texts both sides exchange logits on."""
-    return _pairs(benchmark(data).public(domain), data.max_public, data.seed)
+    return pairs(benchmark(data).public(domain), data.max_public, data.seed)
 
 
 def texts_fingerprint(texts: list[str]) -> str:
@@ -91,8 +70,8 @@ def client_data(recipe: FederatedRecipe, slot: ClientSlot) -> ClientData:
         slot,
         list(bench.domain(slot.domain).label_names),
         (list(shard.texts), list(shard.labels or ())),
-        public_pairs(data, slot.domain),
-        _pairs(bench.domain(slot.domain).validation, data.max_validation, data.seed),
+        publicpairs(data, slot.domain),
+        pairs(bench.domain(slot.domain).validation, data.max_validation, data.seed),
     )
 
 
@@ -117,14 +96,14 @@ def server_data(recipe: FederatedRecipe, heads: list[str] | None = None) -> Serv
     domains = domains_of(data)
     out = ServerData(domains, {}, {})
     for name in domains:
-        out.public[name] = public_pairs(data, name)
-        out.validation[name] = _pairs(bench.domain(name).validation, data.max_validation, data.seed)
+        out.public[name] = publicpairs(data, name)
+        out.validation[name] = pairs(bench.domain(name).validation, data.max_validation, data.seed)
         out.fingerprints[f"{name}/public"] = bench.public(name).fingerprint
     known = set(bench.names())
     for name in heads or []:
         if name in known:
             test = bench.domain(name).test
-            out.tests[name] = _pairs(test, data.max_test, 0)
+            out.tests[name] = pairs(test, data.max_test, 0)
             out.fingerprints[f"{name}/test"] = test.fingerprint
     return out
 

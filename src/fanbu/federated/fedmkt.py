@@ -23,16 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fanbu.derive.distill.losses import UNLABELED, MaskedTaskLoss
 from fanbu.federated.recipe import FederatedRecipe, MKTConfig
 from fanbu.federated.robust import aggregate_logits
-from fanbu.feedback.base import FeedbackContext, Labeled
-from fanbu.feedback.soft_losses import SoftLabelLoss
-from fanbu.feedback.soft_targets import SoftTargets
-from fanbu.feedback.train_run import fit_candidate
+from fanbu.feedback.shared.context import FeedbackContext, Labeled
+from fanbu.feedback.shared.fit import fit_candidate
+from fanbu.feedback.shared.soft_losses import SoftLabelLoss
+from fanbu.feedback.shared.soft_targets import SoftTargets
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import train_heads
 from fanbu.train.config import TrainConfig
+from fanbu.train.distill.losses import UNLABELED, MaskedTaskLoss
 
 
 @dataclass
@@ -125,7 +125,7 @@ def client_distil(
     if knowledge is not None and alpha > 0:
         targets = _targets(texts, labels, knowledge, len(private[0]))
         strategies.append(SoftLabelLoss({head: targets}, alpha, config.temperature))
-    train_heads(handle, {head: (texts, labels)}, train, strategies=strategies, description=f"fedmkt-{head}")
+    train_heads(handle, {head: (texts, labels)}, train, terms=strategies, description=f"fedmkt-{head}")
     handle.model.eval()
 
 

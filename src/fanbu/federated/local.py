@@ -19,7 +19,7 @@ from fanbu.derive.finetune.lora import add_lora, is_adapted, merge_lora
 from fanbu.errors import ConfigError
 from fanbu.federated.recipe import SharingConfig
 from fanbu.models.encoder import EncoderHandle
-from fanbu.train.strategy import Batch
+from fanbu.train.terms import Batch
 
 
 def shared_model(champion: EncoderHandle, share: SharingConfig, seed: int) -> EncoderHandle:

@@ -4,7 +4,8 @@ The champion is the registry's current champion (or a named id); FedMKT's client
 registered student per domain, or from students derived now from the champion with the derive
 pipeline. The new large version is registered as the next version of the champion's name (relation
 ``federated``, parents: the champion and the clients' starting models) and each client's new model
-as ``<client>.federated`` (parents: its starting model and the new large version).
+as ``<client>.federated`` (parents: its starting model and the new large version). References resolve,
+models load and results are saved and registered through the :class:`~fanbu.registry.workspace.Workspace`.
 """
 
 from __future__ import annotations
@@ -12,21 +13,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fanbu.derive.data import DeriveData
 from fanbu.derive.pipeline import DeriveRecipe, run_derive
 from fanbu.errors import ConfigError
 from fanbu.federated.data import ServerData, check_labels, server_data
 from fanbu.federated.recipe import FederatedRecipe
+from fanbu.federated.result import FederatedResult
 from fanbu.federated.settings import RunSettings
-from fanbu.feedback.pipeline import current_champion
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
-from fanbu.registry import ModelRecord, Registry
-
-if TYPE_CHECKING:
-    from fanbu.federated.run import FederatedResult
+from fanbu.registry import ModelRecord
+from fanbu.registry.workspace import UnknownModelError, Workspace
 
 
 @dataclass
@@ -40,17 +39,19 @@ class Prepared:
     settings: RunSettings
 
 
-def load_champion(recipe: FederatedRecipe, registry: Registry) -> tuple[EncoderHandle, ModelRecord]:
-    """The champion handle and record (``champion`` is an id, or a name whose champion is taken)."""
-    record = current_champion(registry, recipe.champion)
-    handle = EncoderHandle.load(record.path)
-    if recipe.max_length is not None:
-        handle.max_length = recipe.max_length
+def load_champion(
+    workspace: Workspace, champion: str | ModelRecord, max_length: int | None
+) -> tuple[EncoderHandle, ModelRecord]:
+    """The champion handle and record (``champion``: an id, or a name whose champion is taken)."""
+    record = champion if isinstance(champion, ModelRecord) else workspace.champion(champion)
+    handle = workspace.load_encoder(record)
+    if max_length is not None:
+        handle.max_length = max_length
     return handle, record
 
 
 def client_start_models(
-    recipe: FederatedRecipe, registry: Registry, champion: ModelRecord, domains: list[str], max_length: int
+    recipe: FederatedRecipe, workspace: Workspace, champion: ModelRecord, domains: list[str], max_length: int
 ) -> dict[str, ModelRecord]:
     """FedMKT: each domain's starting small model, from the registry or derived now from the champion."""
     spec = recipe.clients
@@ -60,32 +61,23 @@ def client_start_models(
             raise ConfigError(f"clients.models: no model for {missing}, not a federated domain: {unknown}")
         records = {}
         for domain, name in sorted(spec.models.items()):
-            record = registry.get_model(name) if ":" in name else registry.latest(name)
-            if record is None:
-                raise ConfigError(f"clients.models.{domain}: no model named {name!r}; see `fanbu models`")
-            records[domain] = record
+            try:
+                records[domain] = workspace.resolve(name)
+            except UnknownModelError as exc:
+                raise ConfigError(f"clients.models.{domain}: {exc}") from None
         return records
-    data = recipe.data
     derive = DeriveRecipe(
         teacher=champion.id,
         max_length=max_length,
-        data=DeriveData(
-            source=data.source,
-            domains=domains,
-            files=data.files,
-            seed=data.seed,
-            public_fraction=data.public_fraction,
-            max_train=spec.max_train,
-            max_validation=data.max_validation,
-            max_test=data.max_test,
-        ),
+        data=DeriveData.of(recipe.data, domains, spec.max_train),
         stages=spec.stages,
     )
-    return {row["domain"]: registry.get_model(row["final"]) for row in run_derive(derive, registry)}
+    rows = run_derive(derive, workspace.registry)
+    return {row["domain"]: workspace.resolve(row["final"]) for row in rows}
 
 
 def register_large(
-    registry: Registry,
+    workspace: Workspace,
     champion: ModelRecord,
     parents: list[str],
     recipe: FederatedRecipe,
@@ -93,31 +85,19 @@ def register_large(
     fingerprints: dict[str, str],
 ) -> ModelRecord:
     """Save and register the run's large model as the champion name's next version, ``candidate``."""
-    version = registry.next_version(champion.name)
-    path = registry.model_dir(champion.name, version)
-    settings = {"federated": recipe.model_dump(mode="json")}
-    metrics = result.rounds[-1] if result.rounds else {}
-    result.large.save(
-        path,
-        Provenance(
-            recipe=settings,
-            parents=parents,
-            data_fingerprints=fingerprints,
-            base_model=champion.id,
-            base_model_relation="finetune",
-            name=f"{champion.name}:v{version}",
-            metrics=metrics,
-        ),
-    )
-    return registry.register_model(
-        name=champion.name,
-        version=version,
-        path=path,
-        kind=result.large.kind,
+    provenance = Provenance(
+        recipe={"federated": recipe.model_dump(mode="json")},
         parents=parents,
+        data_fingerprints=fingerprints,
+        base_model=champion.id,
+        base_model_relation="finetune",
+        metrics=result.rounds[-1] if result.rounds else {},
+    )
+    return workspace.save_and_register(
+        result.large,
+        provenance,
+        name=champion.name,
         relation="federated",
-        recipe=settings,
-        fingerprints=fingerprints,
         status="candidate",
         metadata={
             "algorithm": recipe.algorithm,
@@ -129,39 +109,29 @@ def register_large(
 
 
 def register_clients(
-    registry: Registry, result: FederatedResult, starts: Mapping[str, str], large_id: str, run_id: str
+    workspace: Workspace, result: FederatedResult, starts: Mapping[str, str], large_id: str, run_id: str
 ) -> dict[str, dict[str, Any]]:
     """Register each client's final model as ``<client>.federated``; client id -> its record id and metrics."""
     rows = {}
     for client_id, handle in sorted(result.clients.items()):
         metrics = result.client_metrics.get(client_id, {})
         domain = str(metrics.get("domain", client_id.rsplit("-", 1)[0]))
-        name = f"{client_id}.federated"
-        version = registry.next_version(name)
-        path = registry.model_dir(name, version)
-        parents = [starts[domain], large_id]
-        handle.save(
-            path,
-            Provenance(
-                recipe={"client": client_id},
-                parents=parents,
-                base_model=starts[domain],
-                base_model_relation="finetune",
-                name=f"{name}:v{version}",
-                metrics=metrics,
-            ),
+        provenance = Provenance(
+            recipe={"client": client_id},
+            parents=[starts[domain], large_id],
+            base_model=starts[domain],
+            base_model_relation="finetune",
+            metrics=metrics,
         )
-        record = registry.register_model(
-            name=name,
-            version=version,
-            path=path,
-            kind=handle.kind,
-            parents=parents,
+        record = workspace.save_and_register(
+            handle,
+            provenance,
+            name=f"{client_id}.federated",
             relation="federated",
             metadata={"client": client_id, **metrics},
         )
         if "acc-after" in metrics:
-            registry.record_evaluation(
+            workspace.registry.record_evaluation(
                 record.id,
                 domain=domain,
                 split="validation",
@@ -172,14 +142,14 @@ def register_clients(
     return rows
 
 
-def prepare(recipe: FederatedRecipe, registry: Registry, work_dir: Path) -> Prepared:
+def prepare(recipe: FederatedRecipe, workspace: Workspace, work_dir: Path) -> Prepared:
     """Load the champion, check it against the data, find or derive the clients' starting models.
 
     Raises:
         ConfigError: the champion lacks a domain's head, the gate could not score a head, or a robust
             rule has too few clients.
     """
-    champion, record = load_champion(recipe, registry)
+    champion, record = load_champion(workspace, recipe.champion, recipe.max_length)
     check_labels(recipe, champion.labels, f"champion {record.id}")
     data = server_data(recipe, heads=sorted(champion.labels))
     untested = sorted(set(champion.labels) - set(data.tests))
@@ -191,6 +161,6 @@ def prepare(recipe: FederatedRecipe, registry: Registry, work_dir: Path) -> Prep
     recipe.check_clients(len(data.domains))
     starts: dict[str, ModelRecord] = {}
     if recipe.algorithm == "fedmkt":
-        starts = client_start_models(recipe, registry, record, data.domains, champion.max_length)
+        starts = client_start_models(recipe, workspace, record, data.domains, champion.max_length)
     settings = RunSettings(recipe, work_dir, Path(record.path), {d: Path(r.path) for d, r in starts.items()})
     return Prepared(champion, record, data, starts, settings)

@@ -1,5 +1,10 @@
 """Privacy: differential privacy through Flower's DP wrappers and mods, and SecAgg+ as an option.
 
+Each privacy mode is registered in :data:`PRIVACY_MODES` (a :class:`fanbu.registration.Catalog`) next to
+its code: ``dp_server``, ``dp_client`` (central DP on model arrays, by ``dp.side``), ``dp_logits`` (DP on
+FedMKT's logits) and ``secagg``. A recipe turns them on with ``privacy.dp`` and ``privacy.secagg``;
+:func:`active_modes` says which are on.
+
 Central DP (https://arxiv.org/abs/1710.06963): each client's update is clipped to ``clipping_norm``
 (on the server, or on the client with Flower's ``fixedclipping_mod``) and the aggregate gets Gaussian
 noise of standard deviation ``noise_multiplier * clipping_norm / clients``. The epsilon spent is
@@ -45,13 +50,30 @@ from pydantic import Field, model_validator
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
+from fanbu.federated.robust import RULES
+from fanbu.registration import Catalog, Entry
+
+PRIVACY_MODES: Catalog[Entry] = Catalog(
+    "privacy mode",
+    field="privacy",
+    capabilities={
+        "differential_privacy": "adds Gaussian noise calibrated to a clipping bound; the run reports epsilon",
+        "arrays": "applies to the exchange of model arrays (FedAvg / FedProx)",
+        "logits": "applies to FedMKT's exchange of logits on the public data",
+        "client_mods": "needs Flower client mods on every client (see client_mods)",
+        "hides_updates": "the server sees only the masked sum of the updates: no robust rule, no server step",
+    },
+)
+
+
+DPSide = Literal["server", "client"]  # each side s is the privacy mode ``dp_{s}`` of PRIVACY_MODES
 
 
 class DPConfig(Strict):
     """Central differential privacy: clip each client's update, add Gaussian noise to the aggregate."""
 
     enabled: bool = Field(False, description="Turn differential privacy on.")
-    side: Literal["server", "client"] = Field(
+    side: DPSide = Field(
         "server", description="Where updates are clipped: on the server, or by the clients' mod."
     )
     noise_multiplier: float = Field(1.0, gt=0, description="Noise std divided by the clipping norm.")
@@ -122,7 +144,7 @@ def check_compatible(config: PrivacyConfig, rule: str, exchange: str = "arrays")
     """
     if not config.secagg.enabled:
         return
-    if rule != "fedavg":
+    if rule not in RULES or not RULES[rule].has("sum_only"):
         raise ConfigError(
             f"privacy.secagg: SecAgg+ reveals only the sum of the clients' updates, so robust rule "
             f"{rule!r} (which needs each update) cannot run under it; set robust.rule: fedavg or "
@@ -135,8 +157,49 @@ def check_compatible(config: PrivacyConfig, rule: str, exchange: str = "arrays")
         )
 
 
+def active_modes(config: PrivacyConfig, exchange: str = "arrays") -> list[str]:
+    """The :data:`PRIVACY_MODES` that ``config`` turns on for ``exchange`` (``arrays`` or ``logits``)."""
+    modes = []
+    if config.dp.enabled:
+        modes.append("dp_logits" if exchange == "logits" else f"dp_{config.dp.side}")
+    if config.secagg.enabled:
+        modes.append("secagg")
+    return modes
+
+
+@PRIVACY_MODES.register(
+    "dp_server",
+    summary="Central DP (DP-FedAvg), server-side fixed clipping: the server clips each update to "
+    "clipping_norm and adds Gaussian noise to the aggregate.",
+    reference="https://arxiv.org/abs/1710.06963",
+    config=DPConfig,
+    capabilities={"differential_privacy", "arrays"},
+)
+def server_side_dp(strategy: Strategy, dp: DPConfig, num_sampled_clients: int) -> Strategy:
+    """``strategy`` in Flower's ``DifferentialPrivacyServerSideFixedClipping`` (clips each reply, adds noise)."""
+    return DifferentialPrivacyServerSideFixedClipping(
+        strategy, dp.noise_multiplier, dp.clipping_norm, num_sampled_clients
+    )
+
+
+@PRIVACY_MODES.register(
+    "dp_client",
+    summary="Central DP (DP-FedAvg), client-side fixed clipping: each client's fixedclipping_mod clips its "
+    "update to clipping_norm, the server adds Gaussian noise to the aggregate.",
+    reference="https://flower.ai/docs/framework/how-to-use-differential-privacy.html",
+    config=DPConfig,
+    capabilities={"differential_privacy", "arrays", "client_mods"},
+)
+def client_side_dp(strategy: Strategy, dp: DPConfig, num_sampled_clients: int) -> Strategy:
+    """``strategy`` in Flower's ``DifferentialPrivacyClientSideFixedClipping`` (sends the clipping norm to the
+    clients, whose ``fixedclipping_mod`` clips, and adds the noise)."""
+    return DifferentialPrivacyClientSideFixedClipping(
+        strategy, dp.noise_multiplier, dp.clipping_norm, num_sampled_clients
+    )
+
+
 def wrap_strategy(strategy: Strategy, config: PrivacyConfig, num_sampled_clients: int) -> Strategy:
-    """``strategy`` wrapped in Flower's fixed-clipping DP wrapper when ``config.dp`` is on.
+    """``strategy`` wrapped by the DP mode of ``config.dp.side`` (``dp_server``, ``dp_client``) when DP is on.
 
     Server side: ``DifferentialPrivacyServerSideFixedClipping`` clips each reply and adds the noise.
     Client side: ``DifferentialPrivacyClientSideFixedClipping`` sends ``clipping_norm`` to the clients,
@@ -147,12 +210,8 @@ def wrap_strategy(strategy: Strategy, config: PrivacyConfig, num_sampled_clients
         return strategy
     if num_sampled_clients < 1:
         raise ConfigError(f"privacy.dp: num_sampled_clients must be >= 1, got {num_sampled_clients}")
-    wrapper = (
-        DifferentialPrivacyServerSideFixedClipping
-        if dp.side == "server"
-        else DifferentialPrivacyClientSideFixedClipping
-    )
-    return wrapper(strategy, dp.noise_multiplier, dp.clipping_norm, num_sampled_clients)
+    wrap = PRIVACY_MODES.get(f"dp_{dp.side}").impl
+    return wrap(strategy, dp, num_sampled_clients)  # type: ignore[no-any-return]
 
 
 def client_mods(config: PrivacyConfig) -> list:
@@ -226,6 +285,14 @@ def dp_report(config: PrivacyConfig, sampling_rate: float, rounds: int) -> dict[
     }
 
 
+@PRIVACY_MODES.register(
+    "dp_logits",
+    summary="Gaussian mechanism on a FedMKT client's logits: clip each sample's logit vector to logit_clip, "
+    "add noise of std noise_multiplier * logit_clip.",
+    reference="https://doi.org/10.1561/0400000042",
+    config=DPConfig,
+    capabilities={"differential_privacy", "logits"},
+)
 def noisy_logits(
     logits: np.ndarray, clip: float, noise_multiplier: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -293,6 +360,14 @@ def legacy_train_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) 
     return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=msg)
 
 
+@PRIVACY_MODES.register(
+    "secagg",
+    summary="SecAgg+ secure aggregation (Flower's legacy workflow): the server learns only the weighted sum "
+    "of the clients' masked updates.",
+    reference="https://eprint.iacr.org/2020/704",
+    config=SecAggConfig,
+    capabilities={"arrays", "client_mods", "hides_updates"},
+)
 def run_secagg(
     grid: Grid,
     context: Context,

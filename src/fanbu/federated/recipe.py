@@ -14,54 +14,29 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fanbu.config import Strict
-from fanbu.data.loaders import DomainSource
+from fanbu.data.slices import SliceSpec
 from fanbu.derive.finetune.config import LoraSettings
+from fanbu.derive.presets import CLIENT_STAGES, copy_stages
 from fanbu.derive.stages import parse_stages
 from fanbu.errors import ConfigError
 from fanbu.federated.attacks import ARRAY_ATTACKS, AttackConfig
 from fanbu.federated.privacy import PrivacyConfig, check_compatible
 from fanbu.federated.robust import RobustConfig, check_clients
 from fanbu.federated.server_opt import ServerOptConfig
-from fanbu.feedback.continual import ContinualConfig
-from fanbu.feedback.gate import GateConfig
+from fanbu.feedback.gate.promotion import GateConfig
+from fanbu.feedback.shared.continual import ContinualConfig
 from fanbu.train.config import TrainConfig
 
 Algorithm = Literal["fedavg", "fedprox", "fedmkt"]
 
-STUDENT_STAGES: list[Any] = [
-    {"finetune": {}},
-    {"prune": {"layers": 2, "heads": 8, "hidden": 256, "ffn": 512, "vocab": 8000, "importance": "taylor"}},
-    {"distill": {}},
-]
+class FederatedData(SliceSpec):
+    """The domains whose organisations take part, and how much of their data each side reads: a
+    :class:`SliceSpec` plus the private cap (clients) and the public cap (the logit exchange)."""
 
-
-class FederatedData(Strict):
-    """The domains whose organisations take part, and how much of their data each side reads."""
-
-    source: Literal["default", "files"] = Field(
-        "default", description="default: the built-in 20 Newsgroups benchmark; files: the `files` list."
-    )
-    domains: list[str] | None = Field(None, description="The federated domains (default: all).")
-    files: list[DomainSource] = Field(default_factory=list, description="Your own domains (source: files).")
-    heldout_files: list[DomainSource] = Field(
-        default_factory=list, description="Held-out tasks of your own (source: files), scored by the gate."
-    )
-    seed: int = Field(0, description="Seeds splits and subsampling.")
-    public_fraction: float = Field(0.1, gt=0, lt=1, description="Share of train that is public.")
     max_private: int | None = Field(
         None, ge=1, description="Cap on a domain's private slice (before sharding)."
     )
     max_public: int | None = Field(250, ge=1, description="Cap on public examples per domain.")
-    max_validation: int | None = Field(200, ge=1, description="Cap on validation examples per domain.")
-    max_test: int | None = Field(None, ge=1, description="Cap on test examples per task (gate).")
-
-    @model_validator(mode="after")
-    def _check(self) -> FederatedData:
-        if self.source == "files" and not self.files:
-            raise ValueError("source is 'files' but no files are listed; add domains under data.files")
-        if self.source == "default" and (self.files or self.heldout_files):
-            raise ValueError("files / heldout_files are given but source is 'default'; set source: files")
-        return self
 
 
 class PartitionConfig(Strict):
@@ -98,7 +73,7 @@ class ClientModels(Strict):
         description="Domain -> a registered model (an id, or a name: its newest version).",
     )
     stages: list[Any] = Field(
-        default_factory=lambda: list(STUDENT_STAGES),
+        default_factory=lambda: copy_stages(CLIENT_STAGES),
         description="Derive stages of the students (no quantize: clients keep training them).",
     )
     max_train: int | None = Field(None, ge=1, description="Cap on private examples used to derive a student.")

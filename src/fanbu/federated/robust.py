@@ -1,7 +1,9 @@
 """Robust aggregation: Flower's Byzantine-robust strategies, update-norm clipping, robust logit averaging.
 
-Model updates are aggregated by Flower's own strategies (``FedTrimmedAvg``, ``FedMedian``, ``Krum``,
-``MultiKrum``, ``Bulyan``); :func:`make_strategy` only adds what they lack (see
+Each rule is registered in :data:`RULES` (a :class:`fanbu.registration.Catalog`) next to its code, with
+a summary, its paper, its own settings and its capabilities (``byzantine_robust``, ``sum_only``). Model
+updates are aggregated by Flower's own strategies (``FedAvg``, ``FedTrimmedAvg``, ``FedMedian``,
+``Krum``, ``MultiKrum``, ``Bulyan``); :func:`make_strategy` only adds what they lack (see
 :class:`GuardedStrategy`). Client logits in the FedMKT exchange are aggregated by
 :func:`aggregate_logits`, which applies the same rules to ``(clients, samples, classes)`` stacks.
 """
@@ -12,7 +14,7 @@ import gc
 import logging
 import math
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import ClassVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -28,14 +30,16 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 from flwr.serverapp.strategy.bulyan import aggregate_n_closest_weights
-from pydantic import Field
+from pydantic import BaseModel, Field, field_validator
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
 from fanbu.federated.attacks import num_malicious
+from fanbu.registration import Catalog, Entry, NoSettings
 
 __all__ = [
     "RULES",
+    "AggregationRule",
     "GuardedStrategy",
     "RobustConfig",
     "aggregate_logits",
@@ -44,62 +48,97 @@ __all__ = [
     "krum_select",
     "make_strategy",
     "min_clients",
+    "rule_of",
 ]
 
 log = logging.getLogger(__name__)
 
-Rule = Literal["fedavg", "trimmed_mean", "median", "krum", "multikrum", "bulyan"]
-RULES: dict[str, type[FedAvg]] = {
-    "fedavg": FedAvg,
-    "trimmed_mean": FedTrimmedAvg,
-    "median": FedMedian,
-    "krum": Krum,
-    "multikrum": MultiKrum,
-    "bulyan": Bulyan,
-}
+# --------------------------------------------------------------------------- the rules
 
 
-class RobustConfig(Strict):
-    """How the server aggregates client updates, and how many attackers it must tolerate."""
+class AggregationRule:
+    """One aggregation rule, as registered in :data:`RULES` (the class itself; never instantiated).
 
-    rule: Rule = Field("fedavg", description="Aggregation rule (fedavg is not robust; the others are).")
-    num_malicious: int | None = Field(
-        None, ge=0, description="Attackers f the rule must tolerate; default: the attack fraction's count."
-    )
+    Attributes:
+        flower: Flower's strategy class that aggregates model updates with this rule.
+    """
+
+    flower: ClassVar[type[FedAvg]] = FedAvg
+
+    @staticmethod
+    def minimum(f: int, trim_beta: float | None) -> int:
+        """The fewest clients with which the rule tolerates ``f`` malicious ones."""
+        raise NotImplementedError
+
+    @staticmethod
+    def aggregate(x: np.ndarray, w: np.ndarray, f: int) -> np.ndarray:
+        """Aggregate ``x`` ``(clients, ...)`` with client weights ``w`` ``(clients,)`` into shape ``x[0]``."""
+        raise NotImplementedError
+
+    @staticmethod
+    def flower_kwargs(config: RobustConfig, f: int, select: int) -> dict[str, object]:
+        """The rule's own arguments of its Flower class (``f`` tolerated, ``select`` kept by MultiKrum)."""
+        return {}
+
+
+RULES: Catalog[Entry] = Catalog(
+    "rule",
+    field="robust.rule",
+    capabilities={
+        "byzantine_robust": "tolerates f malicious clients when there are enough clients (see min_clients)",
+        "sum_only": "needs only the weighted sum of the updates, so it runs under SecAgg+",
+    },
+)
+
+
+class TrimmedMeanSettings(Strict):
+    """The trimmed mean's own setting (``robust.trim_beta``)."""
+
     trim_beta: float = Field(0.2, ge=0.0, lt=0.5, description="trimmed_mean: fraction cut from each tail.")
-    clip_norm: float | None = Field(
-        None, gt=0, description="Clip each client's update to this L2 norm before aggregation (None: off)."
-    )
+
+
+class MultiKrumSettings(Strict):
+    """MultiKrum's own setting (``robust.multikrum_select``)."""
+
     multikrum_select: int | None = Field(
         None, ge=1, description="multikrum: updates averaged after selection; default n - f."
     )
 
-    def tolerated(self, n_clients: int, attack_fraction: float = 0.0) -> int:
-        """The ``f`` to tolerate: ``num_malicious`` if set, else the attackers at ``attack_fraction``."""
-        if self.num_malicious is not None:
-            return self.num_malicious
-        return num_malicious(n_clients, attack_fraction)
+
+@RULES.register(
+    "fedavg",
+    summary="Weighted mean of the client updates (not robust: the baseline the robust rules are measured "
+    "on).",
+    reference="https://arxiv.org/abs/1602.05629",
+    config=NoSettings,
+    capabilities={"sum_only"},
+)
+class _FedAvg(AggregationRule):
+    flower = FedAvg
+
+    @staticmethod
+    def minimum(f: int, trim_beta: float | None) -> int:
+        return 1  # tolerates nobody, and is never refused
+
+    @staticmethod
+    def aggregate(x: np.ndarray, w: np.ndarray, f: int) -> np.ndarray:
+        return np.tensordot(w / w.sum(), x, axes=1)
 
 
-def min_clients(rule: str, f: int, trim_beta: float | None = None) -> int:
-    """The fewest clients with which ``rule`` tolerates ``f`` malicious ones.
+@RULES.register(
+    "trimmed_mean",
+    summary="Coordinate-wise trimmed mean: drop the largest and smallest values of each coordinate, "
+    "average the rest.",
+    reference="https://arxiv.org/abs/1803.01498",
+    config=TrimmedMeanSettings,
+    capabilities={"byzantine_robust"},
+)
+class _TrimmedMean(AggregationRule):
+    flower = FedTrimmedAvg
 
-    Krum / MultiKrum need ``2f + 3``, Bulyan ``4f + 3``, the median ``2f + 1``; the trimmed mean needs
-    ``floor(trim_beta * n) >= f`` (or ``2f + 1`` when it trims ``f`` per side, ``trim_beta=None``).
-    FedAvg tolerates nobody and is never refused: it is the baseline the robust rules are measured on.
-    """
-    if f < 0:
-        raise ConfigError(f"robust: the number of malicious clients must be >= 0, got {f}")
-    if rule == "fedavg":
-        return 1
-    if rule == "median":
-        return 2 * f + 1
-    if rule in ("krum", "multikrum"):
-        return 2 * f + 3
-    if rule == "bulyan":
-        return 4 * f + 3
-    if rule == "trimmed_mean":
-        if trim_beta is None or f == 0:
+    @staticmethod
+    def minimum(f: int, trim_beta: float | None) -> int:
+        if trim_beta is None or f == 0:  # trims f per side
             return 2 * f + 1
         if trim_beta <= 0:
             raise ConfigError(
@@ -110,7 +149,173 @@ def min_clients(rule: str, f: int, trim_beta: float | None = None) -> int:
         while int(trim_beta * n) < f:  # Flower trims int(beta * n) per tail
             n += 1
         return n
-    raise ConfigError(f"robust: unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+
+    @staticmethod
+    def aggregate(x: np.ndarray, w: np.ndarray, f: int) -> np.ndarray:
+        n = x.shape[0]
+        return np.sort(x, axis=0)[f : n - f].mean(axis=0)
+
+    @staticmethod
+    def flower_kwargs(config: RobustConfig, f: int, select: int) -> dict[str, object]:
+        return {"beta": config.trim_beta}
+
+
+@RULES.register(
+    "median",
+    summary="Coordinate-wise median of the client updates.",
+    reference="https://arxiv.org/abs/1803.01498",
+    config=NoSettings,
+    capabilities={"byzantine_robust"},
+)
+class _Median(AggregationRule):
+    flower = FedMedian
+
+    @staticmethod
+    def minimum(f: int, trim_beta: float | None) -> int:
+        return 2 * f + 1
+
+    @staticmethod
+    def aggregate(x: np.ndarray, w: np.ndarray, f: int) -> np.ndarray:
+        return np.median(x, axis=0)
+
+
+@RULES.register(
+    "krum",
+    summary="Krum: the one update closest (summed squared distance) to its n - f - 2 nearest others.",
+    reference="https://proceedings.neurips.cc/paper/2017/hash/f4b9ec30ad9f68f89b29639786cb62ef-Abstract.html",
+    config=NoSettings,
+    capabilities={"byzantine_robust"},
+)
+class _Krum(AggregationRule):
+    flower = Krum
+
+    @staticmethod
+    def minimum(f: int, trim_beta: float | None) -> int:
+        return 2 * f + 3
+
+    @staticmethod
+    def aggregate(x: np.ndarray, w: np.ndarray, f: int) -> np.ndarray:
+        return _krum_mean(x, w, f)  # the n - f best-scored, as MultiKrum (Flower's Krum keeps one)
+
+    @staticmethod
+    def flower_kwargs(config: RobustConfig, f: int, select: int) -> dict[str, object]:
+        return {"num_malicious_nodes": f}
+
+
+@RULES.register(
+    "multikrum",
+    summary="MultiKrum: the mean of the m updates with the best Krum scores (m = n - f by default).",
+    reference="https://proceedings.neurips.cc/paper/2017/hash/f4b9ec30ad9f68f89b29639786cb62ef-Abstract.html",
+    config=MultiKrumSettings,
+    capabilities={"byzantine_robust"},
+)
+class _MultiKrum(AggregationRule):
+    flower = MultiKrum
+
+    @staticmethod
+    def minimum(f: int, trim_beta: float | None) -> int:
+        return 2 * f + 3
+
+    @staticmethod
+    def aggregate(x: np.ndarray, w: np.ndarray, f: int) -> np.ndarray:
+        return _krum_mean(x, w, f)
+
+    @staticmethod
+    def flower_kwargs(config: RobustConfig, f: int, select: int) -> dict[str, object]:
+        return {"num_malicious_nodes": f, "num_nodes_to_select": select}
+
+
+@RULES.register(
+    "bulyan",
+    summary="Bulyan: Krum-select n - 2f updates, then a trimmed mean around their coordinate-wise median.",
+    reference="https://arxiv.org/abs/1802.07927",
+    config=NoSettings,
+    capabilities={"byzantine_robust"},
+)
+class _Bulyan(AggregationRule):
+    flower = Bulyan
+
+    @staticmethod
+    def minimum(f: int, trim_beta: float | None) -> int:
+        return 4 * f + 3
+
+    @staticmethod
+    def aggregate(x: np.ndarray, w: np.ndarray, f: int) -> np.ndarray:
+        n = x.shape[0]
+        theta = n - 2 * f
+        chosen = krum_select(x.reshape(n, -1), f, theta)
+        median = np.median(x[chosen], axis=0)
+        return aggregate_n_closest_weights([median], [[x[i]] for i in chosen], theta - 2 * f)[0]
+
+    @staticmethod
+    def flower_kwargs(config: RobustConfig, f: int, select: int) -> dict[str, object]:
+        return {"num_malicious_nodes": f}
+
+
+def _krum_mean(x: np.ndarray, w: np.ndarray, f: int) -> np.ndarray:
+    n = x.shape[0]
+    chosen = krum_select(x.reshape(n, -1), f, n - f)
+    return np.tensordot(w[chosen] / w[chosen].sum(), x[chosen], axes=1)
+
+
+def rule_of(name: str) -> type[AggregationRule]:
+    """The implementation of the rule ``name``, or a ConfigError naming the known rules."""
+    try:
+        return RULES.get(name).impl  # type: ignore[no-any-return]
+    except ConfigError as exc:
+        raise ConfigError(f"robust: {exc}") from None
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class RobustConfig(Strict):
+    """How the server aggregates client updates, and how many attackers it must tolerate."""
+
+    rule: str = Field(
+        "fedavg",
+        description="Aggregation rule (fedavg is not robust; the others are): one of the registered RULES.",
+        json_schema_extra=lambda schema: schema.update(enum=RULES.names()),
+    )
+    num_malicious: int | None = Field(
+        None, ge=0, description="Attackers f the rule must tolerate; default: the attack fraction's count."
+    )
+    trim_beta: float = TrimmedMeanSettings.model_fields["trim_beta"]
+    clip_norm: float | None = Field(
+        None, gt=0, description="Clip each client's update to this L2 norm before aggregation (None: off)."
+    )
+    multikrum_select: int | None = MultiKrumSettings.model_fields["multikrum_select"]
+
+    @field_validator("rule")
+    @classmethod
+    def _known_rule(cls, rule: str) -> str:
+        if rule not in RULES:
+            raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES.names())}")
+        return rule
+
+    def tolerated(self, n_clients: int, attack_fraction: float = 0.0) -> int:
+        """The ``f`` to tolerate: ``num_malicious`` if set, else the attackers at ``attack_fraction``."""
+        if self.num_malicious is not None:
+            return self.num_malicious
+        return num_malicious(n_clients, attack_fraction)
+
+    def rule_settings(self) -> BaseModel:
+        """The settings of :attr:`rule` alone, in its registered config class."""
+        config = RULES.get(self.rule).config
+        return config.model_validate(self.model_dump(include=set(config.model_fields)))
+
+
+def min_clients(rule: str, f: int, trim_beta: float | None = None) -> int:
+    """The fewest clients with which ``rule`` tolerates ``f`` malicious ones.
+
+    Krum / MultiKrum need ``2f + 3``, Bulyan ``4f + 3``, the median ``2f + 1``; the trimmed mean needs
+    ``floor(trim_beta * n) >= f`` (or ``2f + 1`` when it trims ``f`` per side, ``trim_beta=None``).
+    FedAvg tolerates nobody and is never refused: it is the baseline the robust rules are measured on.
+    Each rule's :meth:`AggregationRule.minimum` says it.
+    """
+    if f < 0:
+        raise ConfigError(f"robust: the number of malicious clients must be >= 0, got {f}")
+    return rule_of(rule).minimum(f, trim_beta)
 
 
 def check_clients(rule: str, n_clients: int, f: int, trim_beta: float | None = None) -> None:
@@ -168,15 +373,11 @@ def make_strategy(
         "min_evaluate_nodes": min(2, n_clients),
     }
     kwargs.update(flower_kwargs)
-    if config.rule == "trimmed_mean":
-        kwargs["beta"] = config.trim_beta
-    if config.rule in ("krum", "multikrum", "bulyan"):
-        kwargs["num_malicious_nodes"] = f
-    if config.rule == "multikrum":
-        kwargs["num_nodes_to_select"] = select
+    impl = rule_of(config.rule)
+    kwargs.update(impl.flower_kwargs(config, f, select))
     if config.rule == "fedavg" and config.clip_norm is None:
         return FedProx(proximal_mu=proximal_mu, **kwargs) if proximal_mu > 0 else FedAvg(**kwargs)
-    guarded = type(f"Guarded{RULES[config.rule].__name__}", (GuardedStrategy, RULES[config.rule]), {})
+    guarded = type(f"Guarded{impl.flower.__name__}", (GuardedStrategy, impl.flower), {})
     strategy = guarded(**kwargs)
     strategy.set_guard(
         rule=config.rule, tolerate=f, clip_norm=config.clip_norm, proximal_mu=proximal_mu, select=select
@@ -203,25 +404,10 @@ def aggregate_logits(stack: np.ndarray, rule: str, f: int, weights: np.ndarray |
         log.warning("aggregate_logits: dropped %d client(s) with non-finite logits", int((~finite).sum()))
         f = max(0, f - int((~finite).sum()))
         x, w = x[finite], w[finite]
-    n = x.shape[0]
-    check_clients(rule, n, f)
+    check_clients(rule, x.shape[0], f)
     given = np.asarray(stack).dtype
     dtype = given if np.issubdtype(given, np.floating) else np.float32
-    if rule == "fedavg":
-        out = np.tensordot(w / w.sum(), x, axes=1)
-    elif rule == "median":
-        out = np.median(x, axis=0)
-    elif rule == "trimmed_mean":
-        out = np.sort(x, axis=0)[f : n - f].mean(axis=0)
-    elif rule in ("krum", "multikrum"):
-        chosen = krum_select(x.reshape(n, -1), f, n - f)
-        out = np.tensordot(w[chosen] / w[chosen].sum(), x[chosen], axes=1)
-    else:  # bulyan
-        theta = n - 2 * f
-        chosen = krum_select(x.reshape(n, -1), f, theta)
-        median = np.median(x[chosen], axis=0)  # (samples, classes)
-        out = aggregate_n_closest_weights([median], [[x[i]] for i in chosen], theta - 2 * f)[0]
-    return np.asarray(out, dtype=dtype)
+    return np.asarray(rule_of(rule).aggregate(x, w, f), dtype=dtype)
 
 
 def krum_select(flat: np.ndarray, f: int, m: int) -> np.ndarray:

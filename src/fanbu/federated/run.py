@@ -15,24 +15,37 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fanbu.config import write_resolved
 from fanbu.errors import ConfigError, FanbuError
-from fanbu.federated.client_app import client_app
+from fanbu.federated.client_app import client_app, load_saved
 from fanbu.federated.data import server_data, slots_of
 from fanbu.federated.deploy import read_app_config, write_app
-from fanbu.federated.lineage import Prepared, prepare, register_clients, register_large
+from fanbu.federated.preparation import Prepared, load_champion, prepare, register_clients, register_large
 from fanbu.federated.recipe import FederatedRecipe
+from fanbu.federated.result import FederatedResult
 from fanbu.federated.server_app import read_history, server_app
 from fanbu.federated.settings import RunSettings, parse_run_config
-from fanbu.feedback.gate import apply_decision, gate
+from fanbu.feedback.gate.promotion import apply_decision, gate
 from fanbu.io import atomic_write_json
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import Registry
+from fanbu.registry.workspace import UnknownModelError, Workspace
+
+__all__ = [
+    "PREPARED",
+    "FederatedResult",
+    "collect",
+    "collect_deployment",
+    "federate",
+    "record_results",
+    "run_federated",
+    "save_inputs",
+    "simulate",
+    "write_deployment",
+]
 
 # Set (unless already set) before the simulation starts its workers: no telemetry calls to Flower's
 # servers (fanbu makes no network calls), and a longer wait for Ray's agents on a loaded machine.
@@ -42,35 +55,6 @@ SIMULATION_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 PREPARED = "prepared.json"  # in a deployment's work directory: the registry ids the run started from
-
-
-@dataclass
-class FederatedResult:
-    """What a federated run produced."""
-
-    large: EncoderHandle
-    clients: dict[str, EncoderHandle]
-    rounds: list[dict[str, Any]]
-    client_metrics: dict[str, dict[str, Any]]
-    privacy: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    work_dir: Path = Path(".")
-
-    def seconds_per_round(self) -> float:
-        """Mean wall time of a round (from the server's per-round records)."""
-        timed = [r for r in self.rounds if r["round"] > 0]
-        if not timed:
-            return 0.0
-        start = next((r["seconds"] for r in self.rounds if r["round"] == 0), 0.0)
-        return (timed[-1]["seconds"] - start) / timed[-1]["round"]
-
-    def clients_mean(self, key: str = "acc-after", honest: bool = True) -> float:
-        """Mean of a client metric (``acc-before`` / ``acc-after``), over honest clients by default."""
-        rows = [m for m in self.client_metrics.values() if not (honest and m.get("malicious"))]
-        values = [float(m[key]) for m in rows if key in m]
-        if not values:
-            raise FanbuError(f"no client reported {key!r}")
-        return sum(values) / len(values)
 
 
 def save_inputs(
@@ -118,12 +102,12 @@ def simulate(settings: RunSettings, verbose: bool = False) -> None:
 def collect(settings: RunSettings) -> FederatedResult:
     """The outputs a finished run left in its work directory."""
     history = read_history(settings.work_dir)
-    large = EncoderHandle.load(settings.work_dir / "server" / "large")
+    large = load_saved(settings.work_dir / "server" / "large")
     clients = {}
     for slot in slots_of(settings.recipe):
         path = settings.work_dir / "clients" / slot.id / "model"
         if path.is_dir():
-            clients[slot.id] = EncoderHandle.load(path)
+            clients[slot.id] = load_saved(path)
     return FederatedResult(
         large,
         clients,
@@ -166,18 +150,20 @@ def federate(
     return collect(settings)
 
 
-def record_results(registry: Registry, prep: Prepared, run_id: str) -> dict[str, Any]:
+def record_results(workspace: Workspace, prep: Prepared, run_id: str) -> dict[str, Any]:
     """Register a finished run's large model through the gate and its clients' models; the summary."""
     recipe = prep.settings.recipe
     result = collect(prep.settings)
     champion_id = prep.record.id
     start_ids = {d: prep.starts[d].id if d in prep.starts else champion_id for d in prep.data.domains}
     parents = [champion_id, *sorted({r.id for r in prep.starts.values()})]
-    record = register_large(registry, prep.record, parents, recipe, result, prep.data.fingerprints)
+    record = register_large(workspace, prep.record, parents, recipe, result, prep.data.fingerprints)
     decision = gate(result.large, prep.champion, prep.data.tests, recipe.gate)
     tests = {k.removesuffix("/test"): v for k, v in prep.data.fingerprints.items() if k.endswith("/test")}
-    final = apply_decision(registry, record, prep.record, decision, fingerprints=tests, run_id=run_id)
-    clients = register_clients(registry, result, start_ids, record.id, run_id)
+    final = apply_decision(
+        workspace.registry, record, prep.record, decision, fingerprints=tests, run_id=run_id
+    )
+    clients = register_clients(workspace, result, start_ids, record.id, run_id)
     honest = [c for c in result.client_metrics.values() if not c.get("malicious")]
     return {
         "run": run_id,
@@ -212,21 +198,15 @@ def run_federated(
         raise FanbuError(
             "federate needs a registry with a home directory for its artefacts (Registry.open(home))"
         )
-    run = registry.start_run("federated", recipe.model_dump(mode="json"))
-    work = registry.home / "runs" / run.id
-    write_resolved(recipe, work)
-    try:
-        prep = prepare(recipe, registry, work / "federated")
+    workspace = Workspace(registry)
+    with workspace.run("federated", recipe) as run:
+        prep = prepare(recipe, workspace, run.dir / "federated")
         if runner is None:
             simulate(prep.settings, verbose)
         else:
             runner(prep.settings)
-        summary = record_results(registry, prep, run.id)
-    except BaseException as exc:
-        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
-        raise
-    registry.finish_run(run.id, "succeeded", summary)
-    return summary
+        run.summary = record_results(workspace, prep, run.id)
+    return run.summary
 
 
 def write_deployment(recipe: FederatedRecipe, registry: Registry, app_dir: Path) -> RunSettings:
@@ -237,8 +217,9 @@ def write_deployment(recipe: FederatedRecipe, registry: Registry, app_dir: Path)
     """
     if registry.home is None:
         raise FanbuError("a deployment needs a registry with a home directory (Registry.open(home))")
-    work = registry.home.resolve() / "federated" / app_dir.name
-    prep = prepare(recipe, registry, work)
+    workspace = Workspace(registry)
+    work = workspace.home.resolve() / "federated" / app_dir.name
+    prep = prepare(recipe, workspace, work)
     marker = {"champion": prep.record.id, "starts": {d: r.id for d, r in sorted(prep.starts.items())}}
     atomic_write_json(work / PREPARED, {**marker, "app": str(app_dir.resolve()), "collected": None})
     write_app(app_dir, prep.settings.to_run_config())
@@ -270,29 +251,27 @@ def collect_deployment(app_dir: Path, registry: Registry) -> dict[str, Any]:
             "(fanbu federate RECIPE --app DIR) for another run"
         )
     read_history(settings.work_dir)  # a clear error when the server has not finished
-    record = registry.get_model(str(marker["champion"]))
+    workspace = Workspace(registry)
+    try:
+        record = workspace.resolve(str(marker["champion"]))
+    except UnknownModelError:
+        record = None
     if record is None or record.status != "champion":
         raise ConfigError(
             f"{marker['champion']} is no longer the champion; the gate compares against the model the run "
             "started from, so write a new app from the current champion and run it again"
         )
-    champion = EncoderHandle.load(record.path)
-    if settings.recipe.max_length is not None:
-        champion.max_length = settings.recipe.max_length
+    champion, record = load_champion(workspace, record, settings.recipe.max_length)
     starts = {}
     for domain, model_id in marker["starts"].items():
-        start = registry.get_model(str(model_id))
-        if start is None:
-            raise ConfigError(f"the starting model {model_id} of {domain} is not in this registry")
-        starts[domain] = start
+        try:
+            starts[domain] = workspace.resolve(str(model_id))
+        except UnknownModelError:
+            raise ConfigError(f"the starting model {model_id} of {domain} is not in this registry") from None
     data = server_data(settings.recipe, heads=sorted(champion.labels))
     prep = Prepared(champion, record, data, starts, settings)
-    run = registry.start_run("federated", {**settings.recipe.model_dump(mode="json"), "deployment": str(app_dir)})
-    try:
-        summary = record_results(registry, prep, run.id)
-    except BaseException as exc:
-        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
-        raise
-    registry.finish_run(run.id, "succeeded", summary)
-    atomic_write_json(path, {**marker, "collected": summary["candidate"]})
-    return summary
+    recipe = {**settings.recipe.model_dump(mode="json"), "deployment": str(app_dir)}
+    with workspace.run("federated", recipe) as run:
+        run.summary = record_results(workspace, prep, run.id)
+    atomic_write_json(path, {**marker, "collected": run.summary["candidate"]})
+    return run.summary

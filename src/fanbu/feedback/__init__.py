@@ -1,15 +1,7 @@
 """反哺 / feed back: strategies that move the swarm's knowledge into the next large model, behind a gate."""
 
-from fanbu.feedback import (  # noqa: F401 (importing a strategy module registers it)
-    continual,
-    graft,
-    merge,
-    moe,
-    multitask,
-    sequential,
-    swarm,
-)
-from fanbu.feedback.base import (
+from fanbu.feedback import strategies  # noqa: F401 (importing the strategy modules registers them)
+from fanbu.feedback.shared.context import (
     STRATEGIES,
     FeedbackContext,
     Labeled,

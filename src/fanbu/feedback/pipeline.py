@@ -15,20 +15,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fanbu.config import write_resolved
-from fanbu.data.builtin import default_benchmark
-from fanbu.data.domain import Benchmark, Split
-from fanbu.data.loaders import load_domain
+from fanbu.data.slices import benchmark_of, domain_names, pairs
 from fanbu.derive.pipeline import DeriveRecipe, run_derive
-from fanbu.errors import ConfigError, FanbuError
+from fanbu.errors import ConfigError
 from fanbu.evaluate.speed import param_count
-from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput, get_strategy
-from fanbu.feedback.gate import GateDecision, apply_decision, gate, score_champion
+from fanbu.feedback.gate.promotion import GateDecision, apply_decision, gate, score_champion
+from fanbu.feedback.gate.scores import bootstrap_intervals, expert_outcomes, score_candidate
 from fanbu.feedback.recipe import FeedbackRecipe
-from fanbu.feedback.scores import bootstrap_intervals, expert_outcomes, score_candidate
+from fanbu.feedback.shared.context import FeedbackContext, Labeled, StrategyOutput, get_strategy
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import ModelRecord, Registry
+from fanbu.registry.workspace import UnknownModelError, Workspace
 
 # StrategyOutput.relation (a registry relation) -> the model card's base_model_relation (Hugging Face's
 # four): merges and mixtures combine weights, everything else trains the champion further.
@@ -54,32 +52,11 @@ class FeedbackSlices:
     fingerprints: dict[str, str] = field(default_factory=dict)
 
 
-def _pairs(split: Split, cap: int | None, seed: int) -> Labeled:
-    if cap is not None:
-        split = split.subsample(cap, seed)
-    return list(split.texts), list(split.labels or ())
-
-
-def _benchmark(recipe: FeedbackRecipe) -> Benchmark:
-    data = recipe.data
-    if data.source == "default":
-        return default_benchmark(seed=data.seed, public_fraction=data.public_fraction)
-    return Benchmark(
-        tuple(load_domain(s) for s in data.files),
-        tuple(load_domain(s) for s in data.heldout_files),
-        data.public_fraction,
-        data.seed,
-    )
-
-
 def load_slices(recipe: FeedbackRecipe, champion: EncoderHandle) -> FeedbackSlices:
     """Public / validation slices of the feedback domains; test splits of every head of the champion."""
-    data, bench = recipe.data, _benchmark(recipe)
-    available = [d.name for d in bench.domains]
-    domains = list(data.domains or available)
-    unknown = sorted(set(domains) - set(available))
-    if unknown:
-        raise ConfigError(f"data.domains: unknown {unknown}; available: {', '.join(available)}")
+    data = recipe.data
+    bench = benchmark_of(data)
+    domains = domain_names(data, bench)
     heads = sorted(champion.labels)
     missing = sorted(set(domains) - set(heads))
     if missing:
@@ -102,12 +79,12 @@ def load_slices(recipe: FeedbackRecipe, champion: EncoderHandle) -> FeedbackSlic
     slices = FeedbackSlices(domains, heldout, {}, {}, {})
     for name in domains:
         public, validation = bench.public(name), bench.domain(name).validation
-        slices.public[name] = _pairs(public, data.max_public, data.seed)
-        slices.validation[name] = _pairs(validation, data.max_validation, data.seed)
+        slices.public[name] = pairs(public, data.max_public, data.seed)
+        slices.validation[name] = pairs(validation, data.max_validation, data.seed)
         slices.fingerprints[f"{name}/public"] = public.fingerprint
     for name in (*domains, *heldout):
         test = bench.domain(name).test
-        slices.tests[name] = _pairs(test, data.max_test, 0)
+        slices.tests[name] = pairs(test, data.max_test, 0)
         slices.fingerprints[f"{name}/test"] = test.fingerprint
     return slices
 
@@ -143,24 +120,10 @@ def add_collected(slices: FeedbackSlices, registry: Registry, name: str, champio
     return collected.record.id
 
 
-def current_champion(registry: Registry, spec: str) -> ModelRecord:
-    """The champion ``spec`` names: an id that must be champion, or a name's current champion."""
-    record = registry.get_model(spec) if ":" in spec else registry.latest(spec, status="champion")
-    if record is None:
-        raise ConfigError(
-            f"champion {spec!r}: no champion of that name; run `fanbu demo` first, or give an id"
-        )
-    if record.status != "champion":
-        raise ConfigError(
-            f"champion {record.id} is {record.status!r}; name the current champion of {record.name}"
-        )
-    return record
-
-
-def load_champion(recipe: FeedbackRecipe, registry: Registry) -> tuple[EncoderHandle, ModelRecord]:
+def load_champion(recipe: FeedbackRecipe, workspace: Workspace) -> tuple[EncoderHandle, ModelRecord]:
     """The champion handle and record (``champion`` is an id, or a name whose champion is taken)."""
-    record = current_champion(registry, recipe.champion)
-    handle = EncoderHandle.load(record.path)
+    record = workspace.champion(recipe.champion)
+    handle = workspace.load_encoder(record)
     if recipe.max_length is not None:
         handle.max_length = recipe.max_length
     handle.model.eval()
@@ -168,7 +131,7 @@ def load_champion(recipe: FeedbackRecipe, registry: Registry) -> tuple[EncoderHa
 
 
 def load_experts(
-    recipe: FeedbackRecipe, registry: Registry, champion: ModelRecord, domains: list[str], max_length: int
+    recipe: FeedbackRecipe, workspace: Workspace, champion: ModelRecord, domains: list[str], max_length: int
 ) -> dict[str, tuple[EncoderHandle, str]]:
     """Domain -> (expert, its model id): derived now from the champion, or read from the registry."""
     settings = recipe.experts
@@ -179,10 +142,10 @@ def load_experts(
             raise ConfigError(f"experts.models: no model for {missing}, not a feedback domain: {unknown}")
         ids = {}
         for domain, spec in settings.models.items():
-            record = registry.get_model(spec) if ":" in spec else registry.latest(spec)
-            if record is None:
-                raise ConfigError(f"experts.models.{domain}: no model named {spec!r}; see `fanbu models`")
-            ids[domain] = record.id
+            try:
+                ids[domain] = workspace.resolve(spec).id
+            except UnknownModelError as exc:
+                raise ConfigError(f"experts.models.{domain}: {exc}") from None
     else:
         derive = DeriveRecipe(
             teacher=champion.id,
@@ -191,10 +154,10 @@ def load_experts(
             stages=settings.derive.stages,
             executor=settings.derive.executor,
         )
-        ids = {row["domain"]: row["final"] for row in run_derive(derive, registry)}
+        ids = {row["domain"]: row["final"] for row in run_derive(derive, workspace.registry)}
     experts = {}
     for domain, model_id in sorted(ids.items()):
-        handle = EncoderHandle.load(registry.get_model(model_id).path)
+        handle = workspace.load_encoder(model_id)
         if recipe.max_length is not None:
             handle.max_length = recipe.max_length
         handle.model.eval()
@@ -235,7 +198,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def register_candidate(
-    registry: Registry,
+    workspace: Workspace,
     champion: ModelRecord,
     parents: list[str],
     name: str,
@@ -246,29 +209,19 @@ def register_candidate(
     recipe: dict[str, Any],
 ) -> ModelRecord:
     """Save a strategy's candidate as the next version of the champion's name, status ``candidate``."""
-    relation = out.relation
-    version = registry.next_version(champion.name)
-    path = registry.model_dir(champion.name, version)
-    settings = {"strategy": name, "settings": config.model_dump(mode="json"), "feedback": recipe}
     provenance = Provenance(
-        recipe=settings,
+        recipe={"strategy": name, "settings": config.model_dump(mode="json"), "feedback": recipe},
         parents=parents,
         data_fingerprints=fingerprints,
         base_model=champion.id,
-        base_model_relation=HF_RELATIONS.get(relation, "finetune"),
-        name=f"{champion.name}:v{version}",
+        base_model_relation=HF_RELATIONS.get(out.relation, "finetune"),
         metrics=dict(out.metrics),
     )
-    out.handle.save(path, provenance)
-    return registry.register_model(
+    return workspace.save_and_register(
+        out.handle,
+        provenance,
         name=champion.name,
-        version=version,
-        path=path,
-        kind=out.handle.kind,
-        parents=parents,
-        relation=relation,
-        recipe=settings,
-        fingerprints=fingerprints,
+        relation=out.relation,
         status="candidate",
         metadata={
             "strategy": name,
@@ -311,22 +264,17 @@ def decide(
 
 def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
     """Run every strategy of the recipe, gate each candidate, promote the best; the run's summary."""
-    if registry.home is None:
-        raise FanbuError(
-            "feedback needs a registry with a home directory for its artefacts (Registry.open(home))"
-        )
-    champion, champion_record = load_champion(recipe, registry)
+    workspace = Workspace(registry)
+    champion, champion_record = load_champion(recipe, workspace)
     slices = load_slices(recipe, champion)
     collected = None
     if recipe.data.collected is not None:
         collected = add_collected(slices, registry, recipe.data.collected, champion)
     strategies = recipe.parsed_strategies()
     dumped = recipe.model_dump(mode="json")
-    run = registry.start_run("feedback", dumped)
-    run_dir = registry.home / "runs" / run.id
-    write_resolved(recipe, run_dir)
-    try:
-        experts = load_experts(recipe, registry, champion_record, slices.domains, champion.max_length)
+    with workspace.run("feedback", recipe) as run:
+        run_dir = run.dir
+        experts = load_experts(recipe, workspace, champion_record, slices.domains, champion.max_length)
         swarm = {d: handle for d, (handle, _) in experts.items()}
         parents = [champion_record.id, *(model_id for _, model_id in experts.values())]
         expert_acc, expert_right = expert_outcomes(swarm, slices.tests)
@@ -341,7 +289,7 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
             out = get_strategy(name).run(ctx, config)
             seconds = time.perf_counter() - started
             record = register_candidate(
-                registry, champion_record, parents, name, config, out, slices.fingerprints, seconds, dumped
+                workspace, champion_record, parents, name, config, out, slices.fingerprints, seconds, dumped
             )
             decision = gate(out.handle, champion, slices.tests, recipe.gate, champion_scores)
             gated.append((record, decision))
@@ -384,8 +332,5 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
             "collected": collected,
             "strategies": rows,
         }
-    except BaseException as exc:
-        registry.finish_run(run.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
-        raise
-    registry.finish_run(run.id, "succeeded", _jsonable(summary))
+        run.summary = summary
     return summary

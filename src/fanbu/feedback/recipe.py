@@ -13,38 +13,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
-from fanbu.config import Strict, validate
-from fanbu.data.loaders import DomainSource
+from fanbu.config import Strict
+from fanbu.data.slices import SliceSpec
 from fanbu.derive.data import DeriveData
 from fanbu.derive.stages import parse_stages
 from fanbu.errors import ConfigError
 from fanbu.execute import ExecutorConfig
-from fanbu.feedback.base import get_strategy
-from fanbu.feedback.gate import GateConfig
-
-# Strategies that read the experts' weights tensor by tensor: experts must share the champion's shape.
-SAME_ARCHITECTURE: tuple[str, ...] = ("merge", "moe", "graft")
+from fanbu.feedback.gate.promotion import GateConfig
+from fanbu.feedback.shared.context import STRATEGIES
 
 
 def parse_strategies(raw: list[Any]) -> list[tuple[str, BaseModel]]:
     """Validate ``[{strategy: {settings}}, ...]`` against each strategy's config, with field paths."""
     if not raw:
         raise ConfigError("strategies: empty; list at least one, e.g. [{merge: {method: ties}}]")
-    parsed = []
-    for index, item in enumerate(raw):
-        if isinstance(item, str):
-            item = {item: {}}
-        if not isinstance(item, dict) or len(item) != 1:
-            raise ConfigError(
-                f"strategies.{index}: write each strategy as {{name: {{settings}}}}, got {item!r}"
-            )
-        ((name, settings),) = item.items()
-        try:
-            info = get_strategy(name)
-        except ConfigError as exc:
-            raise ConfigError(f"strategies.{index}: {exc}") from None
-        parsed.append((name, validate(info.config, settings or {}, source=f"strategies.{index}.{name}")))
-    return parsed
+    return STRATEGIES.parse(raw)
 
 
 def check_strategies(strategies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,37 +54,17 @@ def check_stages(stages: list[Any], empty: str) -> list[tuple[str, BaseModel]]:
     return parsed
 
 
-class FeedbackData(Strict):
-    """Which domains feed back, and how much of their public, validation and test data to use."""
+class FeedbackData(SliceSpec):
+    """Which domains feed back (default: all; the champion's other heads are held out), and how much of
+    their public, validation and test data to use: a :class:`SliceSpec` plus the public cap and a
+    collected dataset."""
 
-    source: Literal["default", "files"] = Field(
-        "default", description="default: the built-in 20 Newsgroups benchmark; files: the `files` list."
-    )
-    domains: list[str] | None = Field(
-        None, description="The feedback domains (default: all); the champion's other heads are held out."
-    )
-    files: list[DomainSource] = Field(default_factory=list, description="Your own domains (source: files).")
-    heldout_files: list[DomainSource] = Field(
-        default_factory=list, description="Held-out tasks of your own (source: files), scored for forgetting."
-    )
-    seed: int = Field(0, description="Seeds splits and subsampling.")
-    public_fraction: float = Field(0.1, gt=0, lt=1, description="Share of train that is public.")
     max_public: int | None = Field(250, ge=1, description="Cap on public examples per domain.")
-    max_validation: int | None = Field(200, ge=1, description="Cap on validation examples per domain.")
-    max_test: int | None = Field(None, ge=1, description="Cap on test examples per task (gate and report).")
     collected: str | None = Field(
         None,
         description="A dataset made by `fanbu collect` (id or name): its labelled rows join the domains' "
         "public data, its unlabeled texts the context's unlabeled text.",
     )
-
-    @model_validator(mode="after")
-    def _check(self) -> FeedbackData:
-        if self.source == "files" and not self.files:
-            raise ValueError("source is 'files' but no files are listed; add domains under data.files")
-        if self.source == "default" and (self.files or self.heldout_files):
-            raise ValueError("files / heldout_files are given but source is 'default'; set source: files")
-        return self
 
     def derive_data(
         self,
@@ -111,18 +74,7 @@ class FeedbackData(Strict):
         max_transfer: int | None = None,
     ) -> DeriveData:
         """The derive pipeline's data for ``domains``: the same source, seed, splits and caps as here."""
-        return DeriveData(
-            source=self.source,
-            domains=domains,
-            files=self.files,
-            seed=self.seed,
-            public_fraction=self.public_fraction,
-            max_train=max_train,
-            max_validation=self.max_validation,
-            max_test=self.max_test,
-            transfer=transfer,
-            max_transfer=max_transfer,
-        )
+        return DeriveData.of(self, domains, max_train, transfer, max_transfer)
 
 
 class ExpertDerive(Strict):
@@ -196,7 +148,8 @@ class FeedbackCore(Strict):
 
     def same_architecture_strategies(self) -> list[str]:
         """The strategies named here that need experts shaped like the champion, sorted."""
-        return sorted({name for name, _ in self.parsed_strategies()} & set(SAME_ARCHITECTURE))
+        needing = {entry.name for entry in STRATEGIES.with_capability("same_architecture")}
+        return sorted({name for name, _ in self.parsed_strategies()} & needing)
 
 
 class FeedbackRecipe(FeedbackCore):

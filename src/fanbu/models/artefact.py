@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from safetensors import SafetensorError, safe_open
@@ -25,16 +25,11 @@ from fanbu.config import RESOLVED_RECIPE
 from fanbu.errors import ModelError
 from fanbu.io import atomic_directory, atomic_write_json, atomic_write_text, sha256_file, verify_sha256
 
-if TYPE_CHECKING:
-    from fanbu.models.adapter import ModuleHandle
-    from fanbu.models.causal_lm import CausalLMHandle
-    from fanbu.models.encoder import EncoderHandle
-
 FANBU_JSON = "fanbu.json"
 MODEL_CARD = "README.md"
 FORMAT_VERSION = 1
 RELATIONS = ("finetune", "adapter", "quantized", "merge")
-KINDS = ("encoder", "causal_lm", "module")
+KINDS = ("encoder", "moe", "lora", "causal_lm", "module")
 
 
 @dataclass
@@ -189,21 +184,13 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def load_handle(path: str | Path) -> EncoderHandle | CausalLMHandle | ModuleHandle:
-    """Load a saved model directory with the handle its ``fanbu.json`` kind names."""
-    from fanbu.models.adapter import ModuleHandle
-    from fanbu.models.causal_lm import CausalLMHandle
-    from fanbu.models.encoder import EncoderHandle
+def expect_kind(directory: Path, kind: str, legacy: tuple[str, ...] = ()) -> Provenance:
+    """Read the provenance, check the kind matches and the weights are intact; used by each ``load``.
 
-    _, kind = read_provenance(Path(path))
-    handles = {"encoder": EncoderHandle, "causal_lm": CausalLMHandle, "module": ModuleHandle}
-    return handles[kind].load(path)
-
-
-def expect_kind(directory: Path, kind: str) -> Provenance:
-    """Read the provenance, check the kind matches and the weights are intact; used by each ``load``."""
+    ``legacy`` names kinds that older fanbu versions wrote for the same layout.
+    """
     provenance, found = read_provenance(directory)
-    if found != kind:
+    if found != kind and found not in legacy:
         raise ModelError(
             f"{directory} holds a {found!r} model, not {kind!r}; load it with fanbu.models.load_handle"
         )

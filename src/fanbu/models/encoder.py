@@ -22,6 +22,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from fanbu.errors import ModelError
 from fanbu.io import atomic_write_json
 from fanbu.models.artefact import Provenance, expect_kind, model_directory, write_provenance
+from fanbu.models.predict import check_request, length_runs, predict_in_runs
 from fanbu.models.sources import (
     ResolvedSource,
     check_local_weights,
@@ -30,7 +31,7 @@ from fanbu.models.sources import (
     resolve_source,
 )
 from fanbu.models.tiny import tiny_tokenizer
-from fanbu.models.tokenize import TRUNCATIONS, Truncation, encode_texts, length_order
+from fanbu.models.tokenize import TRUNCATIONS, Truncation, encode_texts
 
 HEADS_FILE = "heads.safetensors"
 HANDLE_FILE = "handle.json"
@@ -197,7 +198,7 @@ class EncoderHandle:
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Pooled features ``(n, hidden)`` and each of ``heads``' logits ``(n, labels)`` in eval mode.
 
-        Float32 on the CPU, rows in the order of ``texts`` (batched longest first, so batches pad little).
+        Float32 on the CPU, rows in the order of ``texts`` (batched in runs of similar length).
         """
         missing = [h for h in heads if h not in self.labels]
         if missing:
@@ -206,55 +207,38 @@ class EncoderHandle:
             raise ModelError(f"batch_size must be at least 1, got {batch_size}")
         model = self.model
         device = next(model.parameters()).device
-        order = length_order(texts)
-        ordered = [texts[i] for i in order]
-        pooled, logits = [], {h: [] for h in heads}
+        features = torch.zeros(len(texts), int(model.hidden_size))  # (n, hidden)
+        out = {h: torch.zeros(len(texts), len(self.labels[h])) for h in heads}  # each (n, labels)
         was_training = model.training
         model.eval()
         try:
-            for start in range(0, len(ordered), batch_size):
-                inputs = {
-                    k: v.to(device) for k, v in self.tokenize(ordered[start : start + batch_size]).items()
-                }
-                features = model.embed(**inputs)  # (batch, hidden); eval mode: dropout is the identity
-                pooled.append(features.float().cpu())
+            for run in length_runs(texts, self.max_length, batch_size):
+                inputs = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in run]).items()}
+                pooled = model.embed(**inputs)  # (batch, hidden); eval mode: dropout is the identity
+                features[run] = pooled.float().cpu()
                 for head in heads:
-                    logits[head].append(model.heads[head](features).float().cpu())  # (batch, labels)
+                    out[head][run] = model.heads[head](pooled).float().cpu()  # (batch, labels)
         finally:
             model.train(was_training)
-        back = torch.from_numpy(np.asarray(order).argsort())  # sorted position of each original text
-        hidden = int(model.hidden_size)
-        features = torch.cat(pooled)[back] if pooled else torch.zeros(0, hidden)
-        out = {h: torch.cat(c)[back] if c else torch.zeros(0, len(self.labels[h])) for h, c in logits.items()}
         return features, out
 
     def predict_proba(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
-        """Class probabilities ``(n, num_labels)`` in eval mode without gradients."""
-        if head not in self.labels:
-            raise ModelError(f"unknown head {head!r}; heads: {', '.join(self.labels) or 'none yet'}")
-        if batch_size < 1:
-            raise ModelError(f"batch_size must be at least 1, got {batch_size}")
-        if len(texts) == 0:
-            return np.zeros((0, len(self.labels[head])), dtype=np.float32)
+        """Class probabilities ``(n, num_labels)`` in eval mode without gradients, in length runs."""
+        check_request(self.labels, head, batch_size)
         device = next(self.model.parameters()).device
         was_training = self.model.training
         self.model.eval()
-        order = length_order(texts)  # longest first: batches of similar length pad little
-        ordered = [texts[i] for i in order]
-        chunks = []
+
+        def run(batch: list[str]) -> np.ndarray:
+            inputs = {k: v.to(device) for k, v in self.tokenize(batch).items()}
+            logits = self.model(**inputs, head=head)  # (batch, num_labels)
+            return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
         try:
             with torch.no_grad():
-                for start in range(0, len(ordered), batch_size):
-                    batch = {
-                        k: v.to(device) for k, v in self.tokenize(ordered[start : start + batch_size]).items()
-                    }
-                    logits = self.model(**batch, head=head)  # (batch, num_labels)
-                    chunks.append(torch.softmax(logits.float(), dim=-1).cpu().numpy())
+                return predict_in_runs(texts, len(self.labels[head]), self.max_length, batch_size, run)
         finally:
             self.model.train(was_training)
-        probs = np.empty((len(texts), len(self.labels[head])), dtype=np.float32)
-        probs[order] = np.concatenate(chunks)
-        return probs
 
     def predict(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
         """Predicted label indices ``(n,)``."""
@@ -264,47 +248,44 @@ class EncoderHandle:
         """Save atomically: encoder (safetensors), heads, tokenizer, ``handle.json``, provenance, card."""
         with model_directory(path, overwrite) as tmp:
             self.model.encoder.save_pretrained(tmp)
-            if len(self.model.heads):
-                state = {k: v.detach().contiguous().cpu() for k, v in self.model.heads.state_dict().items()}
-                save_file(state, str(tmp / HEADS_FILE))
-            self.tokenizer.save_pretrained(tmp)
-            settings = {
-                "max_length": self.max_length,
-                "truncation": self.truncation,
-                "dropout": self.model.dropout.p,
-                "labels": self.labels,
-            }
-            atomic_write_json(tmp / HANDLE_FILE, settings)
+            self.write_classifier_files(tmp)
             write_provenance(tmp, provenance, self.kind)
         self.provenance = provenance
         return Path(path)
+
+    def write_classifier_files(self, directory: Path, **extra: Any) -> None:
+        """Write what every classifier directory holds beside its encoder: the heads (safetensors), the
+        tokenizer and ``handle.json`` (token budget, truncation, dropout, labels, and ``extra``)."""
+        if len(self.model.heads):
+            state = {k: v.detach().contiguous().cpu() for k, v in self.model.heads.state_dict().items()}
+            save_file(state, str(directory / HEADS_FILE))
+        self.tokenizer.save_pretrained(directory)
+        settings = {
+            "max_length": self.max_length,
+            "truncation": self.truncation,
+            "dropout": self.model.dropout.p,
+            "labels": self.labels,
+            **extra,
+        }
+        atomic_write_json(directory / HANDLE_FILE, settings)
 
     @classmethod
     def load(cls, path: str | Path) -> EncoderHandle:
         """Load a directory written by :meth:`save` (weights checked against ``fanbu.json`` first)."""
         directory = Path(path)
         provenance = expect_kind(directory, cls.kind)
-        settings = _read_settings(directory)
+        settings = read_handle_settings(directory)
         resolved = ResolvedSource(str(directory.resolve()), None, "local", directory.name)
         encoder = load_pretrained(AutoModel.from_pretrained, resolved, use_safetensors=True, dtype="auto")
         tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolved)
+        model = classifier_with_heads(encoder, directory, settings)
         labels: dict[str, list[str]] = settings["labels"]
-        model = EncoderClassifier(encoder, {n: len(v) for n, v in labels.items()}, settings["dropout"])
-        if labels:
-            if not (directory / HEADS_FILE).is_file():
-                raise ModelError(f"{directory / HEADS_FILE}: missing but {HANDLE_FILE} lists heads; re-save")
-            try:
-                model.heads.load_state_dict(load_file(str(directory / HEADS_FILE)), strict=True)
-            except RuntimeError as exc:
-                raise ModelError(
-                    f"{directory / HEADS_FILE}: does not match {HANDLE_FILE} ({exc}); re-save"
-                ) from None
         return cls(
             model, tokenizer, labels, settings["max_length"], provenance, settings.get("truncation", "head")
         )
 
 
-def _read_settings(directory: Path) -> dict[str, Any]:
+def read_handle_settings(directory: Path) -> dict[str, Any]:
     path = directory / HANDLE_FILE
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
@@ -313,3 +294,17 @@ def _read_settings(directory: Path) -> dict[str, Any]:
     if not {"max_length", "dropout", "labels"} <= set(settings):
         raise ModelError(f"{path}: needs max_length, dropout and labels; re-save the model")
     return dict(settings)
+
+
+def classifier_with_heads(encoder: nn.Module, directory: Path, settings: dict[str, Any]) -> EncoderClassifier:
+    """``encoder`` with the heads that ``handle.json`` lists, loaded strictly from ``heads.safetensors``."""
+    labels: dict[str, list[str]] = settings["labels"]
+    model = EncoderClassifier(encoder, {n: len(v) for n, v in labels.items()}, settings["dropout"])
+    if labels:
+        if not (directory / HEADS_FILE).is_file():
+            raise ModelError(f"{directory / HEADS_FILE}: missing but {HANDLE_FILE} lists heads; re-save")
+        try:
+            model.heads.load_state_dict(load_file(str(directory / HEADS_FILE)), strict=True)
+        except (RuntimeError, OSError) as exc:
+            raise ModelError(f"{directory / HEADS_FILE}: does not match {HANDLE_FILE} ({exc}); re-save") from None
+    return model

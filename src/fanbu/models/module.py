@@ -1,4 +1,4 @@
-"""Any ``nn.Module`` as a fanbu model, through a small adapter.
+"""Any ``nn.Module`` as a fanbu model (kind ``module``), through a factory and an optional collate function.
 
 The adapter is a *factory* (an import path ``package.module:callable`` that builds the module from a
 JSON-able config) and an optional *collate* function from texts to the module's keyword inputs. Saving

@@ -5,7 +5,7 @@ A saved MoE directory holds the encoder's ``config.json`` (the dense BERT it was
 included), the heads, tokenizer, ``handle.json`` and provenance like any encoder. :meth:`MoEHandle.load`
 rebuilds the dense BERT from ``config.json`` without weights, converts its FFNs into mixtures of the
 recorded shape and loads the weights strictly. The weights file is deliberately not ``model.safetensors``,
-so plain ``AutoModel.from_pretrained`` / ``EncoderHandle.load`` fail loudly instead of silently dropping
+so plain ``AutoModel.from_pretrained`` fails loudly instead of silently dropping
 the experts.
 """
 
@@ -20,10 +20,15 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from fanbu.errors import ModelError
-from fanbu.feedback.moe_layers import mixtures, to_moe
 from fanbu.io import atomic_write_json
 from fanbu.models.artefact import Provenance, expect_kind, model_directory, write_provenance
-from fanbu.models.encoder import HANDLE_FILE, HEADS_FILE, EncoderClassifier, EncoderHandle, _read_settings
+from fanbu.models.encoder import (
+    EncoderClassifier,
+    EncoderHandle,
+    classifier_with_heads,
+    read_handle_settings,
+)
+from fanbu.models.moe_layers import ffn_layers, mixtures, to_moe
 
 MOE_FILE = "moe.json"
 MOE_WEIGHTS = "moe_encoder.safetensors"
@@ -33,12 +38,14 @@ MOE_FORMAT = 1
 class MoEHandle(EncoderHandle):
     """An encoder handle whose FFNs are mixtures of experts; predicts like any :class:`EncoderHandle`."""
 
+    kind = "moe"
+
     def __init__(self, *args: Any, experts: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.experts = list(experts)
         blocks = list(mixtures(self.model.encoder))
         if not blocks:
-            raise ModelError("MoEHandle needs an encoder whose FFNs are mixtures (see fanbu.feedback.moe)")
+            raise ModelError("MoEHandle needs an encoder whose FFNs are mixtures (see fanbu.feedback.strategies.moe)")
         if len(blocks[0].experts) != len(self.experts):
             raise ModelError(f"{len(blocks[0].experts)} experts per layer but {len(self.experts)} names")
 
@@ -47,23 +54,37 @@ class MoEHandle(EncoderHandle):
         """Experts used per token."""
         return next(mixtures(self.model.encoder)).top_k
 
+    def densify(self) -> EncoderHandle:
+        """A dense :class:`EncoderHandle`: each layer's FFN is the mean of its experts, the rest copied.
+
+        Deriving a small model from an MoE champion starts from this dense copy (pruning and ONNX export
+        work on dense BERT layers); the MoE itself stays the distillation teacher. The experts were
+        branched from one dense model, so their mean is a merge of siblings, not of strangers.
+        """
+        source = self.model.encoder
+        dense = AutoModel.from_config(source.config, dtype=torch.float32)
+        state = {k: v for k, v in source.state_dict().items() if ".intermediate." not in k}
+        for i, layer in enumerate(ffn_layers(source)):
+            experts = layer.intermediate.experts
+            prefix = f"encoder.layer.{i}."
+            state[prefix + "intermediate.dense.weight"] = torch.stack([e.up.weight for e in experts]).mean(0)
+            state[prefix + "intermediate.dense.bias"] = torch.stack([e.up.bias for e in experts]).mean(0)
+            state[prefix + "output.dense.weight"] = torch.stack([e.down.weight for e in experts]).mean(0)
+            state[prefix + "output.dense.bias"] = torch.stack([e.down.bias for e in experts]).mean(0)
+        dense.load_state_dict(state, strict=True)
+        dense.to(next(source.parameters()).device)
+        labels = {n: list(v) for n, v in self.labels.items()}
+        model = EncoderClassifier(dense, {n: len(v) for n, v in labels.items()}, self.model.dropout.p)
+        model.heads.load_state_dict(self.model.heads.state_dict(), strict=True)
+        return EncoderHandle(model, self.tokenizer, labels, self.max_length, self.provenance, self.truncation)
+
     def save(self, path: str | Path, provenance: Provenance, overwrite: bool = False) -> Path:
         """Save atomically: config, MoE description and weights, heads, tokenizer, settings, provenance."""
         with model_directory(path, overwrite) as tmp:
             self.model.encoder.config.save_pretrained(tmp)
             state = {k: v.detach().contiguous().cpu() for k, v in self.model.encoder.state_dict().items()}
             save_file(state, str(tmp / MOE_WEIGHTS))
-            if len(self.model.heads):
-                heads = {k: v.detach().contiguous().cpu() for k, v in self.model.heads.state_dict().items()}
-                save_file(heads, str(tmp / HEADS_FILE))
-            self.tokenizer.save_pretrained(tmp)
-            settings = {
-                "max_length": self.max_length,
-                "dropout": self.model.dropout.p,
-                "labels": self.labels,
-                "moe": MOE_FILE,
-            }
-            atomic_write_json(tmp / HANDLE_FILE, settings)
+            self.write_classifier_files(tmp, moe=MOE_FILE)
             atomic_write_json(
                 tmp / MOE_FILE, {"format": MOE_FORMAT, "experts": self.experts, "top_k": self.top_k}
             )
@@ -75,9 +96,9 @@ class MoEHandle(EncoderHandle):
     def load(cls, path: str | Path) -> MoEHandle:
         """Load a directory written by :meth:`save` (weights checked against ``fanbu.json`` first)."""
         directory = Path(path)
-        provenance = expect_kind(directory, cls.kind)
+        provenance = expect_kind(directory, cls.kind, legacy=("encoder",))  # before MoE had its own kind
         spec = _read_spec(directory)
-        settings = _read_settings(directory)
+        settings = read_handle_settings(directory)
         encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(directory)), dtype=torch.float32)
         to_moe(encoder, [{} for _ in spec["experts"]], int(spec["top_k"]))
         try:
@@ -86,12 +107,18 @@ class MoEHandle(EncoderHandle):
             raise ModelError(
                 f"{directory / MOE_WEIGHTS}: does not match {MOE_FILE} ({exc}); re-save"
             ) from None
+        model = classifier_with_heads(encoder, directory, settings)
         labels: dict[str, list[str]] = settings["labels"]
-        model = EncoderClassifier(encoder, {n: len(v) for n, v in labels.items()}, settings["dropout"])
-        if labels:
-            model.heads.load_state_dict(load_file(str(directory / HEADS_FILE)), strict=True)
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        return cls(model, tokenizer, labels, settings["max_length"], provenance, experts=spec["experts"])
+        return cls(
+            model,
+            tokenizer,
+            labels,
+            settings["max_length"],
+            provenance,
+            settings.get("truncation", "head"),
+            experts=spec["experts"],
+        )
 
 
 def _read_spec(directory: Path) -> dict[str, Any]:
@@ -100,7 +127,7 @@ def _read_spec(directory: Path) -> dict[str, Any]:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(
-            f"{path}: missing or not valid JSON ({exc}); this is not a saved MoE (load it with EncoderHandle.load)"
+            f"{path}: missing or not valid JSON ({exc}); this is not a saved MoE (load it with fanbu.models.load_handle)"
         ) from None
     if spec.get("format") != MOE_FORMAT or not {"experts", "top_k"} <= set(spec):
         raise ModelError(f"{path}: needs format {MOE_FORMAT}, experts and top_k; re-save the model")

@@ -3,7 +3,8 @@
 Each transformer layer's FFN (``intermediate.dense`` -> activation -> ``output.dense``) becomes a
 :class:`MixtureFFN`: a top-k router over several expert FFNs. The mixture replaces ``intermediate``;
 ``output.dense`` becomes an identity, so ``BertOutput`` still applies its dropout, the residual and its
-LayerNorm around the mixture's output. The load-balancing loss is transformers' Mixtral/Switch one.
+LayerNorm around the mixture's output. Training them with a load-balancing
+loss is :mod:`fanbu.train.balance`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers.activations import ACT2FN
-from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 
 from fanbu.errors import ConfigError
-from fanbu.train.strategy import Batch
 
 
 class ExpertFFN(nn.Module):
@@ -112,33 +111,3 @@ def is_ffn_key(key: str) -> bool:
 def mixtures(model: nn.Module) -> Iterator[MixtureFFN]:
     """Every mixture block inside ``model`` (a wrapped model works too)."""
     return (m for m in model.modules() if isinstance(m, MixtureFFN))
-
-
-def balance_loss(model: nn.Module, attention_mask: Tensor | None) -> Tensor:
-    """Switch/Mixtral load-balancing loss over every mixture's last routing (padding excluded)."""
-    blocks = list(mixtures(model))
-    logits = tuple(b.router_logits for b in blocks if b.router_logits is not None)
-    if not logits:
-        raise ConfigError(
-            "moe: no routing recorded; run the model forward before asking for the balance loss"
-        )
-    loss = load_balancing_loss_func(logits, len(blocks[0].experts), blocks[0].top_k, attention_mask)
-    return torch.as_tensor(loss)
-
-
-def moe_forward(model: nn.Module, batch: Batch) -> dict[str, Tensor]:
-    """The loop's forward for a mixture classifier: logits and the load-balancing loss."""
-    logits = model(**batch.inputs, head=batch.task)  # (batch, num_labels)
-    return {"logits": logits, "balance": balance_loss(model, batch.inputs.get("attention_mask"))}
-
-
-class BalanceLoss:
-    """Loop strategy: ``weight * balance`` from :func:`moe_forward`'s outputs."""
-
-    name = "balance"
-
-    def __init__(self, weight: float) -> None:
-        self.weight = weight
-
-    def losses(self, outputs: Mapping[str, Tensor], batch: Batch, model: nn.Module) -> Mapping[str, Tensor]:
-        return {"balance": self.weight * outputs["balance"]} if self.weight else {}

@@ -1,31 +1,64 @@
-"""The deployable predictor: an onnxruntime session, the tokenizer and the label names of each head."""
+"""The ONNX runtime of a deployment: an onnxruntime session, the tokenizer and the label names of each head."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from transformers import AutoTokenizer
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from fanbu.derive.quantize.graph import OUTPUT_PREFIX, open_session, session_heads
-from fanbu.derive.quantize.manifest import read_manifest, verified_file
 from fanbu.errors import ModelError
+from fanbu.models.deployment import read_manifest, verified_file
 from fanbu.models.encoder import EncoderHandle
-from fanbu.models.tokenize import Truncation, encode_texts, length_order
+from fanbu.models.predict import check_request, predict_in_runs, softmax
+from fanbu.models.tokenize import Truncation, encode_texts
+
+INPUTS = ("input_ids", "attention_mask")
+OUTPUT_PREFIX = "logits_"
+_ORT_ERRORS = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NoSuchFile,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+)
 
 
-class Predictor(Protocol):
-    """What every runtime of a deployment offers (an :class:`EncoderHandle` is one)."""
+def open_session(path: str | Path, intra_op_threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime CPU session on ``path``, with a clear error for a missing or damaged file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ModelError(f"{file}: ONNX file not found; export it with export_onnx or save_deployment")
+    if intra_op_threads is not None and intra_op_threads < 1:
+        raise ModelError(
+            f"intra_op_threads must be at least 1 (or None for all cores), got {intra_op_threads}"
+        )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.inter_op_num_threads = 1
+    if intra_op_threads is not None:
+        options.intra_op_num_threads = intra_op_threads
+    try:
+        return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    except _ORT_ERRORS as exc:
+        raise ModelError(
+            f"{file}: onnxruntime cannot load it ({type(exc).__name__}: {str(exc)[:300]}); the file is "
+            "damaged or not ONNX: export it again with export_onnx"
+        ) from None
 
-    labels: dict[str, list[str]]
 
-    def predict_proba(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray: ...
-
-    def predict(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray: ...
+def session_heads(session: ort.InferenceSession, path: str | Path) -> list[str]:
+    """The head names of a session's ``logits_<head>`` outputs, after checking its inputs."""
+    inputs = [i.name for i in session.get_inputs()]
+    if sorted(inputs) != sorted(INPUTS):
+        raise ModelError(f"{path}: inputs {inputs}, expected {list(INPUTS)}; export it with export_onnx")
+    return [o.name[len(OUTPUT_PREFIX) :] for o in session.get_outputs() if o.name.startswith(OUTPUT_PREFIX)]
 
 
 class OnnxClassifier:
@@ -92,31 +125,17 @@ class OnnxClassifier:
                    handle.truncation)
 
     def predict_proba(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
-        """Class probabilities ``(n, num_labels)``."""
-        if head not in self.labels:
-            raise ModelError(f"unknown head {head!r}; heads: {', '.join(self.labels) or 'none'}")
-        if batch_size < 1:
-            raise ModelError(f"batch_size must be at least 1, got {batch_size}")
-        if len(texts) == 0:
-            return np.zeros((0, len(self.labels[head])), dtype=np.float32)
-        order = length_order(texts)  # longest first: batches of similar length pad little
-        ordered = [texts[i] for i in order]
-        chunks = []
-        for start in range(0, len(ordered), batch_size):
-            ids, mask = encode_texts(self.tokenizer, ordered[start : start + batch_size], self.max_length,
-                                     self.truncation)  # each (batch, seq)
+        """Class probabilities ``(n, num_labels)``, run in batches of similar length."""
+        check_request(self.labels, head, batch_size)
+
+        def run(batch: list[str]) -> np.ndarray:
+            ids, mask = encode_texts(self.tokenizer, batch, self.max_length, self.truncation)  # (batch, seq)
             (logits,) = self.session.run([OUTPUT_PREFIX + head], {"input_ids": ids, "attention_mask": mask})
-            chunks.append(_softmax(logits))  # (batch, num_labels)
-        probs = np.empty((len(texts), len(self.labels[head])), dtype=np.float32)
-        probs[order] = np.concatenate(chunks)
-        return probs
+            return softmax(logits)  # (batch, num_labels)
+
+        return predict_in_runs(texts, len(self.labels[head]), self.max_length, batch_size, run)
 
     def predict(self, texts: Sequence[str], head: str, batch_size: int = 32) -> np.ndarray:
         """Predicted label indices ``(n,)``."""
         return self.predict_proba(texts, head, batch_size).argmax(axis=-1)
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)  # (batch, num_labels)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)

@@ -156,7 +156,3 @@ def encode_texts(
         mask[i, span] = 1
     return ids, mask
 
-
-def length_order(texts: Sequence[str]) -> np.ndarray:
-    """Indices that sort texts longest first, so that batches pad little (undo with ``argsort``)."""
-    return np.argsort([-len(t) for t in texts], kind="stable")

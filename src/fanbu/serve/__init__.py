@@ -1,9 +1,10 @@
 """Serving: registered small models (and an edge-to-large cascade) behind a FastAPI app, every answer logged.
 
 ``create_app`` builds the app; ``serve`` runs it under uvicorn (``fanbu serve``). Predictions and
-feedback go into the logging store (:mod:`fanbu.collect`) before the response is sent. Names are
-imported on first use, so that a load-generating process can import :mod:`fanbu.serve.load` without
-loading torch.
+feedback go into the logging store (:mod:`fanbu.collect`) before the response is sent. Model references
+resolve through :class:`fanbu.registry.workspace.Workspace` (``UnknownModelError`` and ``parse_ref``
+are its own, re-exported here). Names are imported on first use, so that a load-generating process
+can import :mod:`fanbu.serve.loadtest` without loading torch.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ _EXPORTS = {
     "ServeConfig": "fanbu.serve.config",
     "ModelPool": "fanbu.serve.models",
     "NotServableError": "fanbu.serve.models",
-    "UnknownModelError": "fanbu.serve.models",
-    "parse_ref": "fanbu.serve.models",
+    "UnknownModelError": "fanbu.registry.workspace",
+    "parse_ref": "fanbu.registry.workspace",
     "resolve": "fanbu.serve.models",
     "TOKEN_ENV": "fanbu.serve.security",
     "resolve_token": "fanbu.serve.security",

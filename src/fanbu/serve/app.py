@@ -1,4 +1,4 @@
-"""The FastAPI app: predict, feedback, health, metrics; behind the :class:`~fanbu.serve.gate.Gate`."""
+"""The FastAPI app: predict, feedback, health, metrics; behind the :class:`~fanbu.serve.auth.Gate`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from starlette.responses import Response
 import fanbu
 from fanbu.collect.store import LogStore, LogStoreError, UnknownPredictionError
 from fanbu.registry import Registry
+from fanbu.serve.auth import Gate
 from fanbu.serve.batcher import Overloaded
 from fanbu.serve.config import ServeConfig
 from fanbu.serve.errors import (
@@ -26,7 +27,6 @@ from fanbu.serve.errors import (
     on_unexpected_error,
     on_validation_error,
 )
-from fanbu.serve.gate import Gate
 from fanbu.serve.schemas import (
     FeedbackRequest,
     FeedbackResponse,

@@ -3,10 +3,8 @@
 A cascade's small model answers every text; texts whose top probability is below the threshold are
 answered again by the large model, whose answer is returned. Both answers are logged.
 
-A micro-batch holds texts of every length, and a batch is padded to its longest text, so run as one
-batch it spends much of the model's time on padding (about 30 % on 20 Newsgroups posts cut to 256
-tokens). Each model therefore gets the batch in runs of similar length (:func:`length_runs`); every
-text is still tokenised once.
+A micro-batch holds texts of every length; every predictor runs them in runs of similar length
+(:func:`fanbu.models.predict.length_runs`), so little of the model's time goes on padding.
 """
 
 from __future__ import annotations
@@ -18,13 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fanbu.collect.privacy import PrivacyMode, stored_form
+from fanbu.collect.hashing import PrivacyMode, stored_form
 from fanbu.collect.store import Answer, Prediction
 from fanbu.errors import ConfigError
 from fanbu.serve.models import Served
-
-CHARS_PER_TOKEN = 4  # about this many characters per token in English: longer texts fill max_length
-PAD_SLACK = 1.25  # a run's longest text is at most this many times its shortest (in capped characters)
 
 
 @dataclass
@@ -52,13 +47,13 @@ class Route:
         self, texts: list[str], head: str, privacy: PrivacyMode, batch_size: int = 32
     ) -> list[Prediction]:
         """Answer ``texts`` on ``head`` (escalating low-confidence ones), ready to be logged."""
-        small_probs = predict_in_runs(self.small, texts, head, batch_size)  # (n, num_labels)
+        small_probs = self.small.predictor.predict_proba(texts, head, batch_size)  # (n, num_labels)
         role = "single" if self.large is None else "small"
         answers = [[_answer(role, self.small, head, p)] for p in small_probs]
         if self.large is not None:
             low = [i for i, a in enumerate(answers) if a[0].confidence < self.threshold]
             if low:
-                large_probs = predict_in_runs(self.large, [texts[i] for i in low], head, batch_size)
+                large_probs = self.large.predictor.predict_proba([texts[i] for i in low], head, batch_size)
                 for i, probs in zip(low, large_probs, strict=True):
                     answers[i].append(_answer("large", self.large, head, probs))
         predictions = []
@@ -68,31 +63,6 @@ class Route:
                 Prediction(uuid.uuid4().hex, self.name, head, stored, digest, privacy, tuple(text_answers))
             )
         return predictions
-
-
-def length_runs(texts: Sequence[str], max_length: int, batch_size: int) -> list[list[int]]:
-    """Indices of ``texts`` in runs of similar length (longest first), each at most ``batch_size`` long.
-
-    Length is counted in characters, capped at ``max_length * CHARS_PER_TOKEN`` (beyond it a text
-    fills the token budget anyway); a run's longest text is at most ``PAD_SLACK`` times its shortest.
-    """
-    cap = max_length * CHARS_PER_TOKEN
-    size = [max(1, min(len(t), cap)) for t in texts]
-    runs: list[list[int]] = []
-    for i in sorted(range(len(texts)), key=lambda i: -size[i]):
-        if runs and len(runs[-1]) < batch_size and size[runs[-1][0]] <= PAD_SLACK * size[i]:
-            runs[-1].append(i)
-        else:
-            runs.append([i])
-    return runs
-
-
-def predict_in_runs(served: Served, texts: list[str], head: str, batch_size: int) -> np.ndarray:
-    """``served``'s class probabilities ``(n, num_labels)`` for ``texts``, computed run by run."""
-    probs = np.empty((len(texts), len(served.labels[head])), dtype=np.float32)  # (n, num_labels)
-    for run in length_runs(texts, served.max_length, batch_size):
-        probs[run] = served.predictor.predict_proba([texts[i] for i in run], head, batch_size)
-    return probs
 
 
 def _answer(role: str, served: Served, head: str, probs: np.ndarray) -> Answer:

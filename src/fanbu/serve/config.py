@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from fanbu.collect.privacy import PrivacyMode
+from fanbu.collect.hashing import PrivacyMode
 from fanbu.config import Strict
 
 

@@ -1,8 +1,10 @@
 """Models the server answers with: registry refs (``name`` or ``name:v3``) resolved and loaded once.
 
-A servable model is an encoder classifier directory: a saved :class:`EncoderHandle`, or a derive
-``quantize`` deployment (loaded on the configured runtime, ``onnx_int8`` by default). A model's heads,
-their label names and its token budget come from its ``handle.json``.
+A servable model is a classifier directory of a kind in :data:`~fanbu.models.CLASSIFIER_KINDS` (an
+encoder or an MoE encoder with named heads): a saved handle, or a derive ``quantize`` deployment
+(loaded on the configured runtime, ``onnx_int8`` by default). References resolve through the
+:class:`~fanbu.registry.workspace.Workspace`; a model's heads, their label names and its token budget
+come from its ``handle.json``.
 
 Several compute threads may run one loaded model at once, so a model is made ready for that when it
 is loaded: a torch model is put in eval mode for good (``predict_proba`` then never switches it back
@@ -13,7 +15,6 @@ tokenizer's caches before two threads can race to build them.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,56 +22,43 @@ from typing import Any
 
 import torch
 
-from fanbu.derive.quantize import DEPLOYMENT_JSON, Predictor, load_deployment
-from fanbu.errors import FanbuError, ModelError, RegistryError
+from fanbu.errors import FanbuError, ModelError
 from fanbu.models.encoder import HANDLE_FILE, EncoderHandle
+from fanbu.models.loading import CLASSIFIER_KINDS
+from fanbu.models.loading import load_predictor as load_predictor_at
+from fanbu.models.predict import Predictor
 from fanbu.registry import ModelRecord, Registry
+from fanbu.registry.workspace import UnknownModelError, Workspace, parse_ref
 
-_REF = re.compile(r"(?P<name>[^:]+)(?::v?(?P<version>\d+))?")
-
-
-class UnknownModelError(FanbuError):
-    """No registered model has this name (or version)."""
+__all__ = [
+    "ModelPool",
+    "NotServableError",
+    "Served",
+    "UnknownModelError",
+    "load_predictor",
+    "parse_ref",
+    "read_labels",
+    "read_settings",
+    "resolve",
+]
 
 
 class NotServableError(FanbuError):
-    """The model exists but is not an encoder classifier the server can run."""
-
-
-def parse_ref(ref: str) -> tuple[str, int | None]:
-    """``"name"`` -> ``(name, None)``; ``"name:v3"`` or ``"name:3"`` -> ``(name, 3)``."""
-    match = _REF.fullmatch(ref.strip()) if isinstance(ref, str) else None
-    if match is None:
-        raise UnknownModelError(f"bad model reference {ref!r}: use name or name:vN (e.g. comp.quantize:v0)")
-    version = match.group("version")
-    return match.group("name"), None if version is None else int(version)
+    """The model exists but is not a classifier (encoder or MoE encoder with heads) the server can run."""
 
 
 def resolve(registry: Registry, ref: str) -> ModelRecord:
-    """The registered model ``ref`` names (the latest version when none is given)."""
-    name, version = parse_ref(ref)
-    if version is None:
-        record = registry.latest(name)
-        if record is None:
-            raise UnknownModelError(
-                f"unknown model {name!r}: no registered model has this name (see `fanbu models`)"
-            )
-        return record
-    try:
-        return registry.get_model(f"{name}:v{version}")
-    except RegistryError:
-        raise UnknownModelError(
-            f"unknown model {name}:v{version}: this version is not registered (see `fanbu models --name {name}`)"
-        ) from None
+    """The registered model ``ref`` names (:meth:`Workspace.resolve <fanbu.registry.workspace.Workspace.resolve>`)."""
+    return Workspace(registry).resolve(ref)
 
 
 def read_settings(record: ModelRecord) -> dict[str, Any]:
-    """The ``handle.json`` of a registered encoder (labels per head, ``max_length``, ...)."""
+    """The ``handle.json`` of a registered classifier (labels per head, ``max_length``, ...)."""
     path = Path(record.path) / HANDLE_FILE
-    if record.kind != EncoderHandle.kind or not path.is_file():
+    if record.kind not in CLASSIFIER_KINDS or not path.is_file():
         raise NotServableError(
             f"model {record.id} ({record.kind} at {record.path}) is not an encoder classifier directory; "
-            "serve a saved EncoderHandle or a quantize deployment"
+            f"serve a saved model of kind {' or '.join(CLASSIFIER_KINDS)}, or a quantize deployment"
         )
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
@@ -81,7 +69,7 @@ def read_settings(record: ModelRecord) -> dict[str, Any]:
 
 
 def read_labels(record: ModelRecord) -> dict[str, list[str]]:
-    """Head name -> label names of a registered encoder, read from its ``handle.json``."""
+    """Head name -> label names of a registered classifier, read from its ``handle.json``."""
     labels = read_settings(record)["labels"]
     if not labels:
         raise NotServableError(f"model {record.id} has no heads; add one with handle.add_head and re-save")
@@ -89,13 +77,10 @@ def read_labels(record: ModelRecord) -> dict[str, list[str]]:
 
 
 def load_predictor(record: ModelRecord, runtime: str = "onnx_int8", threads: int | None = None) -> Predictor:
-    """Load ``record``'s directory: a deployment on ``runtime``, else the saved handle."""
+    """Load ``record``'s directory: a deployment on ``runtime`` (``threads`` intra-op), else its saved handle."""
     read_labels(record)
-    directory = Path(record.path)
     try:
-        if (directory / DEPLOYMENT_JSON).is_file():
-            return load_deployment(directory, runtime=runtime, intra_op_threads=threads)
-        return EncoderHandle.load(directory)
+        return load_predictor_at(record.path, runtime, threads)
     except ModelError as exc:
         raise NotServableError(f"model {record.id}: {exc}") from None
 
@@ -129,6 +114,7 @@ class ModelPool:
         if threads is not None:
             torch.set_num_threads(threads)
         self.registry = registry
+        self.workspace = Workspace(registry)
         self.runtime = runtime
         self.threads = threads
         self._by_ref: dict[str, Served] = {}
@@ -144,7 +130,7 @@ class ModelPool:
 
         Raises:
             UnknownModelError: nothing is registered under that name or version.
-            NotServableError: the model is not an encoder classifier.
+            NotServableError: the model is not a classifier (encoder or MoE encoder with heads).
         """
         served = self._by_ref.get(ref)
         if served is not None:
@@ -152,7 +138,7 @@ class ModelPool:
         with self._lock:
             if ref in self._by_ref:
                 return self._by_ref[ref]
-            record = resolve(self.registry, ref)
+            record = self.workspace.resolve(ref)
             served = self._by_id.get(record.id)
             if served is None:
                 predictor = load_predictor(record, self.runtime, self.threads)

@@ -13,7 +13,7 @@ import os
 import secrets
 from pathlib import Path
 
-from fanbu.collect.privacy import text_hash
+from fanbu.collect.hashing import text_hash
 from fanbu.io import atomic_write_text
 
 TOKEN_ENV = "FANBU_SERVE_TOKEN"

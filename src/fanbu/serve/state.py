@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 
 from fanbu.collect.store import LogStore, Prediction
 from fanbu.registry import Registry
+from fanbu.registry.workspace import UnknownModelError
 from fanbu.serve.batcher import MicroBatcher
 from fanbu.serve.cascade import Route, tune_threshold
 from fanbu.serve.config import ServeConfig
 from fanbu.serve.errors import ApiError
 from fanbu.serve.metrics import Metrics
-from fanbu.serve.models import ModelPool, NotServableError, UnknownModelError, read_labels
+from fanbu.serve.models import ModelPool, NotServableError, read_labels
 
 log = logging.getLogger("fanbu.serve")
 
@@ -64,7 +65,7 @@ class ServerState:
     # ---------------------------------------------------------------------------------- lookups
 
     async def route(self, name: str) -> Route:
-        """The route a client named: a listed model or cascade, else any registered encoder."""
+        """The route a client named: a listed model or cascade, else any registered classifier."""
         route = self.routes.get(name)
         if route is not None:
             return route

@@ -1,15 +1,15 @@
-"""The one training loop and what strategies plug into it."""
+"""The one training loop and what terms plug into it."""
 
 from fanbu.train.batching import BatchPlan, PlanItem, TaskData, TextPlan
 from fanbu.train.checkpoint import latest_checkpoint
 from fanbu.train.config import TrainConfig
 from fanbu.train.loop import Trainer, TrainResult
 from fanbu.train.seed import seed_everything
-from fanbu.train.strategy import (
+from fanbu.train.terms import (
     Batch,
     CausalLMLoss,
     LoopState,
-    Strategy,
+    LossTerm,
     TaskLoss,
     causal_lm_forward,
     classifier_forward,
@@ -20,8 +20,8 @@ __all__ = [
     "BatchPlan",
     "CausalLMLoss",
     "LoopState",
+    "LossTerm",
     "PlanItem",
-    "Strategy",
     "TaskData",
     "TaskLoss",
     "TextPlan",

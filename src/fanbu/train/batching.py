@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fanbu.train.strategy import Batch
+from fanbu.train.terms import Batch
 
 Tokenize = Callable[[Sequence[str]], dict[str, Tensor]]
 

@@ -2,7 +2,7 @@
 
 The glue every classifier-training stage uses: tasks (one head each) become a :class:`TextPlan`, the
 validation score is the mean accuracy over the tasks' validation splits, and ``TaskLoss`` is the
-default strategy. Other strategies are passed in beside it.
+default term. Other terms are passed in beside it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fanbu.models.encoder import EncoderHandle
 from fanbu.train.batching import TaskData, TextPlan
 from fanbu.train.config import TrainConfig
 from fanbu.train.loop import Trainer, TrainResult
-from fanbu.train.strategy import ForwardFn, Strategy, TaskLoss, classifier_forward
+from fanbu.train.terms import ForwardFn, LossTerm, TaskLoss, classifier_forward
 
 
 def evaluate_heads(
@@ -47,7 +47,7 @@ def train_heads(
     train: Mapping[str, tuple[Sequence[str], Sequence[int]]],
     config: TrainConfig,
     validation: Mapping[str, tuple[Sequence[str], Sequence[int]]] | None = None,
-    strategies: Sequence[Strategy] | None = None,
+    terms: Sequence[LossTerm] | None = None,
     checkpoint_dir: str | Path | None = None,
     description: str = "train",
     forward: ForwardFn = classifier_forward,
@@ -59,10 +59,10 @@ def train_heads(
         train: Task name -> (texts, labels).
         config: Loop settings; ``config.metric`` may be ``score`` (mean validation accuracy).
         validation: Task name -> (texts, labels) for evaluation and early stopping.
-        strategies: Loss contributors; default ``[TaskLoss()]``.
+        terms: Loss contributors; default ``[TaskLoss()]``.
         checkpoint_dir: Checkpoints for resume; ``None`` disables them.
         description: Progress-bar label.
-        forward: Maps (model, batch) to named outputs; strategies may need more than logits.
+        forward: Maps (model, batch) to named outputs; terms may need more than logits.
     """
     missing = [name for name in train if name not in handle.labels]
     if missing:
@@ -86,7 +86,7 @@ def train_heads(
         handle.model,
         plan,
         config,
-        list(strategies) if strategies else [TaskLoss()],
+        list(terms) if terms else [TaskLoss()],
         forward=forward,
         evaluate=evaluate if validation else None,
         checkpoint_dir=checkpoint_dir,

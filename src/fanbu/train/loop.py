@@ -1,14 +1,14 @@
-"""THE training loop. Every strategy in fanbu trains through :class:`Trainer`.
+"""THE training loop. Everything in fanbu trains through :class:`Trainer`; methods add loss terms.
 
-Strategies may own trainable modules (a projection for hidden-state distillation): ``modules()``
+Terms may own trainable modules (a projection for hidden-state distillation): ``modules()``
 returns them; the loop optimises their parameters with the model's, all-reduces their gradients under
-DDP, and checkpoints them through the strategy's ``state_dict``.
+DDP, and checkpoints them through the term's ``state_dict``.
 
 Per optimiser step, in this order: build the batch from the plan; ``forward`` the model; ask each
-strategy, in the order given, for its named loss terms and add them all; backward (accumulating over
+term, in the order given, for its named loss terms and add them all; backward (accumulating over
 ``grad_accum`` batches); clip; step the optimiser and the LR schedule. Then, when due: evaluate (and
-early-stop), run the strategies' ``on_step_end`` hooks, checkpoint. At the end of an epoch the
-strategies' ``on_epoch_end`` hooks run; their returned values are logged in the history.
+early-stop), run the terms' ``on_step_end`` hooks, checkpoint. At the end of an epoch the
+terms' ``on_epoch_end`` hooks run; their returned values are logged in the history.
 
 It runs in one process here and under ``torchrun`` / ``accelerate launch`` (DDP) unchanged: the
 `accelerate` ``Accelerator`` wraps the model, and each rank takes every ``world_size``-th batch.
@@ -32,7 +32,7 @@ from fanbu.train.batching import BatchPlan
 from fanbu.train.checkpoint import CheckpointData, latest_checkpoint, load_checkpoint, save_checkpoint
 from fanbu.train.config import TrainConfig
 from fanbu.train.seed import seed_everything
-from fanbu.train.strategy import ForwardFn, LoopState, Strategy, classifier_forward, hook_values
+from fanbu.train.terms import ForwardFn, LoopState, LossTerm, classifier_forward, hook_values
 
 Evaluate = Callable[[nn.Module], Mapping[str, float]]
 
@@ -124,13 +124,13 @@ def build_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, total_
 
 
 class Trainer:
-    """Trains ``model`` on a batch plan with the loss terms of ``strategies``.
+    """Trains ``model`` on a batch plan with the loss terms of ``terms``.
 
     Args:
         model: The module to train (its trainable parameters are optimised).
         plan: Deterministic training batches.
         config: Optimisation, evaluation and checkpoint settings.
-        strategies: Loss-term contributors, summed in this order.
+        terms: Loss-term contributors, summed in this order.
         forward: Maps (model, batch) to named outputs.
         evaluate: Returns metrics of the (unwrapped) model; ``config.metric`` drives early stopping.
         checkpoint_dir: Where checkpoints go; ``None`` disables checkpointing and resume.
@@ -141,21 +141,21 @@ class Trainer:
         model: nn.Module,
         plan: BatchPlan,
         config: TrainConfig,
-        strategies: Sequence[Strategy],
+        terms: Sequence[LossTerm],
         forward: ForwardFn = classifier_forward,
         evaluate: Evaluate | None = None,
         checkpoint_dir: str | Path | None = None,
         description: str = "train",
     ) -> None:
-        if not strategies:
-            raise ValueError("give at least one strategy (e.g. TaskLoss()) so the loop has a loss")
-        names = [s.name for s in strategies]
+        if not terms:
+            raise ValueError("give at least one term (e.g. TaskLoss()) so the loop has a loss")
+        names = [s.name for s in terms]
         if len(set(names)) != len(names):
-            raise ValueError(f"strategy names must be unique, got {names}")
+            raise ValueError(f"term names must be unique, got {names}")
         self.model = model
         self.plan = plan
         self.config = config
-        self.strategies = list(strategies)
+        self.terms = list(terms)
         self.forward = forward
         self.evaluate = evaluate
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -188,7 +188,7 @@ class Trainer:
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         extra = [
-            m.to(self.accelerator.device) for s in self.strategies for m in getattr(s, "modules", list)()
+            m.to(self.accelerator.device) for s in self.terms for m in getattr(s, "modules", list)()
         ]
         optimizer = build_optimizer(self.model, cfg, extra)
         scheduler = build_schedule(optimizer, cfg, total)
@@ -251,7 +251,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces
     def _sync_extra(self, extra: Sequence[nn.Module]) -> None:
-        """Average the gradients of strategy-owned modules across ranks (DDP covers only the model)."""
+        """Average the gradients of term-owned modules across ranks (DDP covers only the model)."""
         world = self.accelerator.num_processes
         if world == 1:
             return
@@ -268,22 +268,22 @@ class Trainer:
 
     def _loss_terms(self, outputs: Mapping[str, Tensor], batch, model: nn.Module) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
-        for strategy in self.strategies:
-            for key, value in strategy.losses(outputs, batch, model).items():
-                name = key if key == strategy.name else f"{strategy.name}.{key}"
+        for term in self.terms:
+            for key, value in term.losses(outputs, batch, model).items():
+                name = key if key == term.name else f"{term.name}.{key}"
                 terms[name] = value
         if not terms:
             raise ValueError(
-                f"no strategy returned a loss for task {batch.task!r}; check that batches carry the "
-                "targets the strategies need (e.g. labels for TaskLoss)"
+                f"no term returned a loss for task {batch.task!r}; check that batches carry the "
+                "targets the terms need (e.g. labels for TaskLoss)"
             )
         return terms
 
     def _hooks(self, hook: str, state: LoopState) -> dict[str, float]:
         values: dict[str, float] = {}
-        for strategy in self.strategies:
-            for key, value in hook_values(strategy, hook, state).items():
-                values[f"{strategy.name}.{key}"] = float(value)
+        for term in self.terms:
+            for key, value in hook_values(term, hook, state).items():
+                values[f"{term.name}.{key}"] = float(value)
         return values
 
     def _evaluate(self, state: LoopState, hooks: dict[str, float], best_weights):
@@ -321,7 +321,7 @@ class Trainer:
                 loop=copy.deepcopy(state.as_dict()),
                 rng=torch.get_rng_state(),
                 strategies={
-                    s.name: dict(s.state_dict()) for s in self.strategies if hasattr(s, "state_dict")
+                    s.name: dict(s.state_dict()) for s in self.terms if hasattr(s, "state_dict")
                 },
                 best_model=best_weights,
             )
@@ -334,9 +334,9 @@ class Trainer:
         optimizer.load_state_dict(data.optimizer)
         scheduler.load_state_dict(data.scheduler)
         torch.set_rng_state(data.rng)
-        for strategy in self.strategies:
-            if strategy.name in data.strategies and hasattr(strategy, "load_state_dict"):
-                strategy.load_state_dict(data.strategies[strategy.name])
+        for term in self.terms:
+            if term.name in data.strategies and hasattr(term, "load_state_dict"):
+                term.load_state_dict(data.strategies[term.name])
         return LoopState.from_dict(data.loop), data.best_model
 
     def _progress(self) -> Progress:

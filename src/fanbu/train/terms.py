@@ -1,9 +1,10 @@
-"""What strategies contribute to the one loop: loss terms and hooks that return values.
+"""What methods contribute to the one loop: loss terms and hooks that return values.
 
-A strategy never touches the loop's variables. The loop asks each strategy, in the order given, for
-its named loss terms on a batch (:meth:`Strategy.losses`) and sums them: ``total = sum over
-strategies, in order, of the terms they return``. Hooks (:meth:`Strategy.on_epoch_end`) return a
-mapping of numbers that the loop logs; a strategy with state a resumed run needs (a Fisher matrix, a
+("Strategy" names a feedback method and a Flower strategy; what the loop sums is a :class:`LossTerm`.)
+A term never touches the loop's variables. The loop asks each term, in the order given, for
+its named losses on a batch (:meth:`LossTerm.losses`) and sums them: ``total = sum over
+terms, in order, of the losses they return``. Hooks (:meth:`LossTerm.on_epoch_end`) return a
+mapping of numbers that the loop logs; a term with state a resumed run needs (a Fisher matrix, a
 replay buffer) returns it from ``state_dict`` and takes it back in ``load_state_dict``.
 """
 
@@ -81,7 +82,7 @@ class LoopState:
 
 
 @runtime_checkable
-class Strategy(Protocol):
+class LossTerm(Protocol):
     """A contribution to the loop. Only ``name`` and ``losses`` are required."""
 
     name: str
@@ -91,9 +92,9 @@ class Strategy(Protocol):
         ...
 
 
-def hook_values(strategy: Strategy, hook: str, *args: Any) -> Mapping[str, float]:
-    """Call an optional hook and return what it returned (empty when the strategy lacks it)."""
-    fn = getattr(strategy, hook, None)
+def hook_values(term: LossTerm, hook: str, *args: Any) -> Mapping[str, float]:
+    """Call an optional hook and return what it returned (empty when the term lacks it)."""
+    fn = getattr(term, hook, None)
     if fn is None:
         return {}
     values = fn(*args)

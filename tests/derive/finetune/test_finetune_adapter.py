@@ -61,7 +61,7 @@ def test_adapter_files_are_safetensors_with_adapter_provenance(adapted, tmp_path
     config = json.loads((path / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["peft_type"] == "LORA"
     recorded, kind = read_provenance(path)
-    assert kind == "encoder" and recorded.base_model_relation == "adapter"
+    assert kind == "lora" and recorded.base_model_relation == "adapter"
     assert recorded.parents == ["large-v0"]
     verify_weights(path)  # checksums recorded for both safetensors files
     assert "base_model_relation: adapter" in (path / "README.md").read_text()
@@ -75,7 +75,7 @@ def test_save_adapter_needs_an_adapter(encoder, tmp_path) -> None:
 def test_load_adapter_errors(adapted, tmp_path) -> None:
     handle, base = adapted
     plain = base.save(tmp_path / "plain", provenance())
-    with pytest.raises(ModelError, match="not a saved adapter; load it with EncoderHandle.load"):
+    with pytest.raises(ModelError, match="not a saved adapter; load it with fanbu.models.load_handle"):
         load_adapter(base, plain)
     path = save_adapter(handle, tmp_path / "adapter", provenance())
     with pytest.raises(ModelError, match="base encoder already carries an adapter"):

@@ -11,18 +11,17 @@ import pytest
 
 from fanbu.derive.quantize import (
     RUNTIMES,
-    OnnxClassifier,
     OnnxParityError,
     QuantizeConfig,
     is_int8,
-    load_deployment,
     quantize_int8,
     save_deployment,
 )
 from fanbu.derive.quantize import deploy as deploy_module
 from fanbu.derive.quantize.deploy import DeploymentReport
 from fanbu.errors import ModelError
-from fanbu.models import EncoderHandle, Provenance, load_handle, read_provenance
+from fanbu.models import EncoderHandle, Provenance, load_deployment, load_handle, read_provenance
+from fanbu.models.onnx import OnnxClassifier
 
 Deployment = tuple[Path, DeploymentReport]
 

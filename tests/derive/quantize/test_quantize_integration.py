@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from fanbu.derive.quantize import OnnxClassifier, check_onnx, export_onnx, quantize_onnx_int8
+from fanbu.derive.quantize import check_onnx, export_onnx, quantize_onnx_int8
 from fanbu.models import EncoderHandle
+from fanbu.models.onnx import OnnxClassifier
 
 TEXTS = [
     "The spacecraft entered orbit around Jupiter after a five-year cruise.",

@@ -10,7 +10,6 @@ import pytest
 from onnx import numpy_helper
 
 from fanbu.derive.quantize import (
-    OnnxClassifier,
     OnnxParityError,
     check_onnx,
     export_onnx,
@@ -20,6 +19,7 @@ from fanbu.derive.quantize import (
 )
 from fanbu.errors import ModelError
 from fanbu.models import EncoderHandle
+from fanbu.models.onnx import OnnxClassifier
 
 
 def test_graph_has_dynamic_inputs_and_one_output_per_head(exported: Path) -> None:

@@ -5,13 +5,13 @@ teacher with the same vocabulary (:func:`distill_causal_lm`). Teacher outputs ca
 cached (:class:`TeacherCache`).
 """
 
-from fanbu.derive.distill.attention import AttentionDistillation, relation_kl, relation_scores
 from fanbu.derive.distill.causal_lm import LMDistillation, distill_causal_lm, token_kd_loss
 from fanbu.derive.distill.config import DistillConfig, LMDistillConfig
 from fanbu.derive.distill.encoder import distill, distill_strategies
-from fanbu.derive.distill.forward import distill_forward
-from fanbu.derive.distill.losses import HiddenDistillation, LogitDistillation, MaskedTaskLoss, kd_loss
-from fanbu.derive.distill.teacher import (
+from fanbu.train.distill.attention import AttentionDistillation, relation_kl, relation_scores
+from fanbu.train.distill.forward import distill_forward
+from fanbu.train.distill.losses import HiddenDistillation, LogitDistillation, MaskedTaskLoss, kd_loss
+from fanbu.train.distill.teacher import (
     LiveTeacher,
     TeacherCache,
     TeacherOutputs,

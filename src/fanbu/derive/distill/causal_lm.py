@@ -20,7 +20,7 @@ from fanbu.evaluate.metrics import perplexity
 from fanbu.models.causal_lm import CausalLMHandle
 from fanbu.train.batching import TaskData, TextPlan
 from fanbu.train.loop import Trainer, TrainResult
-from fanbu.train.strategy import Batch, CausalLMLoss, Strategy, causal_lm_forward
+from fanbu.train.terms import Batch, CausalLMLoss, LossTerm, causal_lm_forward
 
 LM_TASK = "lm"
 
@@ -144,7 +144,7 @@ def distill_causal_lm(
         seed=config.train.seed,
         group_by_length=config.train.group_by_length,
     )
-    strategies: list[Strategy] = []
+    strategies: list[LossTerm] = []
     if config.alpha < 1:
         strategies.append(CausalLMLoss(weight=1 - config.alpha))
     if config.alpha > 0:

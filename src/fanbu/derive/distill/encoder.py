@@ -10,16 +10,16 @@ import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fanbu.derive.distill.attention import AttentionDistillation
 from fanbu.derive.distill.config import DistillConfig
-from fanbu.derive.distill.forward import distill_forward
-from fanbu.derive.distill.losses import UNLABELED, HiddenDistillation, LogitDistillation, MaskedTaskLoss
-from fanbu.derive.distill.teacher import LiveTeacher, TeacherCache, TeacherOutputs
 from fanbu.errors import CheckpointError, DomainError, ModelError
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import train_heads
+from fanbu.train.distill.attention import AttentionDistillation
+from fanbu.train.distill.forward import distill_forward
+from fanbu.train.distill.losses import UNLABELED, HiddenDistillation, LogitDistillation, MaskedTaskLoss
+from fanbu.train.distill.teacher import LiveTeacher, TeacherCache, TeacherOutputs
 from fanbu.train.loop import TrainResult
-from fanbu.train.strategy import Strategy
+from fanbu.train.terms import LossTerm
 
 Pairs = tuple[Sequence[str], Sequence[int]]
 CACHE_FILE = "teacher-cache.safetensors"
@@ -71,9 +71,9 @@ def check_tasks(student: EncoderHandle, data: Mapping[str, Pairs], what: str, un
 
 def distill_strategies(
     student: EncoderHandle, teacher: EncoderHandle, config: DistillConfig, source: TeacherOutputs
-) -> list[Strategy]:
+) -> list[LossTerm]:
     """The loss terms ``config`` asks for, in the order the loop adds them."""
-    strategies: list[Strategy] = []
+    strategies: list[LossTerm] = []
     if config.alpha < 1:
         strategies.append(MaskedTaskLoss(weight=1 - config.alpha))
     if config.alpha > 0:
@@ -152,7 +152,7 @@ def distill(
         train,
         config.train,
         validation,
-        strategies=strategies,
+        terms=strategies,
         checkpoint_dir=checkpoint_dir,
         description="distill",
         forward=functools.partial(distill_forward, relations=config.attention_weight > 0),

@@ -16,7 +16,7 @@ from fanbu.models.encoder import EncoderHandle
 from fanbu.train.batching import TaskData, TextPlan
 from fanbu.train.classify import train_heads
 from fanbu.train.loop import Trainer, TrainResult
-from fanbu.train.strategy import CausalLMLoss, causal_lm_forward
+from fanbu.train.terms import CausalLMLoss, causal_lm_forward
 
 Pairs = tuple[Sequence[str], Sequence[int]]
 

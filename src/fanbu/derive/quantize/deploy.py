@@ -27,19 +27,18 @@ from fanbu.derive.quantize.graph import (
     onnx_max_diffs,
     quantize_onnx_int8,
 )
-from fanbu.derive.quantize.int8 import is_int8, quantize_int8
-from fanbu.derive.quantize.manifest import (
+from fanbu.errors import ModelError
+from fanbu.models.artefact import Provenance, model_directory, write_provenance
+from fanbu.models.deployment import (
     DEPLOYMENT_JSON,
     ONNX_FILE,
     ONNX_INT8_FILE,
-    check_runtime,
-    read_manifest,
     write_manifest,
 )
-from fanbu.derive.quantize.runtime import OnnxClassifier, Predictor
-from fanbu.errors import ModelError
-from fanbu.models.artefact import Provenance, model_directory, write_provenance
 from fanbu.models.encoder import EncoderHandle
+from fanbu.models.int8 import is_int8, quantize_int8
+from fanbu.models.onnx import OnnxClassifier
+from fanbu.models.predict import Predictor
 
 FORMAT_VERSION = 1
 
@@ -164,29 +163,4 @@ def _build_runtimes(
     return report, per_head
 
 
-def load_deployment(
-    directory: str | Path, runtime: str = "onnx_int8", intra_op_threads: int | None = None
-) -> Predictor:
-    """A predictor (``predict`` / ``predict_proba``) on one runtime of a deployment.
-
-    Args:
-        directory: A directory written by :func:`save_deployment`.
-        runtime: ``onnx_int8`` (the deployable one), ``onnx``, ``torch_int8`` or ``torch``.
-        intra_op_threads: onnxruntime's intra-op threads (torch uses ``torch.set_num_threads``, which is
-            process-wide, so it is left to the caller).
-
-    Raises:
-        ModelError: not a deployment, the runtime is unknown or was not written, or a file is corrupt.
-    """
-    manifest = read_manifest(directory)
-    check_runtime(directory, manifest, runtime)
-    if runtime == "onnx_int8":
-        return OnnxClassifier.load(directory, ONNX_INT8_FILE, intra_op_threads)
-    if runtime == "onnx":
-        return OnnxClassifier.load(directory, ONNX_FILE, intra_op_threads)
-    handle = EncoderHandle.load(directory)  # checks the safetensors against fanbu.json
-    # torch_int8 is rebuilt from the fp32 weights: packed int8 torch params are not safetensors-serialisable.
-    return quantize_int8(handle) if runtime == "torch_int8" else handle
-
-
-__all__ = ["DEPLOYMENT_JSON", "DeploymentReport", "argmax_agreement", "load_deployment", "save_deployment"]
+__all__ = ["DEPLOYMENT_JSON", "DeploymentReport", "argmax_agreement", "save_deployment"]

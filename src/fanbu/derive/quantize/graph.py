@@ -26,31 +26,19 @@ from typing import Literal
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers import optimizer as fusion
 from torch import Tensor, nn
 
-from fanbu.derive.quantize.int8 import is_int8
 from fanbu.errors import ModelError
 from fanbu.io import atomic_write_bytes
 from fanbu.models.encoder import EncoderClassifier, EncoderHandle
+from fanbu.models.int8 import is_int8
+from fanbu.models.onnx import INPUTS, OUTPUT_PREFIX, open_session, session_heads
 
 Exporter = Literal["fused", "dynamo"]
-INPUTS = ("input_ids", "attention_mask")
-OUTPUT_PREFIX = "logits_"
 MAX_PROTO_BYTES = 2**31 - 1  # protobuf's limit for a single-file ONNX model
-_ORT_ERRORS = (
-    ort_state.Fail,
-    ort_state.InvalidArgument,
-    ort_state.InvalidGraph,
-    ort_state.InvalidProtobuf,
-    ort_state.NoSuchFile,
-    ort_state.NotImplemented,
-    ort_state.RuntimeException,
-)
 _SAMPLE = ["an example sentence to trace the graph with", "short"]  # batch 2, unequal lengths
 
 
@@ -167,37 +155,6 @@ def graph_opset(path: str | Path) -> int:
     """The default-domain opset of an ONNX file (torch may keep a newer one when down-conversion fails)."""
     model = onnx.load(str(path), load_external_data=False)
     return next(int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def open_session(path: str | Path, intra_op_threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime CPU session on ``path``, with a clear error for a missing or damaged file."""
-    file = Path(path)
-    if not file.is_file():
-        raise ModelError(f"{file}: ONNX file not found; export it with export_onnx or save_deployment")
-    if intra_op_threads is not None and intra_op_threads < 1:
-        raise ModelError(
-            f"intra_op_threads must be at least 1 (or None for all cores), got {intra_op_threads}"
-        )
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.inter_op_num_threads = 1
-    if intra_op_threads is not None:
-        options.intra_op_num_threads = intra_op_threads
-    try:
-        return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
-    except _ORT_ERRORS as exc:
-        raise ModelError(
-            f"{file}: onnxruntime cannot load it ({type(exc).__name__}: {str(exc)[:300]}); the file is "
-            "damaged or not ONNX: export it again with export_onnx"
-        ) from None
-
-
-def session_heads(session: ort.InferenceSession, path: str | Path) -> list[str]:
-    """The head names of a session's ``logits_<head>`` outputs, after checking its inputs."""
-    inputs = [i.name for i in session.get_inputs()]
-    if sorted(inputs) != sorted(INPUTS):
-        raise ModelError(f"{path}: inputs {inputs}, expected {list(INPUTS)}; export it with export_onnx")
-    return [o.name[len(OUTPUT_PREFIX) :] for o in session.get_outputs() if o.name.startswith(OUTPUT_PREFIX)]
 
 
 def onnx_max_diffs(handle: EncoderHandle, path: str | Path, texts: Sequence[str]) -> dict[str, float]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fanbu.feedback.base import Labeled
+from fanbu.feedback.shared.context import Labeled
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import score_heads
 

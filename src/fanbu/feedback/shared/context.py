@@ -1,4 +1,4 @@
-"""What every feedback strategy sees and returns, and the one registry of strategies.
+"""What every feedback strategy sees and returns, and the one catalog of strategies (:data:`STRATEGIES`).
 
 A strategy turns the current champion large model and the swarm of domain experts into a **candidate**
 large model. It may use the experts, the domains' public slices, unlabeled text and data collected
@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from pydantic import BaseModel
 
 from fanbu.errors import ConfigError
 from fanbu.io import sha256_json
 from fanbu.models.encoder import EncoderHandle
+from fanbu.registration import Catalog, Entry
 
 Labeled = tuple[list[str], list[int]]  # (texts, label indices)
 
@@ -141,39 +141,32 @@ StrategyFn = Callable[[FeedbackContext, Any], StrategyOutput]
 
 
 @dataclass(frozen=True)
-class StrategyInfo:
-    """One registered strategy."""
+class StrategyInfo(Entry):
+    """One registered strategy: a :class:`~fanbu.registration.Entry` with the strategy function as ``run``."""
 
-    name: str
-    summary: str
-    reference: str
-    config: type[BaseModel]
-    run: StrategyFn
-
-
-STRATEGIES: dict[str, StrategyInfo] = {}
+    @property
+    def run(self) -> StrategyFn:
+        """The strategy function ``(ctx, config) -> StrategyOutput``."""
+        return self.impl  # type: ignore[no-any-return]
 
 
-def register_strategy(
-    name: str, summary: str, reference: str, config: type[BaseModel]
-) -> Callable[[StrategyFn], StrategyFn]:
-    """Register a strategy function under ``name`` (one call per strategy)."""
+STRATEGIES: Catalog[StrategyInfo] = Catalog(
+    "feedback strategy",
+    field="strategies",
+    capabilities={
+        "same_architecture": "reads the experts' weights tensor by tensor: experts must have the champion's "
+        "shape",
+    },
+    entry=StrategyInfo,
+)
 
-    def wrap(fn: StrategyFn) -> StrategyFn:
-        if name in STRATEGIES:
-            raise ValueError(f"feedback strategy {name!r} is registered twice")
-        STRATEGIES[name] = StrategyInfo(name, summary, reference, config, fn)
-        return fn
-
-    return wrap
+# ``@register_strategy(name, summary=..., reference=..., config=..., capabilities=...)`` registers one.
+register_strategy = STRATEGIES.register
 
 
 def get_strategy(name: str) -> StrategyInfo:
     """The registered strategy ``name``, or a ConfigError listing the known ones."""
-    if name not in STRATEGIES:
-        known = ", ".join(sorted(STRATEGIES)) or "none registered"
-        raise ConfigError(f"unknown feedback strategy {name!r}; known: {known}")
-    return STRATEGIES[name]
+    return STRATEGIES.get(name)
 
 
 def check_experts(ctx: FeedbackContext, what: str) -> None:

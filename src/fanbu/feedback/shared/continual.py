@@ -38,12 +38,12 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from fanbu.config import Strict
-from fanbu.derive.distill.losses import kd_loss
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext, Labeled
-from fanbu.feedback.soft_losses import is_replay
+from fanbu.feedback.shared.context import FeedbackContext, Labeled
+from fanbu.feedback.shared.soft_losses import is_replay
 from fanbu.models.encoder import EncoderHandle
-from fanbu.train.strategy import Batch, Strategy
+from fanbu.train.distill.losses import kd_loss
+from fanbu.train.terms import Batch, LossTerm
 
 
 class ContinualConfig(Strict):
@@ -335,7 +335,7 @@ def continual_strategies(
     start: EncoderHandle | None = None,
     trained: Collection[str] = (),
     reference: EncoderHandle | None = None,
-) -> list[Strategy]:
+) -> list[LossTerm]:
     """The loss terms of the safeguards ``config`` turns on (replay's extra batches come from the plan).
 
     ``start`` is the model before training; with ``reference: start`` LwF and EWC hold the candidate
@@ -343,7 +343,7 @@ def continual_strategies(
     LwF leaves alone unless ``lwf_heads`` is ``all``. ``reference``, when given, is that model already
     made (:func:`reference_model`), so a caller that needs it too does not copy the start twice.
     """
-    strategies: list[Strategy] = []
+    strategies: list[LossTerm] = []
     if not config.holds and config.ewc_lambda == 0:
         return [ReplayLoss()] if config.replay_fraction > 0 else []
     reference = reference if reference is not None else reference_model(config, ctx, start)

@@ -15,11 +15,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from fanbu.derive.distill.forward import distill_forward
-from fanbu.derive.distill.losses import MaskedTaskLoss
 from fanbu.errors import ConfigError, ModelError
-from fanbu.feedback.base import FeedbackContext, Labeled, StrategyOutput
-from fanbu.feedback.continual import (
+from fanbu.feedback.shared.context import FeedbackContext, Labeled, StrategyOutput
+from fanbu.feedback.shared.continual import (
     ContinualConfig,
     LwF,
     continual_strategies,
@@ -27,22 +25,24 @@ from fanbu.feedback.continual import (
     reference_model,
     replay_data,
 )
-from fanbu.feedback.soft_losses import FeatureMatching, MainOnly, SoftLabelLoss
-from fanbu.feedback.soft_targets import (
+from fanbu.feedback.shared.replay_batches import MixedPlan
+from fanbu.feedback.shared.selection import select_experts
+from fanbu.feedback.shared.soft_losses import FeatureMatching, MainOnly, SoftLabelLoss
+from fanbu.feedback.shared.soft_targets import (
     SoftTargets,
     TeacherConfig,
     balanced_indices,
     build_targets,
     champion_features,
 )
-from fanbu.feedback.train_plan import MixedPlan
-from fanbu.feedback.train_select import select_experts
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.batching import TaskData, TextPlan
 from fanbu.train.classify import evaluate_heads
 from fanbu.train.config import TrainConfig
+from fanbu.train.distill.forward import distill_forward
+from fanbu.train.distill.losses import MaskedTaskLoss
 from fanbu.train.loop import Trainer, TrainResult
-from fanbu.train.strategy import Strategy
+from fanbu.train.terms import LossTerm
 
 
 def validation_splits(ctx: FeedbackContext, handle: EncoderHandle) -> dict[str, Labeled]:
@@ -54,7 +54,7 @@ def fit_candidate(
     candidate: EncoderHandle,
     ctx: FeedbackContext,
     train: Mapping[str, tuple[Sequence[str], Sequence[int]]],
-    strategies: Sequence[Strategy],
+    strategies: Sequence[LossTerm],
     config: TrainConfig,
     continual: ContinualConfig,
     description: str,
@@ -186,7 +186,7 @@ def distil_swarm(
             candidate.model.freeze_lower(frozen_layers)
         except ModelError as exc:
             raise ConfigError(f"{what}: {exc}") from exc
-    strategies: list[Strategy] = []
+    strategies: list[LossTerm] = []
     if alpha < 1:
         strategies.append(MaskedTaskLoss(weight=1 - alpha))
     strategies.append(SoftLabelLoss(targets, alpha, teachers.temperature))

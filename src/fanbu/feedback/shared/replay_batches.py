@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fanbu.feedback.soft_losses import REPLAY_FLAG
+from fanbu.feedback.shared.soft_losses import REPLAY_FLAG
 from fanbu.train.batching import PlanItem, TextPlan
-from fanbu.train.strategy import Batch
+from fanbu.train.terms import Batch
 
 REPLAY_PREFIX = "replay."  # head names contain no '.', so a replay item's task cannot clash with a head
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fanbu.feedback.base import FeedbackContext
+from fanbu.feedback.shared.context import FeedbackContext
 
 
 @dataclass(frozen=True)

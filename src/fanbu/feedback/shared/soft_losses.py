@@ -1,7 +1,7 @@
 """Loss terms of swarm distillation, as strategies of the one loop.
 
 :class:`SoftLabelLoss` is the per-sample weighted form of the distillation KL (it equals
-:func:`~fanbu.derive.distill.losses.kd_loss` when every weight is 1 and one teacher labels each row);
+:func:`~fanbu.train.distill.losses.kd_loss` when every weight is 1 and one teacher labels each row);
 :class:`FeatureMatching` pulls the candidate's pooled state, through one learned projection per
 expert, towards that expert's pooled state (experts may be narrower than the large model).
 :class:`MainOnly` keeps a term off replay batches.
@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fanbu.feedback.soft_targets import SoftTargets
-from fanbu.train.strategy import Batch, Strategy
+from fanbu.feedback.shared.soft_targets import SoftTargets
+from fanbu.train.terms import Batch, LossTerm
 
 REPLAY_FLAG = "replay"  # a target present only on replay batches
 
 
 def is_replay(batch: Batch) -> bool:
-    """Whether the batch comes from the replay slices (see :mod:`fanbu.feedback.train_plan`)."""
+    """Whether the batch comes from the replay slices (see :mod:`fanbu.feedback.shared.replay_batches`)."""
     return REPLAY_FLAG in batch.targets
 
 
@@ -129,7 +129,7 @@ class FeatureMatching:
 class MainOnly:
     """Wraps a strategy so it contributes nothing on replay batches (everything else passes through)."""
 
-    def __init__(self, inner: Strategy) -> None:
+    def __init__(self, inner: LossTerm) -> None:
         self.inner = inner
         self.name = inner.name
 

@@ -9,7 +9,7 @@ domain's, plus unlabeled text). Teacher choice per sample:
   (selective transfer, as in FedMKT), and the target is the weighted mixture of the kept teachers'
   temperature-softened distributions.
 
-Teacher outputs come from :class:`~fanbu.derive.distill.teacher.TeacherCache`, saved per expert so
+Teacher outputs come from :class:`~fanbu.train.distill.teacher.TeacherCache`, saved per expert so
 another strategy on the same context reuses them.
 """
 
@@ -27,12 +27,12 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from fanbu.config import Strict
-from fanbu.derive.distill.losses import UNLABELED
-from fanbu.derive.distill.teacher import TeacherCache, texts_fingerprint
 from fanbu.errors import CheckpointError
-from fanbu.feedback.base import FeedbackContext
+from fanbu.feedback.shared.context import FeedbackContext
 from fanbu.io import sha256_json
 from fanbu.models.encoder import EncoderHandle
+from fanbu.train.distill.losses import UNLABELED
+from fanbu.train.distill.teacher import TeacherCache, texts_fingerprint
 
 UNLABELED_SOURCE = "unlabeled"
 

@@ -18,8 +18,8 @@ from torch import Tensor
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext, check_experts
-from fanbu.feedback.train_select import select_experts as choose_experts
+from fanbu.feedback.shared.context import FeedbackContext, check_experts
+from fanbu.feedback.shared.selection import select_experts as choose_experts
 from fanbu.models.encoder import EncoderHandle
 
 ARCH_FIELDS = (
@@ -86,7 +86,7 @@ def _base_config(handle: EncoderHandle) -> Any:
 def select_experts(ctx: FeedbackContext, config: SelectionConfig) -> tuple[list[str], dict[str, Any]]:
     """The domains whose expert takes part, and a record of why each one is in or out.
 
-    The rule is the one every feedback strategy uses (:func:`fanbu.feedback.train_select.select_experts`):
+    The rule is the one every feedback strategy uses (:func:`fanbu.feedback.shared.selection.select_experts`):
     an expert is left out when its own head's validation accuracy trails the champion's by more than
     ``config.tolerance``; domains without a validation slice are kept (and listed as unchecked).
     """

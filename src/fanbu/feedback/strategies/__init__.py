@@ -1,1 +1,10 @@
-"""fanbu.feedback.strategies."""
+"""The feedback strategies, one module each; importing a module registers its strategy."""
+
+from fanbu.feedback.strategies import (  # noqa: F401 (importing a strategy module registers it)
+    graft,
+    merge,
+    moe,
+    multitask,
+    sequential,
+    swarm,
+)

@@ -17,8 +17,8 @@ from torch import Tensor
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext, StrategyOutput, register_strategy
-from fanbu.feedback.merge_prep import (
+from fanbu.feedback.shared.context import FeedbackContext, StrategyOutput, register_strategy
+from fanbu.feedback.shared.weights import (
     SelectionConfig,
     check_same_architecture,
     plain_state,
@@ -126,9 +126,11 @@ def _check_plan(plan: dict[str, list[int]], domains: list[str]) -> None:
 
 @register_strategy(
     "graft",
-    "Module reuse: graft an expert's most-changed (or chosen) layers, or its LoRA adapter on them, into the large model",
-    "https://arxiv.org/abs/2403.07816 (Branch-Train-MiX; module reuse)",
-    GraftConfig,
+    summary="Module reuse: graft an expert's most-changed (or chosen) layers, or its LoRA adapter on them, "
+    "into the large model",
+    reference="https://arxiv.org/abs/2403.07816 (Branch-Train-MiX; module reuse)",
+    config=GraftConfig,
+    capabilities={"same_architecture"},
 )
 def graft_strategy(ctx: FeedbackContext, config: GraftConfig) -> StrategyOutput:
     """Copy the chosen layers of each selected expert into a copy of the champion."""

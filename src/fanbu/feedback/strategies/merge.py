@@ -2,7 +2,7 @@
 
 Task vectors are ``expert - champion`` per encoder tensor; PEFT's ``peft.utils.merge_utils`` combines
 the stacked vectors, and the candidate is ``champion + scaling * merged``. fanbu adds what PEFT lacks:
-experts worse than the champion on validation are left out (:mod:`fanbu.feedback.merge_prep`), each
+experts worse than the champion on validation are left out (:mod:`fanbu.feedback.shared.weights`), each
 domain's head comes from its expert (heads are not merged), held-out heads stay the champion's.
 """
 
@@ -20,8 +20,8 @@ from torch import Tensor
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext, StrategyOutput, register_strategy
-from fanbu.feedback.merge_prep import (
+from fanbu.feedback.shared.context import FeedbackContext, StrategyOutput, register_strategy
+from fanbu.feedback.shared.weights import (
     SelectionConfig,
     plain_state,
     same_architecture_swarm,
@@ -123,11 +123,12 @@ def _combine(vectors: list[Tensor], weights: Tensor, config: MergeConfig) -> Ten
 
 @register_strategy(
     "merge",
-    "Merge same-architecture experts into the large model: average, task arithmetic, TIES, DARE (PEFT), "
-    "with selection",
-    "https://arxiv.org/abs/2306.01708 (TIES); https://arxiv.org/abs/2311.03099 (DARE); "
+    summary="Merge same-architecture experts into the large model: average, task arithmetic, TIES, DARE "
+    "(PEFT), with selection",
+    reference="https://arxiv.org/abs/2306.01708 (TIES); https://arxiv.org/abs/2311.03099 (DARE); "
     "https://arxiv.org/abs/2212.04089 (task arithmetic)",
-    MergeConfig,
+    config=MergeConfig,
+    capabilities={"same_architecture"},
 )
 def merge_strategy(ctx: FeedbackContext, config: MergeConfig) -> StrategyOutput:
     """Merge the selected experts' encoders into a copy of the champion; heads come from the experts."""

@@ -4,7 +4,7 @@ Every layer's FFN becomes a mixture of the selected experts' FFNs (and the champ
 embeddings and layer norms are averaged across the same models; domain heads come from the experts,
 held-out heads stay the champion's. Then only the routers (optionally also the layer norms and domain
 heads) train on the public slices, through the one loop, with the Switch/Mixtral load-balancing loss.
-The candidate is a :class:`~fanbu.feedback.moe_io.MoEHandle`: it predicts like any encoder handle and
+The candidate is a :class:`~fanbu.models.moe.MoEHandle`: it predicts like any encoder handle and
 saves / reloads with ``MoEHandle.save`` / ``MoEHandle.load``.
 """
 
@@ -18,21 +18,22 @@ from torch import Tensor
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext, StrategyOutput, register_strategy
-from fanbu.feedback.merge_prep import (
+from fanbu.feedback.shared.context import FeedbackContext, StrategyOutput, register_strategy
+from fanbu.feedback.shared.weights import (
     SelectionConfig,
     plain_state,
     same_architecture_swarm,
     take_heads,
     validation_metrics,
 )
-from fanbu.feedback.moe_io import MoEHandle
-from fanbu.feedback.moe_layers import BalanceLoss, ffn_layers, is_ffn_key, moe_forward, to_moe
 from fanbu.models.encoder import EncoderHandle
+from fanbu.models.moe import MoEHandle
+from fanbu.models.moe_layers import ffn_layers, is_ffn_key, to_moe
+from fanbu.train.balance import BalanceLoss, moe_forward
 from fanbu.train.classify import train_heads
 from fanbu.train.config import TrainConfig
 from fanbu.train.loop import TrainResult
-from fanbu.train.strategy import TaskLoss
+from fanbu.train.terms import TaskLoss
 
 CHAMPION = "champion"
 
@@ -125,7 +126,7 @@ def train_router(
         train,
         settings,
         validation or None,
-        strategies=[TaskLoss(), BalanceLoss(config.balance_weight)],
+        terms=[TaskLoss(), BalanceLoss(config.balance_weight)],
         description="moe router",
         forward=moe_forward,
     )
@@ -133,9 +134,10 @@ def train_router(
 
 @register_strategy(
     "moe",
-    "Branch-Train-MiX: experts' FFNs become a top-k mixture behind a router trained on public data",
-    "https://arxiv.org/abs/2403.07816",
-    MoEConfig,
+    summary="Branch-Train-MiX: experts' FFNs become a top-k mixture behind a router trained on public data",
+    reference="https://arxiv.org/abs/2403.07816",
+    config=MoEConfig,
+    capabilities={"same_architecture"},
 )
 def moe_strategy(ctx: FeedbackContext, config: MoEConfig) -> StrategyOutput:
     """Upcycle the champion into a mixture of the selected experts and train the router."""

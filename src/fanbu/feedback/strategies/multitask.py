@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
-from fanbu.feedback.soft_targets import TeacherConfig
-from fanbu.feedback.swarm import SwarmTraining
-from fanbu.feedback.train_run import distil_swarm
+from fanbu.feedback.shared.context import FeedbackContext, StrategyOutput, check_experts, register_strategy
+from fanbu.feedback.shared.fit import distil_swarm
+from fanbu.feedback.shared.soft_targets import TeacherConfig
+from fanbu.feedback.strategies.swarm import SwarmTraining
 
 
 def _all_texts() -> TeacherConfig:
@@ -30,9 +30,9 @@ class MultitaskConfig(SwarmTraining):
 
 @register_strategy(
     "multitask",
-    "joint multi-task training of a shared trunk and per-domain heads on the swarm's soft labels",
-    "https://arxiv.org/abs/1706.05098",
-    MultitaskConfig,
+    summary="joint multi-task training of a shared trunk and per-domain heads on the swarm's soft labels",
+    reference="https://arxiv.org/abs/1706.05098",
+    config=MultitaskConfig,
 )
 def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
     """Train a copy of ``ctx.large`` on every head at once, with balanced sampling."""

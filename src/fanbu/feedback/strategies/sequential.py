@@ -13,15 +13,15 @@ import copy
 from pydantic import Field
 
 from fanbu.config import Strict
-from fanbu.derive.distill.losses import MaskedTaskLoss
 from fanbu.errors import ConfigError
-from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
-from fanbu.feedback.continual import ContinualConfig
-from fanbu.feedback.soft_targets import TeacherConfig, build_targets
-from fanbu.feedback.swarm import default_train
-from fanbu.feedback.train_run import fit_candidate, validation_metrics
-from fanbu.feedback.train_select import select_experts
+from fanbu.feedback.shared.context import FeedbackContext, StrategyOutput, check_experts, register_strategy
+from fanbu.feedback.shared.continual import ContinualConfig
+from fanbu.feedback.shared.fit import fit_candidate, validation_metrics
+from fanbu.feedback.shared.selection import select_experts
+from fanbu.feedback.shared.soft_targets import TeacherConfig, build_targets
+from fanbu.feedback.strategies.swarm import default_train
 from fanbu.train.config import TrainConfig
+from fanbu.train.distill.losses import MaskedTaskLoss
 
 
 class SequentialConfig(Strict):
@@ -49,9 +49,9 @@ class SequentialConfig(Strict):
 
 @register_strategy(
     "sequential",
-    "baseline: naive sequential fine-tuning on each expert's pseudo-labels, no safeguards",
-    "https://arxiv.org/abs/1612.00796",
-    SequentialConfig,
+    summary="baseline: naive sequential fine-tuning on each expert's pseudo-labels, no safeguards",
+    reference="https://arxiv.org/abs/1612.00796",
+    config=SequentialConfig,
 )
 def sequential(ctx: FeedbackContext, config: SequentialConfig) -> StrategyOutput:
     """Fine-tune a copy of ``ctx.large`` on each kept expert's hard pseudo-labels, one domain at a time."""

@@ -15,11 +15,11 @@ from typing import Literal
 from pydantic import Field
 
 from fanbu.config import Strict
-from fanbu.feedback.base import FeedbackContext, StrategyOutput, check_experts, register_strategy
-from fanbu.feedback.continual import ContinualConfig
-from fanbu.feedback.merge import MergeConfig, merge_strategy
-from fanbu.feedback.soft_targets import TeacherConfig
-from fanbu.feedback.train_run import distil_swarm
+from fanbu.feedback.shared.context import FeedbackContext, StrategyOutput, check_experts, register_strategy
+from fanbu.feedback.shared.continual import ContinualConfig
+from fanbu.feedback.shared.fit import distil_swarm
+from fanbu.feedback.shared.soft_targets import TeacherConfig
+from fanbu.feedback.strategies.merge import MergeConfig, merge_strategy
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.config import TrainConfig
 
@@ -83,9 +83,10 @@ class SwarmConfig(SwarmTraining):
 
 @register_strategy(
     "swarm_distill",
-    "multi-teacher distillation of the experts into the large model (by domain or confidence-weighted)",
-    "https://arxiv.org/abs/2406.02224",
-    SwarmConfig,
+    summary="multi-teacher distillation of the experts into the large model (by domain or "
+    "confidence-weighted)",
+    reference="https://arxiv.org/abs/2406.02224",
+    config=SwarmConfig,
 )
 def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
     """Distil the selected experts into a copy of ``ctx.large``."""

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fanbu.derive.distill.forward import last_self_attention
 from fanbu.errors import ModelError
 from fanbu.models.encoder import EncoderHandle
-from fanbu.train.strategy import Batch
+from fanbu.train.distill.forward import last_self_attention
+from fanbu.train.terms import Batch
 
 MASKED = -1e9
 

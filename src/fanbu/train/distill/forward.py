@@ -12,7 +12,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from fanbu.errors import ModelError
-from fanbu.train.strategy import Batch
+from fanbu.train.terms import Batch
 
 
 def last_self_attention(encoder: nn.Module) -> nn.Module:

@@ -1,6 +1,6 @@
-"""Loss terms of encoder distillation, as strategies of the one loop.
+"""Loss terms of encoder distillation, as terms of the one loop.
 
-Each strategy returns its already weighted term: the task term (hard labels, unlabeled rows ignored),
+Each term returns its already weighted term: the task term (hard labels, unlabeled rows ignored),
 the soft-logit KL (:class:`LogitDistillation`, Hinton et al. 2015) and pooled hidden-state matching
 through a learned projection (:class:`HiddenDistillation`, as in TinyBERT).
 """
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fanbu.derive.distill.teacher import TeacherOutputs
-from fanbu.train.strategy import Batch
+from fanbu.train.distill.teacher import TeacherOutputs
+from fanbu.train.terms import Batch
 
 UNLABELED = -1
 

@@ -1,0 +1,51 @@
+"""The named derive stage lists and student shapes that the defaults, the demo and the benches use.
+
+Every student here is the teacher cut to 2 layers of 8 heads and hidden size 256; they differ in the
+FFN width, the vocabulary kept and how importance is scored:
+
+* :data:`DERIVE_PRUNE`: ``fanbu derive``'s default (:data:`DERIVE_STAGES`): half the FFN, 8000
+  tokens, Taylor importance (gradients on the private slice).
+* :data:`FAST_PRUNE`: the small models of ``fanbu demo`` and of a cycle (:data:`FAST_SMALL_STAGES`):
+  half the FFN, 6000 tokens, magnitude importance (no backward pass) and no finetune stage, the
+  quickest to derive.
+* :data:`CLIENT_PRUNE`: FedMKT's client students (:data:`CLIENT_STAGES`) and the federated bench's:
+  an FFN of 512, 8000 tokens, Taylor; no quantize stage, as the clients keep training them.
+* :data:`BENCH_DERIVE_PRUNE`: ``fanbu bench derive``'s students: an FFN of 512, 6000 tokens, Taylor
+  on 256 calibration texts.
+
+The README's numbers were measured with these values: a change here needs its bench run again. A
+recipe's default takes a copy (:func:`copy_stages`), so changing a recipe never changes a preset.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+Stages = list[dict[str, Any]]
+
+
+def _student(ffn: float, vocab: int, importance: str) -> dict[str, Any]:
+    return {"layers": 2, "heads": 8, "hidden": 256, "ffn": ffn, "vocab": vocab, "importance": importance}
+
+
+DERIVE_PRUNE: dict[str, Any] = _student(0.5, 8000, "taylor")
+FAST_PRUNE: dict[str, Any] = _student(0.5, 6000, "magnitude")
+CLIENT_PRUNE: dict[str, Any] = _student(512, 8000, "taylor")
+BENCH_DERIVE_PRUNE: dict[str, Any] = {**_student(512, 6000, "taylor"), "calibration": 256}
+
+# int8 PyTorch weights, an ONNX export and its int8 version: what a deployed small model serves from
+QUANTIZE_DEPLOY: dict[str, Any] = {"quantize": {"int8": True, "onnx": True, "onnx_int8": True}}
+
+DERIVE_STAGES: Stages = [{"finetune": {}}, {"prune": DERIVE_PRUNE}, {"distill": {}}, {"quantize": {}}]
+FAST_SMALL_STAGES: Stages = [
+    {"prune": FAST_PRUNE},
+    {"distill": {"temperature": 2.0, "alpha": 0.5, "train": {"epochs": 3, "lr": 5e-4, "batch_size": 16}}},
+    QUANTIZE_DEPLOY,
+]
+CLIENT_STAGES: Stages = [{"finetune": {}}, {"prune": CLIENT_PRUNE}, {"distill": {}}]
+
+
+def copy_stages(preset: Stages) -> Stages:
+    """A deep copy of ``preset``, for a recipe's default (a recipe may change its own list)."""
+    return copy.deepcopy(preset)
