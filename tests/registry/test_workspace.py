@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from fanbu.config import RESOLVED_RECIPE
@@ -86,12 +87,21 @@ def test_a_run_records_success_with_its_summary_and_failure_once(workspace: Work
     with workspace.run("derive", TrainConfig(epochs=1)) as run:
         run.summary = {"made": ["x"]}
     record = workspace.registry.get_run(run.id)
-    assert record.status == "succeeded" and record.summary == {"made": ["x"]}
+    environment = {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
+    assert record.status == "succeeded" and record.summary == {"made": ["x"], "environment": environment}
     assert yaml.safe_load((run.dir / RESOLVED_RECIPE).read_text())["epochs"] == 1
     with pytest.raises(ValueError, match="boom"), workspace.run("feedback", {"a": 1}) as failing:
         raise ValueError("boom")
     failed = workspace.registry.get_run(failing.id)
-    assert failed.status == "failed" and failed.summary == {"error": "ValueError: boom"}
+    assert failed.status == "failed"
+    assert failed.summary == {"error": "ValueError: boom", "environment": environment}
+    with workspace.run("derive", {}) as own:
+        own.summary = {"environment": {"threads": 3}}  # a summary that records its own is kept
+    assert workspace.registry.get_run(own.id).summary == {"environment": {"threads": 3}}
 
 
 def test_a_workspace_needs_a_home_for_artefacts(tmp_path: Path) -> None:

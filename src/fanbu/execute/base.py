@@ -91,12 +91,33 @@ def require_importable(fn: Callable[..., Any], executor: str) -> None:
         ) from None
 
 
+ITEM_SEED = 0
+
+
+def fresh_generators(seed: int = ITEM_SEED) -> None:
+    """Seed Python's, NumPy's and torch's global generators before an item runs.
+
+    Every item then starts from the same state whichever process runs it and whatever ran there before:
+    a fresh process's torch generator starts from a different seed each time, and what an item draws
+    before its own training seeds them (a new head, LoRA's initialisation) would follow it.
+    """
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def call(fn: Callable[[T], R], item: T) -> tuple[str, Any, str]:
     """Run ``fn(item)`` in a worker: ``("ok", result, "")`` or ``("error", "Type: message", traceback)``.
 
     Failures come back as text, so an exception that cannot be pickled still reaches the caller.
     """
     try:
+        fresh_generators()
         return "ok", fn(item), ""
     except Exception as exc:  # noqa: BLE001 - every item error is reported to the caller by name
         return "error", describe(exc), traceback.format_exc()

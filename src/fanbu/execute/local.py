@@ -8,7 +8,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
 
-from fanbu.execute.base import ExecutionError, call, describe, item_failed, item_names, require_importable
+from fanbu.execute.base import (
+    ExecutionError,
+    call,
+    describe,
+    fresh_generators,
+    item_failed,
+    item_names,
+    require_importable,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,7 +43,8 @@ class LocalExecutor:
 
     ``workers=1`` runs the items in this process, in order. ``workers > 1`` runs them in that many
     spawned processes, each limited to ``max(1, cpu_count // workers)`` torch threads; the function
-    must then be an importable top-level callable. Results come back in input order either way.
+    must then be an importable top-level callable. Results come back in input order either way, and
+    every item starts from the same seeded generators (:func:`~fanbu.execute.base.fresh_generators`).
     """
 
     def __init__(self, workers: int = 1) -> None:
@@ -68,6 +77,7 @@ class LocalExecutor:
         results: list[R] = []
         for index, item in enumerate(items):
             try:
+                fresh_generators()
                 results.append(fn(item))
             except Exception as exc:
                 raise item_failed(labels[index], index, describe(exc)) from exc

@@ -7,6 +7,7 @@ label names in ``handle.json``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +38,13 @@ HEADS_FILE = "heads.safetensors"
 HANDLE_FILE = "handle.json"
 
 
+def head_seed(seed: int, name: str) -> int:
+    """The torch seed of head ``name`` in a run seeded ``seed``: stable across processes and machines
+    (Python's ``hash`` of a string is not), different for each head."""
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
 class EncoderClassifier(nn.Module):
     """A transformer encoder (BERT family, any AutoModel) with one linear head per task, mean pooling."""
 
@@ -55,8 +63,13 @@ class EncoderClassifier(nn.Module):
         """Width of the pooled embedding."""
         return int(self.encoder.config.hidden_size)
 
-    def add_head(self, name: str, num_labels: int) -> None:
-        """Add a linear head ``hidden -> num_labels`` on the encoder's device and dtype."""
+    def add_head(self, name: str, num_labels: int, seed: int | None = None) -> None:
+        """Add a linear head ``hidden -> num_labels`` on the encoder's device and dtype.
+
+        ``seed``: initialise it from ``(seed, name)`` alone, leaving the global generators untouched, so
+        that it is the same head whatever ran before in the process (``None``: draw from torch's global
+        generator as it stands, which in a fresh process is seeded differently each time).
+        """
         if not name or "." in name:
             raise ModelError(f"head name {name!r} must be non-empty and contain no '.'; use '_' instead")
         if name in self.heads:
@@ -66,7 +79,12 @@ class EncoderClassifier(nn.Module):
         if num_labels < 1:
             raise ModelError(f"head {name!r}: num_labels must be at least 1, got {num_labels}")
         reference = next(self.encoder.parameters())
-        head = nn.Linear(self.hidden_size, num_labels)
+        if seed is None:
+            head = nn.Linear(self.hidden_size, num_labels)
+        else:
+            with torch.random.fork_rng(devices=[]):  # built on the CPU: only its generator is forked
+                torch.manual_seed(head_seed(seed, name))
+                head = nn.Linear(self.hidden_size, num_labels)
         self.heads[name] = head.to(device=reference.device, dtype=reference.dtype)
 
     def embed(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -180,12 +198,15 @@ class EncoderHandle:
             encoder = BertModel(config)
         return cls(EncoderClassifier(encoder), tokenizer, max_length=max_length)
 
-    def add_head(self, name: str, label_names: Sequence[str]) -> None:
-        """Add a classification head whose outputs are ``label_names`` (in order)."""
+    def add_head(self, name: str, label_names: Sequence[str], seed: int | None = None) -> None:
+        """Add a classification head whose outputs are ``label_names`` (in order).
+
+        ``seed``: initialise it from ``(seed, name)`` only (see :meth:`EncoderClassifier.add_head`).
+        """
         names = [str(n) for n in label_names]
         if len(set(names)) != len(names) or not names:
             raise ModelError(f"head {name!r}: label names must be non-empty and distinct, got {names}")
-        self.model.add_head(name, len(names))
+        self.model.add_head(name, len(names), seed=seed)
         self.labels[name] = names
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:

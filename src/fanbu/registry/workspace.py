@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel
 
 from fanbu.config import write_resolved
@@ -69,6 +70,17 @@ class ActiveRun:
     id: str
     dir: Path
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def run_environment() -> dict[str, Any]:
+    """What a run's numbers depend on besides its recipe and seed: torch's intra-op threads (float sums
+    add up in another order on another count), torch's version, and whether its deterministic kernels
+    are on (the training loop turns them on)."""
+    return {
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
 
 
 def _jsonable(value: Any) -> Any:
@@ -280,7 +292,8 @@ class Workspace:
     def run(self, kind: str, recipe: BaseModel | dict[str, Any]) -> Iterator[ActiveRun]:
         """Record a run of ``kind``: started now, ``succeeded`` with ``run.summary`` or ``failed``.
 
-        A pydantic recipe is also written, resolved, into the run's directory.
+        A pydantic recipe is also written, resolved, into the run's directory. Either summary also
+        gets ``environment`` (:func:`run_environment`, read when the run ends) unless the block set one.
         """
         dumped = recipe.model_dump(mode="json") if isinstance(recipe, BaseModel) else dict(recipe)
         home = self.home  # no run is recorded without a home for its artefacts
@@ -291,6 +304,8 @@ class Workspace:
         try:
             yield active
         except BaseException as exc:
-            self.registry.finish_run(record.id, "failed", {"error": f"{type(exc).__name__}: {exc}"})
+            failure = {"error": f"{type(exc).__name__}: {exc}", "environment": run_environment()}
+            self.registry.finish_run(record.id, "failed", failure)
             raise
-        self.registry.finish_run(record.id, "succeeded", _jsonable(active.summary))
+        summary = {**active.summary, "environment": active.summary.get("environment", run_environment())}
+        self.registry.finish_run(record.id, "succeeded", _jsonable(summary))

@@ -21,6 +21,12 @@ class TrainConfig(Strict):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
     grad_accum: int = Field(1, ge=1, description="Batches accumulated per optimiser step.")
     seed: int = Field(0, description="Seeds batch order, dropout and initialisation.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch's intra-op threads, set when training starts (they change float sums' order, so "
+        "the last bits of the numbers); null keeps the process's count. Recorded with every run.",
+    )
     dropout: float | None = Field(
         None,
         ge=0,

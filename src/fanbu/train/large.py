@@ -14,7 +14,6 @@ from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import train_heads
 from fanbu.train.config import TrainConfig
 from fanbu.train.loop import TrainResult
-from fanbu.train.seed import seed_everything
 
 Labeled = tuple[Sequence[str], Sequence[int]]
 
@@ -37,14 +36,14 @@ def train_large_v0(
         public: Task -> its public (texts, labels): the training data, one head each.
         config: The loop's settings.
         validation: Task -> (texts, labels) for model selection.
-        head_seed: Seed every generator before the heads are made (None: their initialisation follows
-            the global generators as they stand).
+        head_seed: Seeds the heads' initialisation, each from ``(head_seed, task)`` alone (None: the
+            loop's ``config.seed``). Never the global generators: a fresh process starts them from a
+            different seed each time, so heads drawn from them made two runs of one command differ.
         checkpoint_dir: Checkpoints for resume; ``None`` disables them.
     """
-    if head_seed is not None:
-        seed_everything(head_seed)
+    seed = config.seed if head_seed is None else head_seed
     for name in public:
-        handle.add_head(name, bench.domain(name).label_names)
+        handle.add_head(name, bench.domain(name).label_names, seed=seed)
     return train_heads(
         handle, public, config, validation, checkpoint_dir=checkpoint_dir, description="large v0"
     )

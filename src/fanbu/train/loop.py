@@ -20,8 +20,9 @@ import copy
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from fanbu.train.batching import BatchPlan
 from fanbu.train.checkpoint import CheckpointData, latest_checkpoint, load_checkpoint, save_checkpoint
 from fanbu.train.config import TrainConfig
-from fanbu.train.seed import seed_everything
+from fanbu.train.seed import deterministic
 from fanbu.train.terms import ForwardFn, LoopState, LossTerm, classifier_forward, hook_values
 
 Evaluate = Callable[[nn.Module], Mapping[str, float]]
@@ -44,6 +45,7 @@ class TrainResult:
     state: LoopState
     last_metrics: dict[str, float]
     resumed_from: int | None
+    environment: dict[str, Any] = field(default_factory=dict)  # threads, torch version, deterministic
 
 
 FUSED_DEVICES = ("cpu", "cuda")
@@ -180,7 +182,7 @@ class Trainer:
     def fit(self, resume: bool = True) -> TrainResult:
         """Train to the end (or early stop), resuming from the latest checkpoint when there is one."""
         cfg = self.config
-        seed_everything(cfg.seed)
+        environment = deterministic(cfg.seed, cfg.threads)
         per_epoch = len(self._shard(self.plan.schedule(0)))
         if per_epoch == 0:
             raise ValueError("the batch plan is empty for this process; add data or use fewer processes")
@@ -247,7 +249,7 @@ class Trainer:
         if cfg.restore_best and best_weights is not None:
             self.accelerator.unwrap_model(model).load_state_dict(best_weights)
         self.accelerator.wait_for_everyone()
-        return TrainResult(state, last, resumed)
+        return TrainResult(state, last, resumed, environment)
 
     # ------------------------------------------------------------------ pieces
     def _sync_extra(self, extra: Sequence[nn.Module]) -> None:
