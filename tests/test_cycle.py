@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -20,22 +19,13 @@ from fanbu.errors import ConfigError
 from fanbu.recipes import validate_file
 from fanbu.registry import Registry
 from fanbu.report import build_report
-from tests.report.workspace import DOMAINS, domain_files, large_v0, quick
+from tests.report.workspace import DOMAINS, domain_files, large_v0, quick, small_stages
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    {"prune": {"layers": 1, "heads": 1, "hidden": 16, "ffn": 0.5, "vocab": 200, "calibration": 16}},
-    {"distill": {"train": quick(epochs=1)}},
-]
+SMALL = small_stages()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run several times faster on one thread of a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture
@@ -106,6 +96,9 @@ def test_two_generations_lineage_rerun_and_report(workspace, tmp_path) -> None:
     assert len(names) == 3 + 2 * 3 * len(DOMAINS)  # large v0-v2; per generation: prune, distill, expert
     cycle_runs = [r for r in registry.list_runs() if r.kind == "cycle"]
     assert [(r.status, r.summary["generation"]) for r in cycle_runs] == [("succeeded", 0), ("succeeded", 1)]
+    # both generations decided on the same gate splits: the second counts one reuse
+    assert [r.summary["gate_reuse"] for r in cycle_runs] == [0, 1]
+    assert cycle_runs[0].summary["gate_fingerprints"] == cycle_runs[1].summary["gate_fingerprints"]
 
     # Running it again redoes nothing; asking for a third generation runs only that one.
     runs = len(registry.list_runs())
@@ -116,6 +109,7 @@ def test_two_generations_lineage_rerun_and_report(workspace, tmp_path) -> None:
     summaries = run_cycle(CycleRecipe.model_validate(recipe), registry, 3)
     assert [s.get("skipped", False) for s in summaries] == [True, True, False]
     assert summaries[2]["champion_in"] == "large:v2" and summaries[2]["promoted"] == "large:v3"
+    assert summaries[2]["gate_reuse"] == 2
     assert registry.get_model("tech.prune:v2").parents == ("large:v2",)
 
     # The report covers every generation.

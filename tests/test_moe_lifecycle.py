@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -18,18 +16,13 @@ from fanbu.models import MoEHandle, load_handle
 from fanbu.registry import Registry
 from fanbu.registry.workspace import Workspace
 from fanbu.serve.models import ModelPool
-from tests.report.workspace import DOMAINS, HELDOUT, domain_files, large_v0, quick
+from tests.report.workspace import DOMAINS, HELDOUT, domain_files, large_v0, quick, small_stages
 
 PASS_ALL = {"tolerance": 1.0, "require_mean_not_worse": False}  # every candidate passes the gate
 EXPERTS = {"derive": {"stages": [{"finetune": {"train": quick(epochs=2)}}]}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_a_promoted_moe_is_fed_back_from_served_and_derived_from(tmp_path: Path) -> None:
@@ -74,12 +67,7 @@ def test_a_promoted_moe_is_fed_back_from_served_and_derived_from(tmp_path: Path)
     cycle = {
         "max_length": 32,
         "data": data,
-        "derive": {
-            "stages": [
-                {"prune": {"layers": 1, "heads": 1, "hidden": 16, "ffn": 0.5, "vocab": 200, "calibration": 16}},
-                {"distill": {"train": quick(epochs=1)}},
-            ]
-        },
+        "derive": {"stages": small_stages()},
         "experts": EXPERTS,
         "strategies": [{"merge": {"method": "average", "selection": {"enabled": False}}}],
         "gate": PASS_ALL,

@@ -204,7 +204,31 @@ def test_benchmark_public_private_and_heldout() -> None:
     prints = bench.fingerprints()
     assert list(prints) == ["a", "b", "h"]
     assert prints["a"]["public"] == public.fingerprint
-    assert set(prints["h"]) == {"train", "validation", "test", "public", "private"}
+    assert set(prints["h"]) == {"train", "validation", "gate", "test", "public", "private"}
+    assert prints["a"]["validation"] == bench.validation("a").fingerprint  # the training-time part
+    assert prints["a"]["gate"] == bench.gate("a").fingerprint
+
+
+def test_benchmark_cuts_validation_into_a_validation_part_and_a_gate_split() -> None:
+    domain = make_domain("a", validation=labeled({0: 10, 1: 6}))
+    bench = Benchmark((domain,), (make_domain("h"),), public_fraction=0.2, seed=1, gate_fraction=0.25)
+    validation, gate = bench.validation("a"), bench.gate("a")
+    assert bench.validation("a") is validation and bench.gate("a") is gate  # cached
+    assert not set(validation.texts) & set(gate.texts)  # disjoint
+    assert sorted(validation.texts + gate.texts) == sorted(domain.validation.texts)  # together: all of it
+    assert gate.label_counts() == {0: 3, 1: 2} and validation.label_counts() == {0: 7, 1: 4}  # stratified
+    again = Benchmark((domain,), (), public_fraction=0.2, seed=1, gate_fraction=0.25)
+    assert (again.validation("a"), again.gate("a")) == (validation, gate)  # seeded
+    assert len(bench.gate("h")) and len(bench.validation("h"))  # held-out tasks too
+    assert Benchmark((domain,), (), public_fraction=0.2, seed=1).gate_fraction == 0.5
+
+
+def test_benchmark_gate_needs_a_validation_split_to_cut() -> None:
+    with pytest.raises(DomainError, match="gate_fraction must be strictly between 0 and 1"):
+        Benchmark((make_domain("a"),), (), public_fraction=0.2, seed=0, gate_fraction=1.0)
+    tiny = make_domain("a", validation=labeled({0: 1}))
+    with pytest.raises(DomainError, match="too few to cut into a validation part and a gate split"):
+        Benchmark((tiny,), (), public_fraction=0.2, seed=0).gate("a")
 
 
 def test_benchmark_unknown_domain_lists_names() -> None:

@@ -61,13 +61,28 @@ def test_pairs_cap_and_split_pairs(sources) -> None:
     assert len(pairs(public, 2, 0)[0]) == 2 and pairs(public, 2, 0) == pairs(public, 2, 0)
     tests = split_pairs(bench, "test", ["law", "med"], 3, 1)
     assert list(tests) == ["law", "med"] and tests["med"] == pairs(bench.domain("med").test, 3, 1)
+    # validation reads the training-time part of the validation split; gate the rest of it
+    assert split_pairs(bench, "validation", ["med"], None, 0)["med"] == pairs(bench.validation("med"), None, 0)
+    assert split_pairs(bench, "gate", ["med"], None, 0)["med"] == pairs(bench.gate("med"), None, 0)
+
+
+def test_gate_fraction_and_gate_caps_are_new_optional_keys(sources) -> None:
+    spec = SliceSpec(source="files", files=[sources["med"]], gate_fraction=0.3)
+    bench = benchmark_of(spec)
+    assert bench.gate_fraction == 0.3
+    assert FeedbackData().max_gate is None and FederatedData().max_gate is None
+    with pytest.raises(ConfigError, match="gate_fraction"):
+        validate(SliceSpec, {"gate_fraction": 1})
 
 
 def test_derive_data_of_another_spec_keeps_its_source_seed_and_caps(sources) -> None:
-    feedback = FeedbackData(source="files", files=[sources["med"]], seed=3, max_validation=7, max_test=9)
+    feedback = FeedbackData(
+        source="files", files=[sources["med"]], seed=3, max_validation=7, max_test=9, gate_fraction=0.3
+    )
     derive = feedback.derive_data(["med"], 5, "public", 11)
     assert (derive.source, derive.files, derive.domains) == ("files", feedback.files, ["med"])
     assert (derive.seed, derive.max_validation, derive.max_test, derive.max_train) == (3, 7, 9, 5)
+    assert derive.gate_fraction == 0.3  # the same validation part as the feedback step's
     assert (derive.transfer, derive.max_transfer) == ("public", 11)
     caps = SliceCaps(seed=2, max_validation=50, max_test=200)
     assert DeriveData.of(caps, None, 300).source == "default"

@@ -179,6 +179,8 @@ def test_a_finished_deployment_is_registered_through_the_gate_once(toy_files, la
         assert candidate is not None and candidate.relation == "federated"
         assert list(candidate.parents) == ["large:v0"]
         assert candidate.status in ("champion", "rejected")
+        # the gate decided on the gate splits; the test splits were scored for the report only
+        assert {e.split for e in registry.evaluations(model_id="large:v1")} == {"gate", "test"}
         clients = [m for m in registry.list_models() if m.name.endswith(".federated")]
         assert sorted(m.name for m in clients) == ["health-0.federated", "tech-0.federated"]
     finally:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from feedback_helpers import DOMAINS, HELDOUT, labels_of, quick_dict
+from feedback_helpers import DOMAINS, HELDOUT, labels_of, make_texts, quick_dict
 from typer.testing import CliRunner
 
 from fanbu.cli import app
@@ -46,8 +46,10 @@ def _source(tmp: Path, task: str, train: tuple, validation: tuple, test: tuple) 
 @pytest.fixture
 def workspace(tmp_path, toy_data, large_v0):
     """Domain files, and a registry holding the tiny large v0 as the champion ``large``."""
+    # each validation split is cut into a validation part and a gate split of 60 texts (as many as the
+    # test split), the held-out task's included: the gate never reads a test text
     files = [
-        _source(tmp_path, d, toy_data["private"][d], toy_data["validation"][d], toy_data["test"][d])
+        _source(tmp_path, d, toy_data["private"][d], make_texts(d, 120, 2), toy_data["test"][d])
         for d in DOMAINS
     ]
     heldout = [
@@ -55,7 +57,7 @@ def workspace(tmp_path, toy_data, large_v0):
             tmp_path,
             t,
             toy_data["heldout_train"][t],
-            toy_data["heldout_test"][t],
+            make_texts(t, 120, 2),
             toy_data["heldout_test"][t],
         )
         for t in HELDOUT
@@ -157,8 +159,13 @@ def test_run_feedback_registers_gates_and_keeps_the_poisoned_expert_out(
     promoted = summary["promoted"]
     assert promoted in (None, selected["model"])
     assert registry.latest("large", status="champion").id == (promoted or "large:v0")
+    # the decision read the gate splits; the test splits were scored for the report
+    decided = {(e.model_id, e.domain) for e in registry.evaluations() if e.split == "gate"}
     evaluated = {(e.model_id, e.domain) for e in registry.evaluations() if e.split == "test"}
+    assert {(blind["model"], t) for t in (*DOMAINS, *HELDOUT)} <= decided
     assert {(blind["model"], t) for t in (*DOMAINS, *HELDOUT)} <= evaluated
+    assert summary["decision_split"] == "gate" and set(summary["gate_fingerprints"]) == {*DOMAINS, *HELDOUT}
+    assert all(row["decision_split"] == "gate" and row["report_split"] == "test" for row in summary["strategies"])
     assert registry.list_runs()[-1].status == "succeeded"
 
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from fanbu.cli import app
 from fanbu.errors import ConfigError, RegistryError
 from fanbu.feedback.gate.promotion import GateConfig, apply_decision, gate, rollback
+from fanbu.feedback.gate.scores import score_report, score_tests
 from fanbu.feedback.shared.weights import SelectionConfig
 from fanbu.feedback.strategies.merge import MergeConfig, merge_strategy
 from fanbu.registry import Registry
@@ -66,10 +67,10 @@ def test_gate_rejects_a_merge_that_includes_the_poisoned_expert(tmp_path: Path) 
     assert selected.details["selected"] == ["topic"]
 
 
-def test_gate_needs_a_test_split_for_every_head() -> None:
+def test_gate_needs_a_gate_split_for_every_head() -> None:
     swarm = tiny_swarm()
     partial = {k: v for k, v in swarm.tests.items() if k != "faith"}
-    with pytest.raises(ConfigError, match="no test split for \\['faith'\\]"):
+    with pytest.raises(ConfigError, match="no gate split for \\['faith'\\]"):
         gate(swarm.large, swarm.large, partial)
     assert gate(swarm.large, swarm.large, partial, GateConfig(require_all_heads=False)).promoted
     with pytest.raises(ConfigError, match="no head for"):
@@ -96,7 +97,9 @@ def test_apply_and_rollback(registry: Registry, better) -> None:
     assert record.status == "champion" and record.reason.startswith("promoted")
     assert registry.get_model(v0.id).status == "archived"
     evaluations = registry.evaluations(model_id=v1.id)
-    assert {e.domain for e in evaluations} == set(TASKS) and {e.split for e in evaluations} == {"test"}
+    # what the decision read is recorded as the gate split (the default), with its fingerprint
+    assert {e.domain for e in evaluations} == set(TASKS) and {e.split for e in evaluations} == {"gate"}
+    assert {e.dataset_fingerprint for e in evaluations if e.domain == "faith"} == {"ab" * 32}
     assert len(registry.evaluations(model_id=v0.id)) == len(evaluations)
 
     v2 = _register(registry, "candidate", v1.id)
@@ -136,3 +139,24 @@ def test_rollback_command(tmp_path: Path, better) -> None:
     result = runner.invoke(app, ["rollback", "--home", str(home)])
     assert result.exit_code == 0, result.output
     assert "large:v0 is champion again" in result.output
+
+
+def test_apply_decision_records_the_report_apart_from_the_decision(registry: Registry, better) -> None:
+    """The gate's evaluations carry split gate and the gate fingerprints; the report's carry split test."""
+    swarm = tiny_swarm()
+    v0 = _register(registry)
+    v1 = _register(registry, "candidate", v0.id)
+    decision = gate(better, swarm.large, swarm.tests)
+    report = score_report(better, swarm.tests, score_tests(swarm.large, swarm.tests))
+    gates = {t: "a" * 64 for t in TASKS}
+    tests = {t: "b" * 64 for t in TASKS}
+    apply_decision(
+        registry, v1, v0, decision, fingerprints=gates, run_id=None, report=report, report_fingerprints=tests
+    )
+    for model_id in (v1.id, v0.id):
+        evaluations = registry.evaluations(model_id=model_id)
+        assert {e.split for e in evaluations} == {"gate", "test"}
+        assert {e.dataset_fingerprint for e in evaluations if e.split == "gate"} == {"a" * 64}
+        assert {e.dataset_fingerprint for e in evaluations if e.split == "test"} == {"b" * 64}
+    lost = score_report(None, swarm.tests, score_tests(swarm.large, swarm.tests))
+    assert lost.candidate_metrics == {} and set(lost.champion_metrics) == set(TASKS)

@@ -57,6 +57,14 @@ def quick(**overrides: Any) -> dict[str, Any]:
     return {"epochs": 2, "batch_size": 16, "lr": 3e-3, "warmup_ratio": 0.0, "progress": False, **overrides}
 
 
+def small_stages() -> list[dict[str, Any]]:
+    """Derive stages for a tiny small model: a one-layer prune, then a one-epoch distillation."""
+    return [
+        {"prune": {"layers": 1, "heads": 1, "hidden": 16, "ffn": 0.5, "vocab": 200, "calibration": 16}},
+        {"distill": {"train": quick(epochs=1)}},
+    ]
+
+
 def _write(path: Path, pairs: tuple[list[str], list[int]], task: str) -> str:
     names = list(TASKS[task])
     with path.open("w") as handle:

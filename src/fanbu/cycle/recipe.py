@@ -74,6 +74,14 @@ class CycleRecipe(FeedbackCore):
         description="When no candidate passes the gate: stop the cycle, or run the next generation from the "
         "same champion (its swarm reused, the strategies reseeded).",
     )
+    gate_reuse_limit: int = Field(
+        3,
+        ge=0,
+        description="How many earlier generations of the cycle may have decided on the same gate splits "
+        "before a generation warns: every reuse lets the promotions fit those texts, so the gate's scores "
+        "grow optimistic. Past it, add gate data (more validation examples, a larger data.gate_fraction) or "
+        "accept the optimism (the test splits, scored for the report only, stay unbiased).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CycleRecipe:
@@ -122,9 +130,10 @@ class CycleRecipe(FeedbackCore):
         )
 
     def key(self) -> dict[str, Any]:
-        """What identifies the cycle across reruns: the recipe without ``generations`` and ``on_no_promotion``.
+        """What identifies the cycle across reruns: the recipe without ``generations``, ``on_no_promotion``
+        and ``gate_reuse_limit``.
 
-        Neither changes what a generation does, so a stopped cycle can be continued with more generations
-        or with ``on_no_promotion: continue``.
+        None of them changes what a generation does, so a stopped cycle can be continued with more
+        generations, with ``on_no_promotion: continue`` or with another warning limit.
         """
-        return self.model_dump(mode="json", exclude={"generations", "on_no_promotion"})
+        return self.model_dump(mode="json", exclude={"generations", "on_no_promotion", "gate_reuse_limit"})

@@ -5,10 +5,16 @@ Each generation starts from the current champion: it derives the small deployabl
 which trains the experts from the champion, makes a candidate per strategy, gates them and promotes
 the best one that passes. That winner is the next generation's champion.
 
+Every decision reads the **gate** splits (each task's validation split cut in two; the test splits are
+scored for the report only). The gate splits stay the same from one generation to the next, so each
+generation records the gate fingerprints its decision read and ``gate_reuse``: how many earlier
+generations of this cycle decided on the same ones. Past ``gate_reuse_limit`` it warns: the promotions
+have started to fit the gate texts, and its scores grow optimistic (add gate data, or accept that).
+
 When no candidate passes, the cycle **stops** by default: the next generation would start from the
-same champion with the same swarm and be gated on the same test splits, and retrying until a reseeded
-run happens to pass is selection on the test set. ``on_no_promotion: continue`` runs it anyway, reusing
-the generation's small models and experts (they depend only on the champion) and reseeding the
+same champion with the same swarm and be gated on the same gate splits, and retrying until a reseeded
+run happens to pass is selection on the gate split. ``on_no_promotion: continue`` runs it anyway,
+reusing the generation's small models and experts (they depend only on the champion) and reseeding the
 strategies (``seed + generation``).
 
 Resumable: each finished generation is a registry run of kind ``cycle`` whose recipe names the cycle
@@ -47,6 +53,18 @@ def finished_generations(registry: Registry, cycle: str) -> dict[int, RunRecord]
         if run.kind == RUN_KIND and run.status == "succeeded" and run.recipe.get("cycle") == cycle:
             done.setdefault(int(run.recipe["generation"]), run)
     return done
+
+
+def gate_reuse(registry: Registry, cycle: str, generation: int, fingerprints: dict[str, str]) -> int:
+    """How many earlier finished generations of ``cycle`` decided on the gate splits ``fingerprints``
+    (task -> fingerprint); 0 when none are given."""
+    if not fingerprints:
+        return 0
+    return sum(
+        1
+        for done, run in finished_generations(registry, cycle).items()
+        if done < generation and run.summary.get("gate_fingerprints") == fingerprints
+    )
 
 
 def run_cycle(
@@ -130,6 +148,8 @@ def run_generation(
             experts = dict(previous["experts"]) if same and previous else None
         feedback = run_feedback(recipe.feedback_recipe(champion.id, generation, experts), registry)
         promoted = feedback["promoted"]
+        gates = dict(feedback.get("gate_fingerprints") or {})
+        reuse = gate_reuse(registry, cycle, generation, gates)
         summary = {
             "cycle": cycle,
             "generation": generation,
@@ -140,6 +160,9 @@ def run_generation(
             "small": small,
             "experts": feedback["experts"],
             "feedback_run": feedback["run"],
+            "decision_split": "gate",
+            "gate_fingerprints": gates,
+            "gate_reuse": reuse,
             "strategies": [
                 {k: row[k] for k in ("name", "model", "pgr_mean", "forgetting", "gate")}
                 for row in feedback["strategies"]
@@ -148,6 +171,15 @@ def run_generation(
         run.summary = summary
     print_feedback(console, feedback, title=f"generation {generation}: candidates from {champion.id}")
     console.print(f"generation {generation}: {_outcome(summary)}", highlight=False)
+    if reuse > recipe.gate_reuse_limit:
+        console.print(
+            f"[yellow]warning[/]: generation {generation} decided on the same gate splits as {reuse} earlier "
+            f"generation(s) of this cycle (gate_reuse_limit: {recipe.gate_reuse_limit}); the gate's scores grow "
+            "optimistic with each reuse. Add gate data (more validation examples, a larger data.gate_fraction) "
+            "or accept the optimism (raise gate_reuse_limit); the test splits, scored for the report only, "
+            "stay unbiased.",
+            highlight=False,
+        )
     return summary
 
 

@@ -3,7 +3,9 @@
 A :class:`Split` is an immutable list of texts (with integer labels for classification); a
 :class:`Domain` bundles train/validation/test splits with its task, label names and metric; a
 :class:`Benchmark` fixes which domains take part in feedback, which are held out to measure
-forgetting, and how each feedback domain's train split is cut into a public and a private slice.
+forgetting, how each feedback domain's train split is cut into a public and a private slice, and how
+each task's validation split is cut into the validation part (training-time choices) and the gate
+split (promotion and strategy choice). The test split is scored only for reporting.
 """
 
 from __future__ import annotations
@@ -206,18 +208,29 @@ class Domain:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """Feedback domains, held-out domains and the public/private protocol on their train splits.
+    """Feedback domains, held-out domains, the public/private protocol on their train splits, and the
+    three kinds of evaluation split.
 
     The public slice of a feedback domain is what the large model may see directly; the private slice
     stays with the small domain model. Held-out domains never take part in feedback (they measure
     forgetting), so their whole train split counts as public and their private slice is empty.
+
+    Every task (feedback domain or held-out task) has three evaluation splits, kept apart:
+    :meth:`validation` for training-time choices (early stopping, expert selection, search), :meth:`gate`
+    for promotion and strategy choice, and the domain's test split, scored only for reporting. The
+    first two are the domain's validation split cut in two, disjoint, stratified by label and seeded;
+    ``gate_fraction`` of it goes to the gate.
     """
 
     domains: tuple[Domain, ...]
     heldout: tuple[Domain, ...]
     public_fraction: float
     seed: int
+    gate_fraction: float = 0.5
     _slices: dict[str, tuple[Split, Split]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _checks: dict[str, tuple[Split, Split]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -226,6 +239,8 @@ class Benchmark:
         object.__setattr__(self, "heldout", tuple(self.heldout))
         if not 0.0 < self.public_fraction < 1.0:
             raise DomainError(f"public_fraction must be strictly between 0 and 1, got {self.public_fraction}")
+        if not 0.0 < self.gate_fraction < 1.0:
+            raise DomainError(f"gate_fraction must be strictly between 0 and 1, got {self.gate_fraction}")
         names = self.names()
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -260,11 +275,42 @@ class Benchmark:
         """Private slice of that domain's train split (empty for a held-out domain)."""
         return self._public_private(name)[1]
 
+    def _validation_gate(self, name: str) -> tuple[Split, Split]:
+        if name not in self._checks:
+            domain = self.domain(name)
+            gate, validation = domain.validation.stratified_split(self.gate_fraction, self.seed)
+            if len(gate) == 0 or len(validation) == 0:
+                raise DomainError(
+                    f"domain '{name}': its validation split has {len(domain.validation)} example(s), too few "
+                    f"to cut into a validation part and a gate split (gate_fraction {self.gate_fraction}); "
+                    "add validation examples (or a larger validation_fraction)"
+                )
+            self._checks[name] = (validation, gate)
+        return self._checks[name]
+
+    def validation(self, name: str) -> Split:
+        """The validation part of that task's validation split: for training-time choices only.
+
+        Early stopping, best-epoch choice, expert selection and search read it; promotion never does.
+        """
+        return self._validation_gate(name)[0]
+
+    def gate(self, name: str) -> Split:
+        """The gate split of that task: the rest of its validation split, disjoint from :meth:`validation`.
+
+        Promotion and strategy choice read it; training never does, and the test split stays for the
+        report.
+        """
+        return self._validation_gate(name)[1]
+
     def fingerprints(self) -> dict[str, dict[str, str]]:
-        """Per domain: its split fingerprints plus those of the ``public`` and ``private`` slices."""
+        """Per domain: its split fingerprints, ``validation`` being the training-time part of its
+        validation split, plus those of the ``gate`` split and the ``public`` and ``private`` slices."""
         return {
             name: {
                 **self.domain(name).fingerprints(),
+                "validation": self.validation(name).fingerprint,
+                "gate": self.gate(name).fingerprint,
                 "public": self.public(name).fingerprint,
                 "private": self.private(name).fingerprint,
             }

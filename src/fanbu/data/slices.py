@@ -5,11 +5,16 @@ adding only its own fields (caps of the slices it alone reads). The demo's ``ben
 which always reads the built-in benchmark, is its seed, public share and caps: a :class:`SliceCaps`.
 :func:`benchmark_of` builds the benchmark a spec describes, :func:`domain_names` checks the domains it
 names, and :func:`pairs` / :func:`split_pairs` read capped ``(texts, labels)`` out of its splits.
+
+The split rule: ``validation`` (the training-time part of a domain's validation split) is for
+training-time choices, ``gate`` (the rest of it, disjoint) for promotion and strategy choice, and
+``test`` only for reporting. Nothing that decides reads ``test``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -21,18 +26,30 @@ from fanbu.data.loaders import DomainSource, load_domain
 from fanbu.errors import ConfigError
 
 Pairs = tuple[list[str], list[int]]
-SplitName = Literal["public", "private", "validation", "test"]
+SplitName = Literal["public", "private", "validation", "gate", "test"]
 
 
 class SliceCaps(Strict):
-    """How the benchmark is cut (seed, public share), and how much of validation and test to read."""
+    """How the benchmark is cut (seed, public share, gate share), and how much of validation and test to read."""
 
     seed: int = Field(0, description="Seeds splits and subsampling.")
     public_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of a domain's train split that is public (the rest is private)."
     )
-    max_validation: int | None = Field(200, ge=1, description="Cap on validation examples per domain.")
-    max_test: int | None = Field(None, ge=1, description="Cap on test examples per task.")
+    gate_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Share of each task's validation split set aside as its gate split, which only promotion "
+        "and strategy choice read; the rest stays validation for training-time choices (early stopping, "
+        "selection, search). The test split is scored for the report only.",
+    )
+    max_validation: int | None = Field(
+        200, ge=1, description="Cap on validation examples per domain (of the validation part, gate split excluded)."
+    )
+    max_test: int | None = Field(
+        None, ge=1, description="Cap on test examples per task (scored for the report only; no decision reads it)."
+    )
 
 
 class SliceSpec(SliceCaps):
@@ -59,12 +76,14 @@ class SliceSpec(SliceCaps):
 def benchmark_of(spec: SliceCaps) -> Benchmark:
     """The benchmark ``spec`` describes: the built-in one, or its files and held-out files."""
     if not isinstance(spec, SliceSpec) or spec.source == "default":
-        return default_benchmark(seed=spec.seed, public_fraction=spec.public_fraction)
+        bench = default_benchmark(seed=spec.seed, public_fraction=spec.public_fraction)
+        return replace(bench, gate_fraction=spec.gate_fraction)
     return Benchmark(
         tuple(load_domain(source) for source in spec.files),
         tuple(load_domain(source) for source in spec.heldout_files),
         spec.public_fraction,
         spec.seed,
+        spec.gate_fraction,
     )
 
 
@@ -98,13 +117,16 @@ def pairs(split: Split, cap: int | None, seed: int) -> Pairs:
 
 
 def split_of(bench: Benchmark, name: str, split: SplitName) -> Split:
-    """One split of task ``name``: its public or private slice, its validation or test split."""
+    """One split of task ``name``: its public or private slice, its validation part, gate or test split."""
     if split == "public":
         return bench.public(name)
     if split == "private":
         return bench.private(name)
-    domain = bench.domain(name)
-    return domain.validation if split == "validation" else domain.test
+    if split == "validation":
+        return bench.validation(name)
+    if split == "gate":
+        return bench.gate(name)
+    return bench.domain(name).test
 
 
 def split_pairs(

@@ -54,7 +54,8 @@ def run_demo(recipe: DemoRecipe, registry: Registry, console: Console) -> dict:
         console.print(f"[bold]Loading the large model[/] {recipe.model}")
         handle, base = workspace.load_spec(recipe.model, max_length=recipe.max_length)
         checkpoints = run.dir / "checkpoints"
-        result = train_large_v0(handle, bench, train, recipe.train, validation, checkpoint_dir=checkpoints)
+        result = train_large_v0(handle, bench, train, recipe.train, validation, head_seed=recipe.train.seed,
+                                checkpoint_dir=checkpoints)
         scores = evaluate_heads(handle, test)
         texts = [t for texts, _ in test.values() for t in texts[:64]]
         first = bench.domains[0].name
@@ -148,7 +149,8 @@ def _register_datasets(registry: Registry, bench: Benchmark, train: dict) -> lis
     for domain in (*bench.domains, *bench.heldout):
         for split_name, split in (
             ("public", bench.public(domain.name)), ("private", bench.private(domain.name)),
-            ("validation", domain.validation), ("test", domain.test),
+            ("validation", bench.validation(domain.name)), ("gate", bench.gate(domain.name)),
+            ("test", domain.test),
         ):
             if len(split) == 0:
                 continue

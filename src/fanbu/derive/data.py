@@ -1,7 +1,9 @@
 """The data a derivation sees for one domain, under the benchmark protocol.
 
 A domain's small model trains on the domain's **private** slice (never seen by the large model);
-model selection uses the validation split; the test split is only ever scored. Distillation may add
+model selection (early stopping, search) uses the validation part of the domain's validation split
+(``Benchmark.validation``: the gate split, which promotion reads, is kept out); the test split is only
+ever scored, for the report. Distillation may add
 public unlabeled text (``transfer``) on which only the teacher's soft labels apply.
 """
 
@@ -57,6 +59,7 @@ class DeriveData(SliceSpec):
             domains=domains,
             seed=spec.seed,
             public_fraction=spec.public_fraction,
+            gate_fraction=spec.gate_fraction,
             max_train=max_train,
             max_validation=spec.max_validation,
             max_test=spec.max_test,
@@ -86,7 +89,7 @@ def load_domain_data(settings: DeriveData, name: str) -> DomainData:
         raise DomainError(
             f"domain {name!r} is a {domain.task} task; the encoder derive path needs classification"
         )
-    private = bench.private(name)
+    private, validation = bench.private(name), bench.validation(name)
     train = pairs(private, settings.max_train, settings.seed)
     transfer: tuple[str, ...] = ()
     if settings.transfer == "public":
@@ -98,12 +101,12 @@ def load_domain_data(settings: DeriveData, name: str) -> DomainData:
         name=name,
         label_names=domain.label_names,
         train=train,
-        validation=pairs(domain.validation, settings.max_validation, settings.seed),
+        validation=pairs(validation, settings.max_validation, settings.seed),
         test=pairs(domain.test, settings.max_test, 0),
         transfer=transfer,
         fingerprints={
             "private": private.fingerprint,
-            "validation": domain.validation.fingerprint,
+            "validation": validation.fingerprint,
             "test": domain.test.fingerprint,
         },
     )

@@ -2,9 +2,10 @@
 
 Both sides build the same :class:`~fanbu.data.domain.Benchmark` from the recipe's data section (the
 built-in benchmark or the listed files, which each organisation holds locally): a client reads its
-shard of its domain's private slice, the domain's public texts (the logit exchange) and its validation
-split; the server reads the public and validation slices of every domain and, for the gate, the test
-splits. Nothing is sent over the network but models and logits. A process loads a benchmark once.
+shard of its domain's private slice, the domain's public texts (the logit exchange) and the validation
+part of its validation split; the server reads the public and validation slices of every domain, for
+the promotion gate the gate splits, and for the report the test splits (never for a decision).
+Nothing is sent over the network but models and logits. A process loads a benchmark once.
 """
 
 from __future__ import annotations
@@ -71,23 +72,31 @@ def client_data(recipe: FederatedRecipe, slot: ClientSlot) -> ClientData:
         list(bench.domain(slot.domain).label_names),
         (list(shard.texts), list(shard.labels or ())),
         publicpairs(data, slot.domain),
-        pairs(bench.domain(slot.domain).validation, data.max_validation, data.seed),
+        pairs(bench.validation(slot.domain), data.max_validation, data.seed),
     )
 
 
 @dataclass
 class ServerData:
-    """The server's view: every domain's public and validation slices, the gate's test splits."""
+    """The server's view: every domain's public and validation slices, the gate splits the promotion
+    decides on, and the test splits the report is scored on."""
 
     domains: list[str]
     public: dict[str, Labeled]
     validation: dict[str, Labeled]
     tests: dict[str, Labeled] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    gate: dict[str, Labeled] = field(default_factory=dict)
+
+    def split_fingerprints(self, split: str) -> dict[str, str]:
+        """Task -> the fingerprint of its ``split`` (``gate``, ``test``, ``validation``, ``public``)."""
+        suffix = f"/{split}"
+        return {k.removesuffix(suffix): v for k, v in self.fingerprints.items() if k.endswith(suffix)}
 
 
 def server_data(recipe: FederatedRecipe, heads: list[str] | None = None) -> ServerData:
-    """Public and validation slices of the federated domains; test splits of ``heads`` (for the gate).
+    """Public and validation slices of the federated domains; gate splits (for the promotion gate) and
+    test splits (for the report) of ``heads``.
 
     Raises:
         ConfigError: a domain's labels differ from the large model's head of that name.
@@ -97,11 +106,17 @@ def server_data(recipe: FederatedRecipe, heads: list[str] | None = None) -> Serv
     out = ServerData(domains, {}, {})
     for name in domains:
         out.public[name] = publicpairs(data, name)
-        out.validation[name] = pairs(bench.domain(name).validation, data.max_validation, data.seed)
+        out.validation[name] = pairs(bench.validation(name), data.max_validation, data.seed)
         out.fingerprints[f"{name}/public"] = bench.public(name).fingerprint
+        out.fingerprints[f"{name}/validation"] = bench.validation(name).fingerprint
     known = set(bench.names())
     for name in heads or []:
         if name in known:
+            checked = bench.gate(name)
+            if data.max_gate is not None:
+                checked = checked.subsample(data.max_gate, data.seed)
+            out.gate[name] = pairs(checked, None, data.seed)
+            out.fingerprints[f"{name}/gate"] = checked.fingerprint
             test = bench.domain(name).test
             out.tests[name] = pairs(test, data.max_test, 0)
             out.fingerprints[f"{name}/test"] = test.fingerprint

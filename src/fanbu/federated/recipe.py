@@ -31,12 +31,16 @@ Algorithm = Literal["fedavg", "fedprox", "fedmkt"]
 
 class FederatedData(SliceSpec):
     """The domains whose organisations take part, and how much of their data each side reads: a
-    :class:`SliceSpec` plus the private cap (clients) and the public cap (the logit exchange)."""
+    :class:`SliceSpec` plus the private cap (clients), the public cap (the logit exchange) and the gate
+    cap (the server's promotion decision)."""
 
     max_private: int | None = Field(
         None, ge=1, description="Cap on a domain's private slice (before sharding)."
     )
     max_public: int | None = Field(250, ge=1, description="Cap on public examples per domain.")
+    max_gate: int | None = Field(
+        None, ge=1, description="Cap on gate examples per task (the split promotion decides on; default: all)."
+    )
 
 
 class PartitionConfig(Strict):

@@ -5,7 +5,8 @@ into a work directory, runs the same ServerApp and ClientApp a deployment runs u
 ``flwr.simulation.run_simulation`` (Ray, ``simulation.num_cpus`` CPUs), and reads back the final large
 model, the clients' final models and the per-round history. :func:`run_federated` adds the registry
 around it: the champion and the clients' starting models come from it, the new large version goes
-through the same gate as every other feedback, and the clients' new versions are registered too.
+through the same gate as every other feedback (on the gate splits; the test splits are scored after
+the decision, for the report only), and the clients' new versions are registered too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fanbu.federated.result import FederatedResult
 from fanbu.federated.server_app import read_history, server_app
 from fanbu.federated.settings import RunSettings, parse_run_config
 from fanbu.feedback.gate.promotion import apply_decision, gate
+from fanbu.feedback.gate.scores import score_report, score_tests
 from fanbu.io import atomic_write_json
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
@@ -158,10 +160,26 @@ def record_results(workspace: Workspace, prep: Prepared, run_id: str) -> dict[st
     start_ids = {d: prep.starts[d].id if d in prep.starts else champion_id for d in prep.data.domains}
     parents = [champion_id, *sorted({r.id for r in prep.starts.values()})]
     record = register_large(workspace, prep.record, parents, recipe, result, prep.data.fingerprints)
-    decision = gate(result.large, prep.champion, prep.data.tests, recipe.gate)
-    tests = {k.removesuffix("/test"): v for k, v in prep.data.fingerprints.items() if k.endswith("/test")}
+    # the decision reads the gate splits; the test splits are scored afterwards, for the report only
+    decision = gate(result.large, prep.champion, prep.data.gate, recipe.gate)
+    batch = recipe.gate.batch_size
+    report = score_report(
+        result.large if decision.candidate_metrics else None,
+        prep.data.tests,
+        score_tests(prep.champion, prep.data.tests, batch),
+        batch,
+    )
+    gates = prep.data.split_fingerprints("gate")
     final = apply_decision(
-        workspace.registry, record, prep.record, decision, fingerprints=tests, run_id=run_id
+        workspace.registry,
+        record,
+        prep.record,
+        decision,
+        split="gate",
+        fingerprints=gates,
+        run_id=run_id,
+        report=report,
+        report_fingerprints=prep.data.split_fingerprints("test"),
     )
     clients = register_clients(workspace, result, start_ids, record.id, run_id)
     honest = [c for c in result.client_metrics.values() if not c.get("malicious")]
@@ -171,6 +189,11 @@ def record_results(workspace: Workspace, prep: Prepared, run_id: str) -> dict[st
         "candidate": record.id,
         "promoted": decision.promoted,
         "gate": {"status": final.status, "reason": final.reason},
+        "decision_split": "gate",
+        "decision": decision.summary(),
+        "decision_fingerprints": gates,
+        "report_split": "test",
+        "test": report.candidate_metrics,
         "rounds": result.rounds,
         "clients": clients,
         "clients_before": result.clients_mean("acc-before") if honest else None,

@@ -1,10 +1,14 @@
 """``fanbu feedback RECIPE.yaml``: run each strategy, register each candidate, gate them, promote the best.
 
 The context carries the champion, the experts, the domains' public and validation slices and
-unlabeled text: never a private slice, never a test split. Every candidate is registered as the next
-version of the champion's name (status ``candidate``, parents: the champion and the experts) and gated
-against the champion on the test split of every domain and held-out task. The best candidate that
-passes is promoted; the others are rejected with their reasons.
+unlabeled text: never a private slice, never a gate or test split. Every candidate is registered as the
+next version of the champion's name (status ``candidate``, parents: the champion and the experts) and
+gated against the champion on the **gate** split of every domain and held-out task; the best candidate
+that passes (by its mean gate score) is promoted, the others are rejected with their reasons. The
+**test** splits are scored only for the report (PGR, forgetting, their bootstrap intervals): nothing
+that decides reads them. The registry records each evaluation with the split it was made on (``gate``
+for the decision, ``test`` for the report), and the run summary the gate fingerprints each decision
+read.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ from fanbu.derive.pipeline import DeriveRecipe, run_derive
 from fanbu.errors import ConfigError
 from fanbu.evaluate.speed import param_count
 from fanbu.feedback.gate.promotion import GateDecision, apply_decision, gate, score_champion
-from fanbu.feedback.gate.scores import bootstrap_intervals, expert_outcomes, score_candidate
+from fanbu.feedback.gate.scores import (
+    ReportScores,
+    bootstrap_intervals,
+    expert_outcomes,
+    score_candidate,
+    score_report,
+    score_tests,
+)
 from fanbu.feedback.recipe import FeedbackRecipe
 from fanbu.feedback.shared.context import FeedbackContext, Labeled, StrategyOutput, get_strategy
 from fanbu.models.artefact import Provenance
@@ -40,20 +51,31 @@ HF_RELATIONS: dict[str, str] = {
 
 @dataclass
 class FeedbackSlices:
-    """What one feedback run reads from the benchmark: context data, and the gate's test splits."""
+    """What one feedback run reads from the benchmark: context data (public, validation), the gate
+    splits the promotion decides on, and the test splits the report is scored on.
+
+    ``fingerprints``: ``<task>/<split>`` -> the fingerprint of what was read (``gate``: of the capped
+    sample the decision reads).
+    """
 
     domains: list[str]
     heldout: list[str]
     public: dict[str, Labeled]
     validation: dict[str, Labeled]
     tests: dict[str, Labeled]
+    gate: dict[str, Labeled] = field(default_factory=dict)
     unlabeled: list[str] = field(default_factory=list)
     collected: dict[str, list[str]] = field(default_factory=dict)
     fingerprints: dict[str, str] = field(default_factory=dict)
 
+    def split_fingerprints(self, split: str) -> dict[str, str]:
+        """Task -> the fingerprint of its ``split`` (``gate``, ``test``, ``validation``, ``public``)."""
+        suffix = f"/{split}"
+        return {k.removesuffix(suffix): v for k, v in self.fingerprints.items() if k.endswith(suffix)}
+
 
 def load_slices(recipe: FeedbackRecipe, champion: EncoderHandle) -> FeedbackSlices:
-    """Public / validation slices of the feedback domains; test splits of every head of the champion."""
+    """Public / validation slices of the feedback domains; gate and test splits of every head of the champion."""
     data = recipe.data
     bench = benchmark_of(data)
     domains = domain_names(data, bench)
@@ -78,11 +100,17 @@ def load_slices(recipe: FeedbackRecipe, champion: EncoderHandle) -> FeedbackSlic
             )
     slices = FeedbackSlices(domains, heldout, {}, {}, {})
     for name in domains:
-        public, validation = bench.public(name), bench.domain(name).validation
+        public, validation = bench.public(name), bench.validation(name)
         slices.public[name] = pairs(public, data.max_public, data.seed)
         slices.validation[name] = pairs(validation, data.max_validation, data.seed)
         slices.fingerprints[f"{name}/public"] = public.fingerprint
+        slices.fingerprints[f"{name}/validation"] = validation.fingerprint
     for name in (*domains, *heldout):
+        checked = bench.gate(name)
+        if data.max_gate is not None:
+            checked = checked.subsample(data.max_gate, data.seed)
+        slices.gate[name] = pairs(checked, None, data.seed)
+        slices.fingerprints[f"{name}/gate"] = checked.fingerprint
         test = bench.domain(name).test
         slices.tests[name] = pairs(test, data.max_test, 0)
         slices.fingerprints[f"{name}/test"] = test.fingerprint
@@ -174,7 +202,10 @@ def record_sizes_and_experts(
     slices: FeedbackSlices,
     run_id: str,
 ) -> None:
-    """Record what the report reads: each expert's test accuracy on its domain, the champion's size."""
+    """Record what the report reads: each expert's test accuracy on its domain, the champion's size.
+
+    The expert's test accuracy is the report's (PGR's denominator); nothing decides on it.
+    """
     for domain, (_, model_id) in sorted(experts.items()):
         registry.record_evaluation(
             model_id,
@@ -239,13 +270,18 @@ def decide(
     gated: list[tuple[ModelRecord, GateDecision]],
     fingerprints: dict[str, str],
     run_id: str,
+    reports: dict[str, ReportScores] | None = None,
 ) -> str | None:
     """Reject every candidate but the best that passed, then promote that one; its id.
 
-    The best has the highest mean score over the gated tasks; a tie goes to the earlier strategy.
+    The best has the highest mean **gate** score over the gated tasks; a tie goes to the earlier
+    strategy. Each candidate's gate evaluations are recorded with split ``gate`` and the gate
+    fingerprints, and its report (``reports``: candidate id -> its test scores, which the choice never
+    reads) with split ``test`` and the test fingerprints.
     """
     passed = [(d.candidate_mean, r.id) for r, d in gated if d.promoted]
     best_mean, best = max(passed, key=lambda p: p[0]) if passed else (None, None)
+    gates = {k.removesuffix("/gate"): v for k, v in fingerprints.items() if k.endswith("/gate")}
     tests = {k.removesuffix("/test"): v for k, v in fingerprints.items() if k.endswith("/test")}
     order = sorted(
         gated, key=lambda item: item[0].id == best
@@ -255,15 +291,30 @@ def decide(
             decision = dataclasses.replace(
                 decision,
                 promoted=False,
-                reason=f"rejected: passed the gate, but {best} was promoted (mean {decision.metric} "
+                reason=f"rejected: passed the gate, but {best} was promoted (mean gate {decision.metric} "
                 f"{best_mean:.3f} vs {decision.candidate_mean:.3f}; a tie goes to the earlier strategy)",
             )
-        apply_decision(registry, record, champion, decision, fingerprints=tests, run_id=run_id)
+        apply_decision(
+            registry,
+            record,
+            champion,
+            decision,
+            split="gate",
+            fingerprints=gates,
+            run_id=run_id,
+            report=(reports or {}).get(record.id),
+            report_fingerprints=tests,
+        )
     return best
 
 
 def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
-    """Run every strategy of the recipe, gate each candidate, promote the best; the run's summary."""
+    """Run every strategy of the recipe, gate each candidate, promote the best; the run's summary.
+
+    The decision (each candidate's gate verdict, and which passing candidate is the best) reads the
+    gate splits only. The test splits are scored for the report rows (accuracy, PGR, forgetting and
+    their intervals) once per model, after that candidate's gate verdict, and never reach the decision.
+    """
     workspace = Workspace(registry)
     champion, champion_record = load_champion(recipe, workspace)
     slices = load_slices(recipe, champion)
@@ -272,15 +323,19 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
         collected = add_collected(slices, registry, recipe.data.collected, champion)
     strategies = recipe.parsed_strategies()
     dumped = recipe.model_dump(mode="json")
+    gate_prints = slices.split_fingerprints("gate")
     with workspace.run("feedback", recipe) as run:
         run_dir = run.dir
         experts = load_experts(recipe, workspace, champion_record, slices.domains, champion.max_length)
         swarm = {d: handle for d, (handle, _) in experts.items()}
         parents = [champion_record.id, *(model_id for _, model_id in experts.values())]
+        rows, gated, reports = [], [], {}
+        # the decision: the champion's gate scores, once for every candidate
+        champion_gate = score_champion(champion, slices.gate, recipe.gate)
+        # the report: test scores of the experts and the champion, once; no decision reads them
         expert_acc, expert_right = expert_outcomes(swarm, slices.tests)
         record_sizes_and_experts(registry, champion, champion_record, experts, expert_acc, slices, run.id)
-        rows, gated = [], []
-        champion_scores = score_champion(champion, slices.tests, recipe.gate)  # once for every candidate
+        champion_test = score_tests(champion, slices.tests, recipe.gate.batch_size)
         # one context for the run: its strategies share the experts' outputs and validation scores
         shared = FeedbackContext.for_run(champion, swarm, slices, run_dir, recipe.seed)
         for index, (name, config) in enumerate(strategies):
@@ -291,34 +346,30 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
             record = register_candidate(
                 workspace, champion_record, parents, name, config, out, slices.fingerprints, seconds, dumped
             )
-            decision = gate(out.handle, champion, slices.tests, recipe.gate, champion_scores)
+            decision = gate(out.handle, champion, slices.gate, recipe.gate, champion_gate)
             gated.append((record, decision))
-            row = score_candidate(
-                decision.candidate_metrics,
-                decision.champion_metrics,
-                expert_acc,
-                slices.domains,
-                slices.heldout,
+            # the report's scores of this candidate, after its verdict (a candidate that lost a head
+            # has none)
+            report = score_report(
+                out.handle if decision.candidate_metrics else None,
+                slices.tests,
+                champion_test,
+                recipe.gate.batch_size,
             )
-            if decision.candidate_outcomes:  # a candidate that lost a head has no scores to resample
-                row["interval"] = bootstrap_intervals(
-                    decision.candidate_outcomes,
-                    decision.champion_outcomes,
-                    expert_right,
-                    slices.domains,
-                    slices.heldout,
-                    seed=recipe.seed,
-                )
+            reports[record.id] = report
             rows.append(
                 {
                     "name": name,
                     "model": record.id,
                     "seconds": seconds,
-                    **row,
+                    **report_row(report, expert_acc, expert_right, slices, recipe.seed),
                     "gate": {"promoted": decision.promoted, "reason": decision.reason},
+                    "decision_split": "gate",
+                    "decision": decision.summary(),
+                    "decision_fingerprints": gate_prints,
                 }
             )
-        best = decide(registry, champion_record, gated, slices.fingerprints, run.id)
+        best = decide(registry, champion_record, gated, slices.fingerprints, run.id, reports)
         for row in rows:
             final = registry.get_model(row["model"])
             row["gate"] = {"status": final.status, "reason": final.reason, "passed": row["gate"]["promoted"]}
@@ -330,7 +381,34 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
             "expert_acc": expert_acc,
             "heldout": slices.heldout,
             "collected": collected,
+            "decision_split": "gate",
+            "gate_fingerprints": gate_prints,
+            "report_split": "test",
             "strategies": rows,
         }
         run.summary = summary
     return summary
+
+
+def report_row(
+    report: ReportScores,
+    expert_acc: dict[str, float],
+    expert_right: dict[str, str],
+    slices: FeedbackSlices,
+    seed: int,
+) -> dict[str, Any]:
+    """A candidate's report numbers from its test scores: accuracy and PGR per domain, forgetting, and
+    their paired-bootstrap intervals (``report_split: test``; no decision reads them)."""
+    row = score_candidate(
+        report.candidate_metrics, report.champion_metrics, expert_acc, slices.domains, slices.heldout
+    )
+    if report.candidate_outcomes:  # a candidate that lost a head has no scores to resample
+        row["interval"] = bootstrap_intervals(
+            report.candidate_outcomes,
+            report.champion_outcomes,
+            expert_right,
+            slices.domains,
+            slices.heldout,
+            seed=seed,
+        )
+    return {**row, "report_split": "test"}

@@ -56,10 +56,13 @@ def check_stages(stages: list[Any], empty: str) -> list[tuple[str, BaseModel]]:
 
 class FeedbackData(SliceSpec):
     """Which domains feed back (default: all; the champion's other heads are held out), and how much of
-    their public, validation and test data to use: a :class:`SliceSpec` plus the public cap and a
-    collected dataset."""
+    their public, validation, gate and test data to use: a :class:`SliceSpec` plus the public and gate
+    caps and a collected dataset."""
 
     max_public: int | None = Field(250, ge=1, description="Cap on public examples per domain.")
+    max_gate: int | None = Field(
+        None, ge=1, description="Cap on gate examples per task (the split promotion decides on; default: all)."
+    )
     collected: str | None = Field(
         None,
         description="A dataset made by `fanbu collect` (id or name): its labelled rows join the domains' "

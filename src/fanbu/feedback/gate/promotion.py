@@ -1,21 +1,27 @@
 """The gate: a candidate large model is promoted only if no domain and no held-out task regresses.
 
-:func:`gate` scores the candidate and the champion on every task's test split and decides;
-:func:`apply_decision` writes the decision into the registry (statuses, reason, evaluations);
-:func:`rollback` restores the previous champion. A promoted candidate's predecessor is archived with
-the reason ``superseded by <candidate id>``: that link is how :func:`rollback` finds it again.
+:func:`gate` scores the candidate and the champion on every task's **gate** split
+(``Benchmark.gate``: carved from the validation split, disjoint from what training-time choices read)
+and decides; :func:`apply_decision` writes the decision into the registry (statuses, reason, the gate
+evaluations with split ``gate``, and the report's test evaluations with split ``test`` when given);
+:func:`rollback` restores the previous champion. The test split is never passed to :func:`gate`: it is
+scored for the report only (:mod:`fanbu.feedback.gate.scores`), after the decision. A promoted
+candidate's predecessor is archived with the reason ``superseded by <candidate id>``: that link is how
+:func:`rollback` finds it again.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError, RegistryError
+from fanbu.feedback.gate.scores import ReportScores
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import ModelRecord, Registry
 from fanbu.train.classify import score_heads
@@ -40,9 +46,9 @@ class GateConfig(Strict):
         True, description="Also reject a candidate whose mean score over the tasks is below the champion's."
     )
     require_all_heads: bool = Field(
-        True, description="Every head of the champion (domain or held-out task) must have a test split."
+        True, description="Every head of the champion (domain or held-out task) must have a gate split."
     )
-    batch_size: int = Field(64, ge=1, description="Batch size of the test predictions.")
+    batch_size: int = Field(64, ge=1, description="Batch size of the gate's (and the report's) predictions.")
 
     def tolerance_for(self, task: str) -> float:
         """The tolerance of ``task``."""
@@ -80,7 +86,7 @@ class GateDecision:
     champion_mean: float
     candidate_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     champion_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    # per task, which test texts each model got right ("1") or wrong ("0"): for bootstrap intervals
+    # per task, which gate texts each model got right ("1") or wrong ("0")
     candidate_outcomes: dict[str, str] = field(default_factory=dict)
     champion_outcomes: dict[str, str] = field(default_factory=dict)
 
@@ -90,26 +96,40 @@ class GateDecision:
         bad = [(r.delta, t) for t, r in self.tasks.items() if not r.ok]
         return [t for _, t in sorted(bad)]
 
+    def summary(self) -> dict[str, Any]:
+        """What the decision found on the gate splits, for a run summary: the metric, both means and the
+        candidate's metrics per task (a candidate that lost a head has no mean: ``None``)."""
 
-def _check_tests(
-    champion: EncoderHandle, tests: Mapping[str, tuple[Sequence[str], Sequence[int]]], config: GateConfig
+        def number(value: float) -> float | None:
+            return None if math.isnan(value) else value
+
+        return {
+            "metric": self.metric,
+            "mean": number(self.candidate_mean),
+            "champion_mean": number(self.champion_mean),
+            "metrics": self.candidate_metrics,
+        }
+
+
+def _check_splits(
+    champion: EncoderHandle, splits: Mapping[str, tuple[Sequence[str], Sequence[int]]], config: GateConfig
 ) -> None:
-    if not tests:
+    if not splits:
         raise ConfigError(
-            "gate: no test splits; pass {task: (texts, labels)} for every domain and held-out task"
+            "gate: no gate splits; pass {task: (texts, labels)} for every domain and held-out task"
         )
-    unknown = sorted(set(tests) - set(champion.labels))
+    unknown = sorted(set(splits) - set(champion.labels))
     if unknown:
         raise ConfigError(f"gate: the champion has no head for {unknown} (heads: {sorted(champion.labels)})")
-    missing = sorted(set(champion.labels) - set(tests))
+    missing = sorted(set(champion.labels) - set(splits))
     if missing and config.require_all_heads:
         raise ConfigError(
-            f"gate: no test split for {missing}; pass one for every domain and held-out task (or set "
+            f"gate: no gate split for {missing}; pass one for every domain and held-out task (or set "
             "require_all_heads: false to gate on fewer)"
         )
-    for task, (texts, labels) in tests.items():
+    for task, (texts, labels) in splits.items():
         if len(texts) == 0 or len(texts) != len(labels):
-            raise ConfigError(f"gate: test split {task!r} has {len(texts)} texts and {len(labels)} labels")
+            raise ConfigError(f"gate: gate split {task!r} has {len(texts)} texts and {len(labels)} labels")
 
 
 def _lost_heads(candidate: EncoderHandle, champion: EncoderHandle, tasks: Sequence[str]) -> list[str]:
@@ -129,43 +149,44 @@ ChampionScores = tuple[dict[str, dict[str, float]], dict[str, str]]
 
 def score_champion(
     champion: EncoderHandle,
-    tests: Mapping[str, tuple[Sequence[str], Sequence[int]]],
+    splits: Mapping[str, tuple[Sequence[str], Sequence[int]]],
     config: GateConfig | None = None,
 ) -> ChampionScores:
-    """The champion's test metrics and per-text outcomes, after checking the tests fit it.
+    """The champion's gate metrics and per-text outcomes, after checking the gate splits fit it.
 
     A run that gates several candidates against one champion scores it once and passes the result
     to every :func:`gate` call.
     """
     config = config or GateConfig()
-    _check_tests(champion, tests, config)
-    return score_heads(champion, tests, batch_size=config.batch_size)
+    _check_splits(champion, splits, config)
+    return score_heads(champion, splits, batch_size=config.batch_size)
 
 
 def gate(
     candidate: EncoderHandle,
     champion: EncoderHandle,
-    tests: Mapping[str, tuple[Sequence[str], Sequence[int]]],
+    splits: Mapping[str, tuple[Sequence[str], Sequence[int]]],
     config: GateConfig | None = None,
     champion_scores: ChampionScores | None = None,
 ) -> GateDecision:
-    """Score both models on every task's test split; promote only if no task regresses beyond tolerance.
+    """Score both models on every task's gate split; promote only if no task regresses beyond tolerance.
 
-    ``champion_scores`` is :func:`score_champion` of the same champion, tests and config when already
-    computed.
+    ``splits``: task -> (texts, labels) of its **gate** split (``Benchmark.gate``), never its test
+    split, which is the report's. ``champion_scores`` is :func:`score_champion` of the same champion,
+    splits and config when already computed.
     """
     config = config or GateConfig()
-    _check_tests(champion, tests, config)
-    tasks = sorted(tests)
+    _check_splits(champion, splits, config)
+    tasks = sorted(splits)
     lost = _lost_heads(candidate, champion, tasks)
-    champ_metrics, champ_outcomes = champion_scores or score_champion(champion, tests, config)
+    champ_metrics, champ_outcomes = champion_scores or score_champion(champion, splits, config)
     if lost:
         mean = sum(m[config.metric] for m in champ_metrics.values()) / len(tasks)
         reason = "rejected: " + "; ".join(lost)
         return GateDecision(
             False, reason, config.metric, {}, float("nan"), mean, {}, champ_metrics, {}, champ_outcomes
         )
-    cand_metrics, cand_outcomes = score_heads(candidate, tests, batch_size=config.batch_size)
+    cand_metrics, cand_outcomes = score_heads(candidate, splits, batch_size=config.batch_size)
     results = {
         t: TaskResult(
             cand_metrics[t][config.metric], champ_metrics[t][config.metric], config.tolerance_for(t)
@@ -185,8 +206,8 @@ def gate(
         reason = "rejected: " + "; ".join(problems)
     else:
         reason = (
-            f"promoted: every task within tolerance of the champion; mean {config.metric} "
-            f"{champ_mean:.3f} -> {cand_mean:.3f}"
+            f"promoted: every task within tolerance of the champion on the gate splits; mean "
+            f"{config.metric} {champ_mean:.3f} -> {cand_mean:.3f}"
         )
     return GateDecision(
         not problems,
@@ -220,13 +241,18 @@ def apply_decision(
     champion_record: ModelRecord,
     decision: GateDecision,
     *,
-    split: str = "test",
+    split: str = "gate",
     fingerprints: Mapping[str, str] | None = None,
     run_id: str | None = None,
+    report: ReportScores | None = None,
+    report_fingerprints: Mapping[str, str] | None = None,
 ) -> ModelRecord:
-    """Record both models' gate evaluations and set the statuses the decision calls for.
+    """Record both models' evaluations and set the statuses the decision calls for.
 
-    Promoted: candidate -> ``champion`` (reason: the gate's), old champion -> ``archived`` (reason:
+    The decision's evaluations are recorded with ``split`` (``gate``: what the decision read) and
+    ``fingerprints`` (task -> the fingerprint of its gate split); ``report``, both models' test scores
+    made for the report after the decision, with split ``test`` and ``report_fingerprints``. Promoted:
+    candidate -> ``champion`` (reason: the gate's), old champion -> ``archived`` (reason:
     ``superseded by <candidate>``). Rejected: candidate -> ``rejected`` with the reason naming each
     task and its drop. Returns the candidate's updated record.
     """
@@ -241,20 +267,20 @@ def apply_decision(
                 f"{record.id} is {status!r}, expected {expected!r}; gate a candidate against the current "
                 "champion (registry.latest(name, status='champion')); nothing was written"
             )
-    fingerprints = fingerprints or {}
-    for record, metrics in (
-        (candidate_record, decision.candidate_metrics),
-        (champion_record, decision.champion_metrics),
-    ):
-        for task, values in sorted(metrics.items()):
-            registry.record_evaluation(
-                record.id,
-                domain=task,
-                split=split,
-                metrics=values,
-                dataset_fingerprint=fingerprints.get(task),
-                run_id=run_id,
-            )
+    recorded = [(split, decision.candidate_metrics, decision.champion_metrics, fingerprints or {})]
+    if report is not None:
+        recorded.append(("test", report.candidate_metrics, report.champion_metrics, report_fingerprints or {}))
+    for split_name, candidate_metrics, champion_metrics, prints in recorded:
+        for record, metrics in ((candidate_record, candidate_metrics), (champion_record, champion_metrics)):
+            for task, values in sorted(metrics.items()):
+                registry.record_evaluation(
+                    record.id,
+                    domain=task,
+                    split=split_name,
+                    metrics=values,
+                    dataset_fingerprint=prints.get(task),
+                    run_id=run_id,
+                )
     if decision.promoted:
         changes = [
             (candidate_record.id, "candidate", "champion", decision.reason),

@@ -1,5 +1,9 @@
 """The feedback report's numbers: PGR per domain and forgetting on held-out tasks, from test scores.
 
+The test split is scored here, for the report only, and after the gate decided on the gate splits
+(:mod:`fanbu.feedback.gate.promotion`): :func:`score_report` gives both models' test metrics and per-text
+outcomes, and no decision reads them.
+
 PGR (performance gap recovered) of a domain is ``(acc_new - acc_v0) / (acc_expert - acc_v0)``: 1 when
 the candidate matches the expert, 0 when it learned nothing. It is undefined (``None``) where the expert
 is no better than the champion, since there is no gap to recover. Forgetting is the mean accuracy drop
@@ -15,6 +19,7 @@ from __future__ import annotations
 import statistics
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +31,46 @@ from fanbu.train.classify import score_heads
 MIN_GAP = 1e-6  # an expert this close to the champion leaves no gap to recover
 # the tables' legend of format_score's brackets (escaped for rich markup)
 INTERVAL_LEGEND = "\\[brackets]: 90% paired-bootstrap interval over the test texts"
+
+
+Scores = tuple[dict[str, dict[str, float]], dict[str, str]]  # per task: metrics, per-text outcomes
+
+
+@dataclass(frozen=True)
+class ReportScores:
+    """A candidate's and the champion's metrics and per-text outcomes on the test splits.
+
+    The report's numbers (PGR, forgetting, bootstrap intervals), scored after the gate decided; no
+    decision reads them. A candidate the gate could not score (it lost a head) has none.
+    """
+
+    candidate_metrics: dict[str, dict[str, float]]
+    champion_metrics: dict[str, dict[str, float]]
+    candidate_outcomes: dict[str, str] = field(default_factory=dict)
+    champion_outcomes: dict[str, str] = field(default_factory=dict)
+
+
+def score_tests(model: EncoderHandle, tests: Mapping[str, Labeled], batch_size: int = 64) -> Scores:
+    """A model's metrics and per-text outcomes on the test splits, for the report."""
+    return score_heads(model, tests, batch_size=batch_size)
+
+
+def score_report(
+    candidate: EncoderHandle | None,
+    tests: Mapping[str, Labeled],
+    champion: Scores,
+    batch_size: int = 64,
+) -> ReportScores:
+    """The report's test scores of ``candidate`` next to the champion's (:func:`score_tests`, scored once).
+
+    ``candidate`` None: a candidate the gate could not score (it lost a head); the report has the
+    champion's scores only.
+    """
+    champ_metrics, champ_outcomes = champion
+    if candidate is None:
+        return ReportScores({}, champ_metrics, {}, champ_outcomes)
+    metrics, outcomes = score_tests(candidate, tests, batch_size)
+    return ReportScores(metrics, champ_metrics, outcomes, champ_outcomes)
 
 
 def pgr(acc_new: float, acc_v0: float, acc_expert: float) -> float | None:
