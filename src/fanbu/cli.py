@@ -265,11 +265,13 @@ def bench_derive(
     home: Annotated[Path | None, typer.Option(help="Keep the bench's registry and models here.")] = None,
     lm: Annotated[bool, typer.Option("--lm", help="Also SmolLM2-135M pruned to 10 layers and distilled per BBC "
                                                   "category (slower).")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Run the bench for seeds 0..N-1 (data split and "
+                                       "training); report the mean and a 90% t-interval over seeds.")] = 1,
 ) -> None:
-    """Students vs teachers, from-scratch students and TF-IDF on the 20 Newsgroups domains."""
+    """Students vs teachers, from-scratch (self-trained) students and TF-IDF on the 20 Newsgroups domains."""
     from fanbu.bench.derive import run_bench
 
-    run_bench(quick, out, console, home=home, domains=domains, lm=lm)
+    run_bench(quick, out, console, home=home, domains=domains, lm=lm, seeds=seeds)
     console.print(f"results written to {out}")
 
 
@@ -284,13 +286,22 @@ def bench_feedback(
                      "and code made."),
     ] = None,
     seed: Annotated[
-        int, typer.Option(help="Draws the setup (slices, samples, large v0's heads): another seed, another draw.")
+        int,
+        typer.Option(help="The first draw of the setup (slices, samples, large v0's heads): another seed, another "
+                     "draw; with --seeds N the draws are seeds SEED..SEED+N-1."),
     ] = 0,
+    seeds: Annotated[
+        int | None,
+        typer.Option("--seeds", min=1, help="Run N draws (seeds --seed..--seed+N-1); every headline figure is the "
+                     "mean over draws with a 90% t-interval, the target is read on the means and the best strategy "
+                     "chosen on the mean gate scores. Default 3; with --quick 1, since one quick draw takes about "
+                     "18 minutes on 2 cores and three would exceed its 20-minute target."),
+    ] = None,
 ) -> None:
     """Every feedback strategy vs naive sequential fine-tuning and uniform averaging: PGR and forgetting."""
     from fanbu.bench.feedback import run_bench as run_feedback_bench
 
-    run_feedback_bench(quick, out, console, work=work, seed=seed)
+    run_feedback_bench(quick, out, console, work=work, seed=seed, seeds=seeds)
     console.print(f"results written to {out}")
 
 
@@ -300,13 +311,21 @@ def bench_federated(
     out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-federated.json"),
     quick: Annotated[bool, typer.Option("--quick", help="Three domains, capped data, two rounds.")] = False,
     work: Annotated[
-        Path | None, typer.Option(help="Keep finished parts here; a rerun with the same --work skips them.")
+        Path | None,
+        typer.Option(help="Keep finished parts here; a rerun with the same --work skips those made with the "
+                     "same settings and code."),
     ] = None,
+    seeds: Annotated[
+        int,
+        typer.Option("--seeds", min=1, help="Run the bench for seeds 0..N-1 (training, the Dirichlet split, the "
+                     "attackers); report the mean and a 90% t-interval over seeds, targets judged on the mean."),
+    ] = 1,
 ) -> None:
-    """Federated vs centralised feedback, FedMKT's clients before/after, attacks x robust rules, 100 clients."""
+    """Federated vs centralised feedback, FedMKT's clients against local training, every robust rule x
+    attack, 100 clients."""
     from fanbu.bench.federated import run_bench as run_federated_bench
 
-    run_federated_bench(quick, out, console, work=work)
+    run_federated_bench(quick, out, console, work=work, seeds=seeds)
     console.print(f"results written to {out}")
 
 
@@ -317,11 +336,77 @@ def bench_serve(
     quick: Annotated[bool, typer.Option("--quick", help="Capped data and load; one domain.")] = False,
     domain: Annotated[str, typer.Option("--domain", help="The 20 Newsgroups domain to serve.")] = "rec",
     home: Annotated[Path | None, typer.Option(help="Keep the bench's registry, models and logs here.")] = None,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            help="Run the serving phases once per seed (seed s samples and orders the load's validation "
+            "texts); each figure is the mean over the seeds with a 90% Student-t interval.",
+        ),
+    ] = 1,
 ) -> None:
     """Small int8 vs large model behind a real server: throughput, latency, cascade, kill -9."""
     from fanbu.bench.serve import run_bench as run_serve_bench
 
-    run_serve_bench(quick, out, console, home=home, domain=domain)
+    run_serve_bench(quick, out, console, home=home, domain=domain, seeds=seeds)
+    console.print(f"results written to {out}")
+
+
+def _demo_in(home: Path, console: Console) -> dict:
+    """``fanbu demo --home HOME`` on the built-in default; its summary (for ``fanbu bench all``)."""
+    from fanbu.demo import DemoRecipe, run_demo
+
+    registry = _registry(home, None)
+    try:
+        return run_demo(load_recipe(DemoRecipe, None, []), registry, console)
+    finally:
+        registry.close()
+
+
+@bench_app.command("all")
+@friendly
+def bench_all(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Write <bench>.json, demo.json, environment.json and "
+                                          "suite.json here.")] = Path("bench-results"),
+    quick: Annotated[bool, typer.Option("--quick", help="Every bench's quick settings.")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="--seeds for the benches that take it (derive, "
+                                       "serve).")] = 1,
+    lm: Annotated[bool, typer.Option("--lm", help="Also the derive bench's causal-LM part (slower).")] = False,
+    demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Also time `fanbu demo` on a fresh registry "
+                                       "under --out-dir.")] = True,
+) -> None:
+    """Every bench in turn (derive, feedback, federated, serve), then the demo timed; a failure is recorded
+    and the others still run; exits 1 if any failed. `fanbu bench results` renders the directory."""
+    from fanbu.bench.suite import SuiteSettings, run_suite
+
+    record = run_suite(SuiteSettings(quick=quick, out_dir=out_dir, seeds=seeds, lm=lm, demo=demo), console,
+                       demo=_demo_in)
+    table = Table("bench", "status", "seconds", "error")
+    for name in record["order"]:
+        entry = record["benches"][name]
+        table.add_row(name, entry["status"], f"{entry['seconds']:.0f}", entry.get("error", ""))
+    console.print(table)
+    console.print(f"results in {out_dir}; render them with: fanbu bench results {out_dir} --out RESULTS.md",
+                  highlight=False)
+    if record["failed"]:
+        err_console.print(f"[bold red]failed:[/] {', '.join(record['failed'])}", highlight=False)
+        raise typer.Exit(1)
+
+
+@bench_app.command("results")
+@friendly
+def bench_results(
+    results_dir: Annotated[Path, typer.Argument(help="The --out-dir of `fanbu bench all`.")] = Path("bench-results"),
+    out: Annotated[Path, typer.Option("--out", help="The markdown file to write.")] = Path("RESULTS.md"),
+) -> None:
+    """Render the JSON files of `fanbu bench all` as one markdown file: every table headed by its command."""
+    from fanbu.bench.results import write_results
+
+    if not results_dir.is_dir():
+        raise ConfigError(f"{results_dir} is not a directory: run `fanbu bench all --quick --out-dir {results_dir}` "
+                          "first")
+    write_results(results_dir, out)
     console.print(f"results written to {out}")
 
 

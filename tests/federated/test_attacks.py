@@ -11,6 +11,7 @@ from fanbu.federated.attacks import (
     AttackConfig,
     attack_arrays,
     attack_logits,
+    boosts_update,
     flip_labels,
     malicious_ids,
     num_malicious,
@@ -69,7 +70,7 @@ def test_sign_flip_and_scaled_replacement_follow_their_formulas():
     np.testing.assert_allclose(replaced[1], -10.0)
     assert flipped[0].dtype == np.float32
     np.testing.assert_array_equal(replaced[2], w[2])  # integer buffers are left alone
-    untouched = attack_arrays("label_flip", g, w, 10.0)
+    untouched = attack_arrays("garbage_logits", g, w, 10.0)  # acts on logits, not on the arrays
     assert all(np.array_equal(a, b) for a, b in zip(untouched, w, strict=True))
     assert untouched[0] is not w[0]
 
@@ -99,3 +100,13 @@ def test_garbage_logits_are_large_random_and_shaped_like_the_honest_ones():
     assert np.abs(garbage).mean() > 20 * np.abs(honest).mean()
     np.testing.assert_array_equal(garbage, attack_logits(honest, config.rng("c1"), config.logit_magnitude))
     assert not np.array_equal(garbage, attack_logits(honest, config.rng("c2"), config.logit_magnitude))
+
+
+def test_a_boosted_label_flip_scales_its_update_and_an_unboosted_one_does_not():
+    assert not boosts_update(AttackConfig(kind="label_flip", fraction=0.2))
+    boosted = AttackConfig(kind="label_flip", fraction=0.2, scale=10.0)
+    assert boosts_update(boosted) and boosts_update(AttackConfig(kind="sign_flip", fraction=0.2))
+    assert not boosts_update(AttackConfig(kind="garbage_logits", fraction=0.2, scale=3.0))
+    g, w = np.zeros(3), np.array([1.0, -2.0, 0.5])
+    (sent,) = attack_arrays("label_flip", [g], [w], boosted.resolved_scale(15))
+    np.testing.assert_allclose(sent, 10.0 * w)  # global + scale * (local - global), explicit boosting

@@ -1,9 +1,19 @@
-"""Baselines a derived student must beat: TF-IDF + logistic regression, and a same-shape student from scratch."""
+"""Baselines a derived student must beat: TF-IDF + logistic regression, and a same-shape student from scratch.
+
+The scratch student gets what the distilled student gets, less the teacher: the same labelled data,
+the same validation split, the same transfer texts and the same number of optimiser steps
+(:func:`self_train_scratch`). Without a teacher it can use the unlabelled transfer texts only through
+its own predictions, so it self-trains.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -14,6 +24,8 @@ from fanbu.evaluate.metrics import accuracy
 from fanbu.models.encoder import EncoderClassifier, EncoderHandle
 from fanbu.train.classify import evaluate_heads, train_heads
 from fanbu.train.config import TrainConfig
+
+Pairs = tuple[Sequence[str], Sequence[int]]
 
 
 def tfidf_accuracy(
@@ -39,15 +51,132 @@ def scratch_like(student: EncoderHandle, seed: int = 0) -> EncoderHandle:
                          truncation=student.truncation)
 
 
+def planned_steps(examples: int, config: TrainConfig) -> int:
+    """The optimiser steps the loop takes on one task of ``examples`` examples under ``config``.
+
+    ``ceil(ceil(examples / batch_size) / grad_accum) * epochs``, capped at ``max_steps``; early stopping
+    (``patience``) can only end a run sooner.
+    """
+    batches = math.ceil(examples / config.batch_size)
+    steps = math.ceil(batches / config.grad_accum) * config.epochs
+    return steps if config.max_steps is None else min(steps, config.max_steps)
+
+
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray) -> float | None:
+    """The confidence threshold at which pseudo-labels are kept, chosen on validation texts.
+
+    Of the thresholds 0 and each validation confidence, the one that maximises right minus wrong
+    predictions among the validation texts kept (``confidence >= threshold``); ties go to the lower
+    threshold (more text). ``None`` when every threshold keeps more wrong than right predictions: keep none.
+    """
+    candidates = np.unique(np.concatenate([[0.0], confidence]))  # ascending
+    gains = np.where(correct, 1, -1)
+    scores = [int(gains[confidence >= t].sum()) for t in candidates]
+    best = int(np.argmax(scores))  # the first maximum: the lowest threshold
+    return float(candidates[best]) if scores[best] > 0 else None
+
+
+@dataclass(frozen=True)
+class ScratchResult:
+    """The scratch student's test accuracy and what it was given."""
+
+    accuracy: float
+    steps: int  # optimiser steps taken, both phases
+    budget: int  # the distilled student's steps, which ``steps`` matches
+    labelled_steps: int  # phase 1: the labelled data alone
+    self_training_steps: int  # phase 2: labelled + pseudo-labelled
+    transfer_texts: int  # transfer texts the model pseudo-labelled (all of them)
+    pseudo_labelled: int  # of those, kept (confidence >= threshold)
+    threshold: float | None  # None: none kept
+    kept: Literal["labelled", "self_trained"]  # which phase's model won on validation
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _validation_accuracy(handle: EncoderHandle, head: str, validation: Pairs) -> float:
+    return evaluate_heads(handle, {head: validation})[head]["accuracy"]
+
+
+def self_train_scratch(
+    student: EncoderHandle,
+    head: str,
+    train: Pairs,
+    validation: Pairs,
+    test: Pairs,
+    transfer: Sequence[str],
+    config: TrainConfig,
+    threshold: float | Literal["validation"] = "validation",
+) -> ScratchResult:
+    """A student of ``student``'s shape from scratch, self-trained on the transfer texts, scored on ``test``.
+
+    The budget is the distilled student's: the steps ``config`` gives on ``len(train) + len(transfer)``
+    examples (:func:`planned_steps`). Phase 1 trains on the labelled data as ``config`` says (its epochs,
+    at most the budget), keeping its best validation weights. The model then labels every transfer text
+    with its argmax; those at least ``threshold`` confident are kept (``"validation"``: the threshold
+    :func:`choose_threshold` picks on the validation split; 0: all). Phase 2 continues from phase 1's
+    weights on labelled + pseudo-labelled texts for the remaining steps (a fresh warm-up and decay) and
+    ends with its last weights, unless phase 1's scored higher on validation. The test split is only
+    ever scored.
+    """
+    budget = planned_steps(len(train[0]) + len(transfer), config)
+    scratch = scratch_like(student, config.seed)
+    first = planned_steps(len(train[0]), config)
+    phase1 = config if first <= budget else config.model_copy(update={"max_steps": budget})
+    done = train_heads(scratch, {head: train}, phase1, {head: validation}, description=f"{head} scratch")
+    labelled_steps = done.state.global_step
+    remaining = budget - labelled_steps
+    kept_threshold: float | None = None
+    pseudo: list[tuple[str, int]] = []
+    if transfer:
+        probs = scratch.predict_proba(list(transfer), head, batch_size=64)  # (transfer, labels)
+        if threshold == "validation":
+            val_probs = scratch.predict_proba(list(validation[0]), head, batch_size=64)  # (validation, labels)
+            correct = val_probs.argmax(axis=-1) == np.asarray(validation[1])
+            kept_threshold = choose_threshold(val_probs.max(axis=-1), correct)
+        else:
+            kept_threshold = float(threshold)
+        if kept_threshold is not None:
+            keep = probs.max(axis=-1) >= kept_threshold
+            pseudo = [(t, int(y)) for t, y, k in zip(transfer, probs.argmax(axis=-1), keep, strict=True) if k]
+    steps, kept = labelled_steps, "labelled"
+    if remaining > 0:
+        phase1_score = _validation_accuracy(scratch, head, validation)
+        phase1_weights = {k: v.detach().clone() for k, v in scratch.model.state_dict().items()}
+        texts = [*train[0], *(t for t, _ in pseudo)]
+        labels = [*(int(y) for y in train[1]), *(y for _, y in pseudo)]
+        per_epoch = planned_steps(len(texts), config.model_copy(update={"epochs": 1, "max_steps": None}))
+        phase2 = config.model_copy(
+            update={"epochs": math.ceil(remaining / per_epoch), "max_steps": remaining, "restore_best": False}
+        )
+        result = train_heads(scratch, {head: (texts, labels)}, phase2, {head: validation},
+                             description=f"{head} scratch self-training")
+        steps += result.state.global_step
+        if _validation_accuracy(scratch, head, validation) >= phase1_score:
+            kept = "self_trained"
+        else:
+            scratch.model.load_state_dict(phase1_weights)
+    return ScratchResult(
+        accuracy=evaluate_heads(scratch, {head: test})[head]["accuracy"],
+        steps=steps,
+        budget=budget,
+        labelled_steps=labelled_steps,
+        self_training_steps=steps - labelled_steps,
+        transfer_texts=len(transfer),
+        pseudo_labelled=len(pseudo),
+        threshold=kept_threshold,
+        kept=kept,
+    )
+
+
 def scratch_accuracy(
     student: EncoderHandle,
     head: str,
-    train: tuple[Sequence[str], Sequence[int]],
-    validation: tuple[Sequence[str], Sequence[int]],
-    test: tuple[Sequence[str], Sequence[int]],
+    train: Pairs,
+    validation: Pairs,
+    test: Pairs,
     config: TrainConfig,
+    transfer: Sequence[str] = (),
 ) -> float:
-    """Test accuracy of the student's shape trained from scratch on the same data with the same budget."""
-    scratch = scratch_like(student, config.seed)
-    train_heads(scratch, {head: train}, config, {head: validation}, description=f"{head} scratch")
-    return evaluate_heads(scratch, {head: test})[head]["accuracy"]
+    """Test accuracy of :func:`self_train_scratch` (no transfer texts: the labelled data alone, same steps)."""
+    return self_train_scratch(student, head, train, validation, test, transfer, config).accuracy

@@ -1,6 +1,8 @@
 """Attack simulator: a seeded fraction of clients turns malicious in one of four ways.
 
-* ``label_flip``: the client trains on labels replaced by a different, random class.
+* ``label_flip``: the client trains on labels replaced by a different, random class; with ``scale``
+  it also boosts its update, ``global + scale * (local - global)`` ("explicit boosting", Bhagoji et al.,
+  https://arxiv.org/abs/1811.12470), so that its poisoned model is not averaged away.
 * ``sign_flip``: the client sends ``global - scale * (local - global)`` (its update reversed).
 * ``scaled_replacement``: the client sends ``global + scale * (local - global)``, the model-replacement
   attack of Bagdasaryan et al. (https://arxiv.org/abs/1807.00459); ``scale`` defaults to the number of
@@ -36,8 +38,8 @@ class AttackConfig(Strict):
     scale: float | None = Field(
         None,
         gt=0,
-        description="Boost of sign_flip / scaled_replacement updates; default: 1 for sign_flip, the "
-        "number of clients for scaled_replacement.",
+        description="Boost of sign_flip / scaled_replacement / label_flip updates; default: 1 for sign_flip "
+        "and label_flip (no boost), the number of clients for scaled_replacement.",
     )
     logit_magnitude: float = Field(
         100.0, gt=0, description="Standard deviation of the garbage logits sent by garbage_logits."
@@ -88,6 +90,11 @@ def flip_labels(labels: Sequence[int], n_classes: int, rng: np.random.Generator)
     return ((y + shift) % n_classes).tolist()
 
 
+def boosts_update(config: AttackConfig) -> bool:
+    """Whether a malicious client of ``config`` changes the arrays it sends (not only its data or logits)."""
+    return config.kind in ARRAY_ATTACKS or (config.kind == "label_flip" and config.scale is not None)
+
+
 def attack_arrays(
     kind: str,
     global_arrays: Sequence[np.ndarray],
@@ -97,12 +104,12 @@ def attack_arrays(
     """The arrays a malicious client sends instead of ``local_arrays``.
 
     ``sign_flip`` sends ``global - scale * (local - global)``; ``scaled_replacement`` sends
-    ``global + scale * (local - global)``. Other kinds do not touch the arrays (``label_flip`` acts on
-    the data, ``garbage_logits`` on the logits), so copies of ``local_arrays`` come back.
+    ``global + scale * (local - global)``, and so does a boosted ``label_flip``. ``garbage_logits``
+    does not touch the arrays (it acts on the logits), so copies of ``local_arrays`` come back.
     """
     if len(global_arrays) != len(local_arrays):
         raise ConfigError(f"attack: {len(global_arrays)} global arrays but {len(local_arrays)} local ones")
-    if kind not in ARRAY_ATTACKS:
+    if kind not in (*ARRAY_ATTACKS, "label_flip"):
         return [np.array(a, copy=True) for a in local_arrays]
     sign = -1.0 if kind == "sign_flip" else 1.0
     out = []

@@ -33,7 +33,7 @@ from flwr.clientapp import ClientApp
 
 from fanbu.errors import ModelError
 from fanbu.federated import fedmkt
-from fanbu.federated.attacks import ARRAY_ATTACKS, attack_arrays, attack_logits, flip_labels, malicious_ids
+from fanbu.federated.attacks import attack_arrays, attack_logits, boosts_update, flip_labels, malicious_ids
 from fanbu.federated.data import ClientData, client_data, slots_of, texts_fingerprint
 from fanbu.federated.local import ProximalTerm, finish_shared, load_arrays, shared_model, trainable_arrays
 from fanbu.federated.partition import ClientSlot, resolve_slot
@@ -184,7 +184,7 @@ def train_shared(msg: Message, context: Context, settings: RunSettings) -> Messa
     metrics = {"acc-before": before, "acc-after": after}
     if rnd >= total and recipe.save_clients:
         run.save(finish_shared(copy.deepcopy(handle)), metrics)
-    if run.malicious and recipe.attack.kind in ARRAY_ATTACKS:
+    if run.malicious and boosts_update(recipe.attack):
         keys = list(arrays)
         scale = recipe.attack.resolved_scale(run.n_clients)
         poisoned = attack_arrays(

@@ -1,0 +1,251 @@
+"""``fanbu bench all``: every quick bench in turn, and the demo timed, into one directory of JSON files.
+
+Each bench's ``run_bench`` writes ``DIR/<bench>.json`` (its own report, with its ``command`` and
+``target``); the demo's summary and wall-clock seconds go to ``DIR/demo.json``; the machine to
+``DIR/environment.json``; and what ran, in what order, how long and whether it failed to
+``DIR/suite.json``. A bench that fails is recorded there with its error and the others still run.
+:mod:`fanbu.bench.results` renders the directory as one markdown file.
+
+The demo lives in :mod:`fanbu.demo`, a sibling of this package that it may not import: the command
+line passes it in as ``demo``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+import fanbu
+from fanbu.io import atomic_write_json
+
+#: The benches ``fanbu bench all`` runs, in this order; the demo runs after them.
+BENCHES = ("derive", "feedback", "federated", "serve")
+#: The files of ``DIR`` that are not a bench's report.
+SUITE_FILE, ENVIRONMENT_FILE, DEMO_FILE = "suite.json", "environment.json", "demo.json"
+DEMO_HOME = "demo-home"
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    """What ``fanbu bench all`` was asked for.
+
+    ``seeds`` goes to the benches that take ``--seeds`` (derive, serve); ``lm`` adds the derive bench's
+    causal-LM part (``--lm``: SmolLM2-135M, about 12 minutes more on 2 cores).
+    """
+
+    quick: bool
+    out_dir: Path
+    seeds: int = 1
+    lm: bool = False
+    demo: bool = True
+
+
+#: A bench runner: run it with these settings, write its JSON report to the path, print on the console.
+Runner = Callable[[SuiteSettings, Path, Console], Any]
+#: The demo: run it with a fresh registry home (the path) and return the summary it printed.
+DemoRunner = Callable[[Path, Console], dict[str, Any]]
+
+
+def _quick(s: SuiteSettings) -> str:
+    return " --quick" if s.quick else ""
+
+
+def _seeds(s: SuiteSettings) -> str:
+    return f" --seeds {s.seeds}" if s.seeds != 1 else ""
+
+
+def command_of(name: str, s: SuiteSettings, out: Path) -> str:
+    """The one-bench command equivalent to what the suite runs for ``name``."""
+    if name == "derive":
+        return f"fanbu bench derive{_quick(s)}{_seeds(s)}{' --lm' if s.lm else ''} --out {out}"
+    if name == "serve":
+        return f"fanbu bench serve{_quick(s)} --domain rec{_seeds(s)} --out {out}"
+    if name == "demo":
+        return f"fanbu demo --home {out}"
+    return f"fanbu bench {name}{_quick(s)} --out {out}"
+
+
+def _derive(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.derive import run_bench
+
+    return run_bench(s.quick, out, console, lm=s.lm, seeds=s.seeds)
+
+
+def _feedback(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.feedback import run_bench
+
+    return run_bench(s.quick, out, console)
+
+
+def _federated(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.federated import run_bench
+
+    return run_bench(s.quick, out, console)
+
+
+def _serve(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.serve import run_bench
+
+    return run_bench(s.quick, out, console, seeds=s.seeds)
+
+
+#: Each bench's runner, by name (the tests put stand-ins here).
+RUNNERS: dict[str, Runner] = {
+    "derive": _derive,
+    "feedback": _feedback,
+    "federated": _federated,
+    "serve": _serve,
+}
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", *args],
+            check=False,
+            cwd=Path(fanbu.__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    """The machine and software the numbers come from (recorded before any bench runs)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = os.cpu_count()
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "fanbu": fanbu.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+
+
+def _run_one(name: str, job: Callable[[], Any], command: str, out: Path, console: Console) -> dict[str, Any]:
+    """Run ``job`` (it writes ``out``); the record of how it went. A stale ``out`` is removed first."""
+    out.unlink(missing_ok=True)
+    console.rule(f"[bold]{name}[/]: {command}")
+    started = time.perf_counter()
+    try:
+        job()
+    except Exception as exc:  # noqa: BLE001 - a failing bench is recorded, and the others still run
+        seconds = time.perf_counter() - started
+        console.print(
+            f"[bold red]{name} failed[/] after {seconds:.0f} s: {type(exc).__name__}: {exc}", highlight=False
+        )
+        return {
+            "status": "failed",
+            "command": command,
+            "seconds": seconds,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(limit=-8),
+        }
+    seconds = time.perf_counter() - started
+    if not out.exists():
+        return {
+            "status": "failed",
+            "command": command,
+            "seconds": seconds,
+            "error": f"the bench finished but wrote no {out.name}",
+        }
+    return {"status": "ok", "command": command, "seconds": seconds}
+
+
+def run_suite(
+    settings: SuiteSettings,
+    console: Console,
+    demo: DemoRunner | None = None,
+    runners: dict[str, Runner] | None = None,
+) -> dict[str, Any]:
+    """Run every bench of ``runners`` (default :data:`RUNNERS`) in turn, then ``demo`` if given and
+    ``settings.demo``; write ``suite.json`` (and ``environment.json``) and return the suite record.
+
+    ``record["failed"]`` lists the benches that failed; the caller exits non-zero if it is not empty.
+    """
+    runners = RUNNERS if runners is None else runners
+    root = settings.out_dir
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(root / ENVIRONMENT_FILE, environment())
+    record: dict[str, Any] = {
+        "command": argv_command(settings),
+        "quick": settings.quick,
+        "seeds": settings.seeds,
+        "lm": settings.lm,
+        "started_at": _now(),
+        "benches": {},
+        "order": [],
+    }
+    started = time.perf_counter()
+
+    def save() -> None:
+        record["seconds"] = time.perf_counter() - started
+        record["failed"] = [n for n in record["order"] if record["benches"][n]["status"] != "ok"]
+        atomic_write_json(root / SUITE_FILE, record)
+
+    for name, runner in runners.items():
+        out = root / f"{name}.json"
+        entry = _run_one(
+            name, partial(runner, settings, out, console), command_of(name, settings, out), out, console
+        )
+        record["benches"][name] = entry
+        record["order"].append(name)
+        save()  # a bench that kills the process still leaves the ones before it recorded
+    if demo is not None and settings.demo:
+        home = root / DEMO_HOME
+        out = root / DEMO_FILE
+
+        def job() -> None:
+            if home.exists():
+                shutil.rmtree(home)  # a fresh registry: the demo's time from nothing
+            began = time.perf_counter()
+            summary = demo(home, console)
+            seconds = time.perf_counter() - began
+            command = command_of("demo", settings, home)
+            atomic_write_json(out, {"command": command, "seconds": seconds, "summary": summary})
+
+        record["benches"]["demo"] = _run_one("demo", job, command_of("demo", settings, home), out, console)
+        record["order"].append("demo")
+    record["finished_at"] = _now()
+    save()
+    return record
+
+
+def argv_command(settings: SuiteSettings) -> str:
+    """``fanbu bench all ...`` as it would be typed for ``settings``."""
+    return (
+        f"fanbu bench all{_quick(settings)}{_seeds(settings)}{' --lm' if settings.lm else ''}"
+        f"{'' if settings.demo else ' --no-demo'} --out-dir {settings.out_dir}"
+    )

@@ -1,0 +1,213 @@
+"""``fanbu bench all`` with stand-in benches, and ``fanbu bench results`` on fake JSON files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from fanbu.bench import suite
+from fanbu.bench.results import render, target_rows
+from fanbu.bench.suite import SuiteSettings, run_suite
+from fanbu.cli import app
+
+runner = CliRunner()
+
+DERIVE = {
+    "bench": "derive",
+    "quick": True,
+    "command": "fanbu bench derive --quick --seeds 2 --out DIR/derive.json",
+    "mean": {"retention": 0.997, "param_ratio": 0.123, "speedup_b1": 7.4},
+    "interval": {"retention": [0.99, 1.004], "param_ratio": None, "speedup_b1": [7.0, 7.8]},
+    "domains": [
+        {"name": "rec", "retention": 0.978, "scratch": {"steps": 3}},
+        {"name": "comp", "retention": 1.02},
+    ],
+    "target": {
+        "retention": {
+            "value": 0.997,
+            "bar": 0.98,
+            "met": True,
+            "interval": [0.99, 1.004],
+            "rule": "acc ratio >= bar",
+        },
+        "speedup_b1": {"value": 7.4, "bar": 10.0, "met": False, "interval": None, "rule": "p50 ratio >= bar"},
+    },
+    "lm": {
+        "mean": {"student_ppl": 1429.0, "teacher_ppl": 39.0},
+        "domains": [{"name": "bbc-tech", "student_ppl": 1966.0}],
+    },
+    "seconds": 2212.3,
+}
+FEDERATED = {
+    "command": "fanbu bench federated --quick --out DIR/federated.json",
+    "fed_acc": 0.75,
+    "central_acc": 0.78,
+    "scale": {"clients": 100, "share": "1/100"},
+    "target": {
+        "fed_ratio": 0.96,
+        "fed_ratio_met": True,
+        "attacks_held": {"sign_flip": False, "noise": True},
+        "clients_improve": True,
+    },
+    "seconds": 900.0,
+}
+SERVE = {
+    "command": "fanbu bench serve --quick --domain rec --out DIR/serve.json",
+    "over_seeds": {"figures": {"cascade.acc": {"mean": 0.93, "interval": None, "values": [0.93]}}},
+    "target": {
+        "lost_after_kill": {
+            "value": 0,
+            "bar": 0,
+            "met": True,
+            "interval": None,
+            "rule": "none lost",
+            "on": "equal_threads",
+        }
+    },
+}
+DEMO_SUMMARY = {
+    "model": "large:v1",
+    "seconds": 300.5,
+    "test": {"comp": {"accuracy": 0.73, "macro_f1": 0.7, "n": 200}, "bbc-news": {"accuracy": 0.97, "n": 200}},
+    "feedback_domains": ["comp"],
+    "speed": {"latency_b1_p50_ms": 26.1, "params": 22.7e6},
+    "small": [{"domain": "comp", "acc": 0.63, "p50_ms": 4.2}],
+}
+
+
+def _stand_in(report: dict[str, Any], calls: list[str], fail: bool = False):
+    def run(settings: SuiteSettings, out: Path, console: Console) -> dict[str, Any]:
+        calls.append(out.stem)
+        if fail:
+            raise RuntimeError("out of memory")
+        out.write_text(json.dumps({**report, "seeds_asked": settings.seeds}))
+        return report
+
+    return run
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    calls: list[str] = []
+    runners = {
+        "derive": _stand_in(DERIVE, calls),
+        "feedback": _stand_in({}, calls, fail=True),
+        "federated": _stand_in(FEDERATED, calls),
+        "serve": _stand_in(SERVE, calls),
+    }
+    monkeypatch.setattr(suite, "RUNNERS", runners)
+    return calls
+
+
+def _demo(home: Path, console: Console) -> dict[str, Any]:
+    assert not home.exists()  # a fresh registry home
+    home.mkdir(parents=True)
+    return DEMO_SUMMARY
+
+
+def test_every_bench_runs_in_order_and_a_failure_is_recorded(tmp_path, stand_ins):
+    (tmp_path / "feedback.json").write_text('{"stale": true}')  # an earlier run's file must not survive
+    (tmp_path / "demo-home").mkdir()
+    record = run_suite(SuiteSettings(quick=True, out_dir=tmp_path, seeds=2), Console(quiet=True), demo=_demo)
+    assert stand_ins == ["derive", "feedback", "federated", "serve"]
+    assert record["order"] == ["derive", "feedback", "federated", "serve", "demo"]
+    assert record["failed"] == ["feedback"]
+    assert record["benches"]["feedback"]["error"] == "RuntimeError: out of memory"
+    assert not (tmp_path / "feedback.json").exists()
+    assert json.loads((tmp_path / "derive.json").read_text())["seeds_asked"] == 2
+    assert (
+        record["benches"]["derive"]["command"]
+        == f"fanbu bench derive --quick --seeds 2 --out {tmp_path}/derive.json"
+    )
+    demo = json.loads((tmp_path / "demo.json").read_text())
+    assert demo["summary"]["test"]["comp"]["accuracy"] == 0.73 and demo["seconds"] >= 0
+    assert demo["command"] == f"fanbu demo --home {tmp_path}/demo-home"
+    environment = json.loads((tmp_path / "environment.json").read_text())
+    assert {"cpu_count", "torch_threads", "python", "torch", "git_commit"} <= set(environment)
+    assert json.loads((tmp_path / "suite.json").read_text())["failed"] == ["feedback"]
+
+
+def test_bench_all_exits_non_zero_when_a_bench_failed(tmp_path, stand_ins, monkeypatch):
+    import fanbu.cli
+
+    monkeypatch.setattr(fanbu.cli, "_demo_in", _demo)
+    result = runner.invoke(app, ["bench", "all", "--quick", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert stand_ins == ["derive", "feedback", "federated", "serve"]
+    assert (tmp_path / "demo.json").exists()
+
+
+def test_bench_all_exits_zero_when_every_bench_finished(tmp_path, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(suite, "RUNNERS", {"derive": _stand_in(DERIVE, calls)})
+    result = runner.invoke(app, ["bench", "all", "--quick", "--no-demo", "--out-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert calls == ["derive"] and not (tmp_path / "demo.json").exists()
+
+
+def test_results_render_commands_targets_demo_and_environment(tmp_path, stand_ins):
+    run_suite(SuiteSettings(quick=True, out_dir=tmp_path), Console(quiet=True), demo=_demo)
+    out = tmp_path / "RESULTS.md"
+    result = runner.invoke(app, ["bench", "results", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    # every table headed by the command that made it
+    assert "| `fanbu bench derive --quick --seeds 2 --out DIR/derive.json` | value | interval |" in text
+    assert (
+        "| `fanbu bench derive --quick --seeds 2 --out DIR/derive.json`: targets | value | bar | met |"
+        in text
+    )
+    assert "| retention | 0.997 | 0.98 | met | [0.99, 1.004] | acc ratio >= bar |" in text
+    assert "| speedup_b1 | 7.4 | 10 | **SHORT** |  | p50 ratio >= bar |" in text
+    assert "`fanbu bench derive --quick --seeds 2 --out DIR/derive.json`: `lm`" in text
+    assert "| rec | 0.978 |" in text  # the per-domain rows
+    # the federated bench's flat targets: a number paired with its _met, nested yes/no
+    assert "| fed_ratio | 0.96 |  | met |" in text and "fed_ratio_met" not in text
+    assert "| attacks_held.sign_flip |  |  | **SHORT** |" in text
+    assert "| fed_acc | 0.75 |" in text and "| scale.clients | 100 |" in text
+    # the serve bench's figures over seeds, and a target's extra key
+    assert "| cascade.acc | 0.93 |" in text and "none lost; on: equal_threads" in text
+    # the failure, the demo and the machine
+    assert "**FAILED**" in text and "RuntimeError: out of memory" in text and "Failed: feedback." in text
+    assert (
+        f"`fanbu demo --home {tmp_path}/demo-home`:" in text
+        and "| comp | feedback | 200 | 0.73 | 0.7 | 0.63 |" in text
+    )
+    assert "| bbc-news | held out | 200 | 0.97 |" in text
+    assert "## environment" in text and "| torch_threads |" in text
+    assert (
+        text.index("## derive") < text.index("## feedback") < text.index("## serve") < text.index("## demo")
+    )
+
+
+def test_rendering_is_deterministic(tmp_path):
+    for name, report in (("serve", SERVE), ("federated", FEDERATED), ("derive", DERIVE)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    (tmp_path / "environment.json").write_text(json.dumps({"python": "3.11.9", "cpu_count": 2}))
+    first = render(tmp_path)
+    # the same content, keys written in another order, gives the same bytes
+    for name, report in (("serve", SERVE), ("federated", FEDERATED), ("derive", DERIVE)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(dict(reversed(list(report.items())))))
+    assert render(tmp_path) == first
+    # without suite.json: the benches in the suite's order
+    assert first.index("## derive") < first.index("## federated") < first.index("## serve")
+    assert "| cpu_count | 2 |" in first
+
+
+def test_targets_of_any_shape():
+    assert target_rows({"met": True, "pgr_mean": 0.5}) == [
+        ["met", "", "", "met", "", ""],
+        ["pgr_mean", "0.5", "", "", "", ""],
+    ]
+    assert target_rows(True) == [["target", "yes", "", "met", "", ""]]
+
+
+def test_bench_results_needs_a_directory(tmp_path):
+    result = runner.invoke(app, ["bench", "results", str(tmp_path / "missing")])
+    assert result.exit_code == 2
+    assert "fanbu bench all --quick" in result.output
