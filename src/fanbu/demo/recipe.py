@@ -10,13 +10,13 @@ own expert, LwF on every head); :mod:`fanbu.demo.feedback` explains why.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from fanbu.config import Strict
 from fanbu.data.slices import SliceCaps
-from fanbu.derive.presets import FAST_SMALL_STAGES, copy_stages
+from fanbu.derive.presets import DEMO_SMALL_STAGES, copy_stages
 from fanbu.feedback.gate.promotion import GateConfig
 from fanbu.feedback.recipe import ExpertDerive, StrategyList
 from fanbu.train.config import TrainConfig
@@ -35,8 +35,14 @@ class DemoDerive(Strict):
 
     enabled: bool = Field(True, description="Derive the small models after training large v0.")
     max_train: int = Field(300, ge=1, description="Private training examples per domain for its small model.")
+    transfer: Literal["none", "public"] = Field(
+        "public", description="Unlabeled distillation text: none, or the domains' public slices (soft labels only)."
+    )
+    max_transfer: int | None = Field(
+        600, ge=1, description="Cap on transfer texts per domain: its own public slice first, then the others."
+    )
     stages: list = Field(
-        default_factory=lambda: copy_stages(FAST_SMALL_STAGES),
+        default_factory=lambda: copy_stages(DEMO_SMALL_STAGES),
         description="The derive stages (see `fanbu stages`); the teacher is large v0.",
     )
 

@@ -104,7 +104,9 @@ def derive_small(recipe: DemoRecipe, registry: Registry, summary: dict, console:
     settings = recipe.benchmark
     derive = DeriveRecipe(
         teacher=summary["model"], max_length=recipe.max_length, stages=recipe.derive.stages,
-        data=DeriveData.of(settings, None, recipe.derive.max_train),
+        data=DeriveData.of(
+            settings, None, recipe.derive.max_train, recipe.derive.transfer, recipe.derive.max_transfer
+        ),
     )
     console.print(f"[bold]Deriving a small model per domain[/] from {summary['model']} (private slices)")
     results = run_derive(derive, registry)
