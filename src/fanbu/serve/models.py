@@ -14,7 +14,6 @@ tokenizer's caches before two threads can race to build them.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from fanbu.errors import FanbuError, ModelError
-from fanbu.models.encoder import HANDLE_FILE, EncoderHandle
+from fanbu.models.encoder import HANDLE_FILE, EncoderHandle, read_handle_settings
 from fanbu.models.loading import CLASSIFIER_KINDS
 from fanbu.models.loading import load_predictor as load_predictor_at
 from fanbu.models.predict import Predictor
@@ -39,17 +38,11 @@ __all__ = [
     "parse_ref",
     "read_labels",
     "read_settings",
-    "resolve",
 ]
 
 
 class NotServableError(FanbuError):
     """The model exists but is not a classifier (encoder or MoE encoder with heads) the server can run."""
-
-
-def resolve(registry: Registry, ref: str) -> ModelRecord:
-    """The registered model ``ref`` names (:meth:`Workspace.resolve <fanbu.registry.workspace.Workspace.resolve>`)."""
-    return Workspace(registry).resolve(ref)
 
 
 def read_settings(record: ModelRecord) -> dict[str, Any]:
@@ -61,11 +54,11 @@ def read_settings(record: ModelRecord) -> dict[str, Any]:
             f"serve a saved model of kind {' or '.join(CLASSIFIER_KINDS)}, or a quantize deployment"
         )
     try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-        labels, max_length = settings["labels"], int(settings["max_length"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        settings = read_handle_settings(Path(record.path))
+        max_length = int(settings["max_length"])
+    except (ModelError, ValueError, TypeError) as exc:
         raise NotServableError(f"{path}: unreadable ({exc}); re-save model {record.id}") from None
-    return {**settings, "labels": labels, "max_length": max_length}
+    return {**settings, "max_length": max_length}
 
 
 def read_labels(record: ModelRecord) -> dict[str, list[str]]:

@@ -7,9 +7,10 @@ from rich.console import Console
 from fanbu.collect.store import LogStore
 from fanbu.errors import ConfigError
 from fanbu.registry import Registry
+from fanbu.registry.workspace import Workspace
 from fanbu.serve.app import create_app
 from fanbu.serve.config import ServeConfig
-from fanbu.serve.models import read_labels, resolve
+from fanbu.serve.models import read_labels
 from fanbu.serve.security import TOKEN_ENV, TOKEN_FILE, resolve_token
 
 
@@ -18,7 +19,7 @@ def serve(config: ServeConfig, registry: Registry, console: Console) -> None:
     import uvicorn
 
     for ref in [*config.models, *(r for c in config.cascades.values() for r in (c.small, c.large))]:
-        read_labels(resolve(registry, ref))  # unknown or unservable models fail here, before listening
+        read_labels(Workspace(registry).resolve(ref))  # unknown or unservable models fail here, before listening
     token_hash: str | None = None
     if config.auth:
         try:
