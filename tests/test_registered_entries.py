@@ -37,6 +37,7 @@ from test_robust import LoopbackGrid, reply, task_identity  # noqa: F401 - task_
 
 from fanbu.config import validate
 from fanbu.derive.data import DomainData
+from fanbu.derive.prune import PruneConfig, prune_encoder
 from fanbu.derive.stages import STAGES, StageContext, StageOutput
 from fanbu.errors import ConfigError
 from fanbu.evaluate.speed import param_count
@@ -214,7 +215,10 @@ def test_every_strategy_makes_a_candidate_that_predicts_every_head_and_reloads(
     info = STRATEGIES.get(name)
     config = validate(info.config, tiny_settings(info.config), source=name)
     before = {k: v.clone() for k, v in swarm.large.model.state_dict().items()}
-    ctx: FeedbackContext = swarm.context(tmp_path / "work")
+    experts = None
+    if info.has("pruned_experts"):  # students cut from the champion, with their recorded sub-networks
+        experts = {d: prune_encoder(e, PruneConfig(heads=2, hidden=16)) for d, e in swarm.experts.items()}
+    ctx: FeedbackContext = swarm.context(tmp_path / "work", experts)
     out = info.run(ctx, config)
 
     assert isinstance(out, StrategyOutput) and out.relation in RELATIONS

@@ -10,18 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save, save_file
 from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from fanbu.errors import ModelError
-from fanbu.io import atomic_write_json
+from fanbu.io import atomic_write_bytes, atomic_write_json
 from fanbu.models.artefact import Provenance, expect_kind, model_directory, write_provenance
 from fanbu.models.predict import check_request, length_runs, predict_in_runs
 from fanbu.models.sources import (
@@ -36,6 +38,8 @@ from fanbu.models.tokenize import TRUNCATIONS, Truncation, encode_texts
 
 HEADS_FILE = "heads.safetensors"
 HANDLE_FILE = "handle.json"
+SUBNETWORK_JSON = "subnetwork.json"
+SUBNETWORK_FILE = "subnetwork.safetensors"
 
 
 def head_seed(seed: int, name: str) -> int:
@@ -128,10 +132,23 @@ def tokenize_texts(
     return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
 
 
+@dataclass
+class Sidecar:
+    """JSON metadata and tensors a handle keeps beside its weights: a pruned student's record of where
+    it sits in the large model (built and read by :mod:`fanbu.derive.prune.subnetwork`)."""
+
+    meta: dict[str, Any]
+    tensors: dict[str, Tensor]
+
+
 class EncoderHandle:
-    """An :class:`EncoderClassifier` with its tokenizer and the label names of each head."""
+    """An :class:`EncoderClassifier` with its tokenizer and the label names of each head.
+
+    ``subnetwork``: saved as ``subnetwork.json`` / ``subnetwork.safetensors`` and read back on load.
+    """
 
     kind = "encoder"
+    subnetwork: Sidecar | None = None
 
     def __init__(
         self,
@@ -270,6 +287,8 @@ class EncoderHandle:
         with model_directory(path, overwrite) as tmp:
             self.model.encoder.save_pretrained(tmp)
             self.write_classifier_files(tmp)
+            if self.subnetwork is not None:
+                write_sidecar(tmp, self.subnetwork)
             write_provenance(tmp, provenance, self.kind)
         self.provenance = provenance
         return Path(path)
@@ -301,9 +320,11 @@ class EncoderHandle:
         tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolved)
         model = classifier_with_heads(encoder, directory, settings)
         labels: dict[str, list[str]] = settings["labels"]
-        return cls(
+        handle = cls(
             model, tokenizer, labels, settings["max_length"], provenance, settings.get("truncation", "head")
         )
+        handle.subnetwork = read_sidecar(directory)
+        return handle
 
 
 def read_handle_settings(directory: Path) -> dict[str, Any]:
@@ -329,3 +350,23 @@ def classifier_with_heads(encoder: nn.Module, directory: Path, settings: dict[st
         except (RuntimeError, OSError) as exc:
             raise ModelError(f"{directory / HEADS_FILE}: does not match {HANDLE_FILE} ({exc}); re-save") from None
     return model
+
+
+def write_sidecar(directory: Path, sidecar: Sidecar) -> None:
+    """Write ``subnetwork.safetensors`` and ``subnetwork.json`` into a model directory being saved."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in sidecar.tensors.items()}
+    atomic_write_bytes(directory / SUBNETWORK_FILE, save(tensors))
+    atomic_write_json(directory / SUBNETWORK_JSON, sidecar.meta)
+
+
+def read_sidecar(directory: Path) -> Sidecar | None:
+    """The sidecar saved in ``directory``, or ``None`` when it has none."""
+    path = directory / SUBNETWORK_JSON
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        tensors = load_file(str(directory / SUBNETWORK_FILE))
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise ModelError(f"{path} or {SUBNETWORK_FILE}: unreadable ({exc}); re-save the model") from None
+    return Sidecar(meta, tensors)

@@ -18,8 +18,9 @@ from fanbu.derive.prune.checks import check_config
 from fanbu.derive.prune.config import Calibration, PruneConfig, PruneError
 from fanbu.derive.prune.importance import unit_importance
 from fanbu.derive.prune.layout import Layout, encoder_layout
-from fanbu.derive.prune.plan import Plan, family_indices, make_plan, slice_state
+from fanbu.derive.prune.plan import Plan, family_indices, make_plan, slice_sources, slice_state
 from fanbu.derive.prune.schedule import Targets, round_targets, run_rounds
+from fanbu.derive.prune.subnetwork import record_shrink
 from fanbu.derive.prune.vocab import select_vocab, trim_tokenizer
 from fanbu.models.encoder import EncoderClassifier, EncoderHandle
 
@@ -49,12 +50,15 @@ def shrink_encoder(
     """The smaller handle ``plan`` describes; ``handle`` is left as it was.
 
     When heads get narrower (``head_dim`` shrinks) the queries are scaled by ``sqrt(d_new / d_old)``
-    so attention logits keep BERT's ``q.k / sqrt(d_old)`` scale.
+    so attention logits keep BERT's ``q.k / sqrt(d_old)`` scale. The result's ``subnetwork`` records
+    where its tensors sit in the large model (:mod:`fanbu.derive.prune.subnetwork`).
     """
     old = handle.model
     layout = encoder_layout(old)
-    state = slice_state(old.state_dict(), layout, family_indices(plan, layout), plan.layers)
+    full, keep = old.state_dict(), family_indices(plan, layout)
+    state = slice_state(full, layout, keep, plan.layers)
     head_dim = plan.head_dim or layout.head_dim
+    scales: dict[str, float] = {}
     if head_dim != layout.head_dim:
         factor = math.sqrt(head_dim / layout.head_dim)
         for index in range(len(plan.layers)):
@@ -62,6 +66,7 @@ def shrink_encoder(
                 key = f"encoder.encoder.layer.{index}.attention.self.query.{part}"
                 if key in state:
                     state[key] = state[key] * factor
+                    scales[key] = factor
     config = _encoder_config(old.encoder.config, plan, layout)
     extra = {} if getattr(old.encoder, "pooler", None) is not None else {"add_pooling_layer": False}
     reference = next(old.encoder.parameters())
@@ -77,7 +82,12 @@ def shrink_encoder(
     )
     model.train(old.training)
     new_tokenizer = tokenizer if tokenizer is not None else copy.deepcopy(handle.tokenizer)
-    return EncoderHandle(model, new_tokenizer, handle.labels, handle.max_length, truncation=handle.truncation)
+    pruned = EncoderHandle(
+        model, new_tokenizer, handle.labels, handle.max_length, truncation=handle.truncation
+    )
+    sources = slice_sources(full, layout, keep, plan.layers)
+    pruned.subnetwork = record_shrink(handle, sources, scales, state).to_sidecar()
+    return pruned
 
 
 def _round(

@@ -120,20 +120,34 @@ def family_indices(plan: Plan, layout: Layout) -> dict[Family, Tensor]:
     return keep
 
 
+Index = tuple[Tensor | None, ...]  # per dim: the indices kept (None: the whole dim)
+
+
+def slice_sources(
+    state: Mapping[str, Tensor], layout: Layout, keep: Mapping[Family, Tensor], layers: Sequence[int]
+) -> dict[str, tuple[str, Index]]:
+    """For every tensor of the smaller model: the tensor of ``state`` it is cut from and, per dim, the
+    indices kept (kept layers renumbered ``0..n-1``)."""
+    position = {old: new for new, old in enumerate(layers)}
+    out: dict[str, tuple[str, Index]] = {}
+    for name in state:
+        layer = layout.layer_of(name)
+        if layer is not None and layer not in position:
+            continue
+        index = tuple(keep.get(family) if family is not None else None for family in layout.axes(name))
+        out[name if layer is None else rename_layer(name, position[layer])] = (name, index)
+    return out
+
+
 def slice_state(
     state: Mapping[str, Tensor], layout: Layout, keep: Mapping[Family, Tensor], layers: Sequence[int]
 ) -> dict[str, Tensor]:
     """The state dict of the smaller model: kept layers renumbered ``0..n-1``, every axis indexed."""
-    position = {old: new for new, old in enumerate(layers)}
     out: dict[str, Tensor] = {}
-    for name, tensor in state.items():
-        layer = layout.layer_of(name)
-        if layer is not None and layer not in position:
-            continue
-        sliced = tensor.detach()
-        for dim, family in enumerate(layout.axes(name)):
-            index = keep.get(family) if family is not None else None
-            if index is not None:
-                sliced = sliced.index_select(dim, index.to(sliced.device))
-        out[name if layer is None else rename_layer(name, position[layer])] = sliced
+    for new, (name, index) in slice_sources(state, layout, keep, layers).items():
+        sliced = state[name].detach()
+        for dim, kept in enumerate(index):
+            if kept is not None:
+                sliced = sliced.index_select(dim, kept.to(sliced.device))
+        out[new] = sliced
     return out

@@ -156,6 +156,8 @@ STRATEGIES: Catalog[StrategyInfo] = Catalog(
     capabilities={
         "same_architecture": "reads the experts' weights tensor by tensor: experts must have the champion's "
         "shape",
+        "pruned_experts": "reads each expert's recorded sub-network (where its weights sit in the champion): "
+        "experts must be pruned from the champion by a prune stage",
     },
     entry=StrategyInfo,
 )

@@ -7,4 +7,5 @@ from fanbu.feedback.strategies import (  # noqa: F401 (importing a strategy modu
     multitask,
     sequential,
     swarm,
+    transplant,
 )

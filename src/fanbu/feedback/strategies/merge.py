@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -100,25 +101,37 @@ def merge_states(
             raise ConfigError(f"merge: the weights {list(weights)} sum to zero; give a positive weight")
         w = w / w.sum()
     merged: dict[str, Tensor] = {}
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        torch.manual_seed(seed)  # DARE's random drop
-        warnings.filterwarnings("ignore", message="The density .* no pruning will be performed")
+    with seeded_merge(seed):
         for key, base in champion.items():
             vectors = [(expert[key].float() - base.float()) for expert in experts]  # each like base
-            delta = _combine(vectors, w, config)  # like base
+            delta = combine_vectors(vectors, w, config)  # like base
             merged[key] = (base.float() + config.scaling * delta).to(base.dtype)
     return merged
 
 
-def _combine(vectors: list[Tensor], weights: Tensor, config: MergeConfig) -> Tensor:
-    method = config.method
+@contextmanager
+def seeded_merge(seed: int) -> Iterator[None]:
+    """Seed DARE's random drop with ``seed`` (the global generators are restored after) and silence
+    PEFT's warning that a density of 1 prunes nothing."""
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(seed)
+        warnings.filterwarnings("ignore", message="The density .* no pruning will be performed")
+        yield
+
+
+def combine_vectors(
+    vectors: list[Tensor], weights: Tensor, config: MergeConfig, density: float | None = None
+) -> Tensor:
+    """PEFT's merge of same-shaped task vectors by ``config.method``; ``density`` overrides
+    ``config.kept`` (1.0: the vectors are sparsified already)."""
+    method, kept = config.method, config.kept if density is None else density
     if method in ("average", "task_arithmetic"):
         return merge_utils.task_arithmetic(vectors, weights)
     if method == "ties":
-        return merge_utils.ties(vectors, weights, config.kept, config.majority_sign)
+        return merge_utils.ties(vectors, weights, kept, config.majority_sign)
     if method == "dare_linear":
-        return merge_utils.dare_linear(vectors, weights, config.kept)
-    return merge_utils.dare_ties(vectors, weights, config.kept, config.majority_sign)
+        return merge_utils.dare_linear(vectors, weights, kept)
+    return merge_utils.dare_ties(vectors, weights, kept, config.majority_sign)
 
 
 @register_strategy(
