@@ -42,8 +42,9 @@ def test_demo_trains_evaluates_and_registers_large_v0(tmp_path):
     handle = EncoderHandle.load(large.path)
     assert set(handle.labels) == domains
     assert json.loads((Path(large.path) / "fanbu.json").read_text())["provenance"]["parents"] == [large.parents[0]]
-    # One generation: experts fine-tuned from large v0 fed back into it, the candidate gated.
-    experts = {f"{d}.finetune:v0" for d in ("comp", "rec", "sci", "politics", "religion")}
+    # One generation: the small models fed back into large v0 (their fp32 twins), the candidate gated.
+    experts = {f"{d}.quantize:v0" for d in ("comp", "rec", "sci", "politics", "religion")}
+    assert not [m for m in registry.list_models() if m.name.endswith(".finetune")]  # no full-size experts
     candidate = registry.get_model("large:v1")
     assert set(candidate.parents) == {"large:v0", *experts} and candidate.relation == "distilled"
     assert candidate.status in ("champion", "rejected") and candidate.reason
@@ -54,3 +55,12 @@ def test_demo_trains_evaluates_and_registers_large_v0(tmp_path):
     assert f"Report written to {report}" in result.output and report.is_file()
     assert report.read_text(encoding="utf-8").count("<svg") == 3
     registry.close()
+
+
+def test_demo_refuses_a_small_swarm_without_small_models(tmp_path):
+    args = ["demo", "--recipe", str(ROOT / "recipes" / "demo-tiny.yaml"), "--home", str(tmp_path),
+            "derive.enabled=false"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "feedback.swarm" in result.output and "derive.enabled" in result.output
+    assert not (tmp_path / "models").exists()  # refused before anything was trained

@@ -87,7 +87,8 @@ def run_demo(recipe: DemoRecipe, registry: Registry, console: Console) -> dict:
     if recipe.derive.enabled:
         summary["small"] = derive_small(recipe, registry, summary, console)
     if recipe.feedback.enabled:
-        summary["feedback"] = feed_back(recipe, registry, summary["model"], console)
+        small = {row["domain"]: row["model"] for row in summary.get("small", [])}
+        summary["feedback"] = feed_back(recipe, registry, summary["model"], console, small)
     from fanbu.report import write_report
 
     summary["report"] = str(write_report(registry, Path(registry.home or ".") / "report.html"))
