@@ -252,8 +252,9 @@ def test_same_architecture_strategies_refuse_an_expert_of_another_shape(name: st
     info = STRATEGIES.get(name)
     config = validate(info.config, tiny_settings(info.config), source=name)
     other = tiny_large(intermediate_size=48)
-    with pytest.raises(ConfigError, match="architecture"):
+    with pytest.raises(ConfigError, match="architecture") as caught:
         info.run(swarm.context(tmp_path, {"sentiment": other}), config)
+    assert "swarm_distill" in str(caught.value) and "transplant" in str(caught.value)  # what to use instead
 
 
 def test_the_feedback_recipe_reads_same_architecture_from_the_catalog() -> None:

@@ -71,8 +71,10 @@ def check_same_architecture(large: EncoderHandle, experts: dict[str, EncoderHand
             detail = ", ".join(f"{f} {a}" + (f" vs {b}" if b != "" else "") for f, (a, b) in diff.items())
             raise ConfigError(
                 f"{what}: expert {name!r} has a different architecture from the large model ({detail}); weight "
-                "merging needs experts fine-tuned from the large model (full or LoRA). Feed a pruned or "
-                "distilled expert back with swarm distillation (strategy swarm_distill) instead"
+                "merging needs experts fine-tuned from the large model (full or LoRA). Feed small models back "
+                "with swarm distillation (strategy swarm_distill: logits, or features through projections) or "
+                "multitask, or, for students pruned from this champion, with the sub-network transplant "
+                "(strategy transplant)"
             )
 
 
