@@ -112,6 +112,33 @@ def derive(
 
 @app.command()
 @friendly
+def adapt(
+    recipe: Annotated[Path, typer.Argument(help="An adapt recipe YAML (see recipes/adapt.yaml).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. model=comp.quantize")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """A deployed small model keeps learning: fine-tune it on its domain's collected traffic (with replay of
+    its own training slice) into the next version of the same name, int8 deployment included."""
+    from fanbu.derive.adapt import AdaptConfig, run_adapt
+
+    resolved = load_recipe(AdaptConfig, recipe, overrides or [])
+    registry = _registry(home, db)
+    try:
+        summary = run_adapt(resolved, registry)
+    finally:
+        registry.close()
+    table = Table("domain", *summary["examples"], "replay", "val acc before", "val acc after", "seconds")
+    accuracy = summary["validation_accuracy"]
+    table.add_row(summary["domain"], *(str(n) for n in summary["examples"].values()), str(summary["replay"]),
+                  f"{accuracy['before']:.3f}", f"{accuracy['after']:.3f}", f"{summary['seconds']:.0f}")
+    console.print(table)
+    console.print(f"{summary['model']} (from {summary['parent']} and dataset {summary['collected']})",
+                  highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly
 def feedback(
     recipe: Annotated[Path, typer.Argument(help="A feedback recipe YAML (see recipes/feedback.yaml).")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,

@@ -13,14 +13,15 @@ from pydantic import BaseModel
 from fanbu.config import load_recipe
 from fanbu.cycle.recipe import CycleRecipe
 from fanbu.demo.recipe import DemoRecipe
+from fanbu.derive.adapt import AdaptConfig
 from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.errors import ConfigError
 from fanbu.federated.recipe import FederatedRecipe
 from fanbu.feedback.recipe import FeedbackRecipe
 
 SCHEMAS: dict[str, type[BaseModel]] = {
-    "cycle": CycleRecipe, "demo": DemoRecipe, "derive": DeriveRecipe, "feedback": FeedbackRecipe,
-    "federated": FederatedRecipe,
+    "adapt": AdaptConfig, "cycle": CycleRecipe, "demo": DemoRecipe, "derive": DeriveRecipe,
+    "feedback": FeedbackRecipe, "federated": FederatedRecipe,
 }
 
 
