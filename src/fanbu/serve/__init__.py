@@ -3,8 +3,10 @@
 ``create_app`` builds the app; ``serve`` runs it under uvicorn (``fanbu serve``). Predictions and
 feedback go into the logging store (:mod:`fanbu.collect`) before the response is sent. Model references
 resolve through :class:`fanbu.registry.workspace.Workspace` (``UnknownModelError`` and ``parse_ref``
-are its own, re-exported here). Names are imported on first use, so that a load-generating process
-can import :mod:`fanbu.serve.loadtest` without loading torch.
+are its own, re-exported here). ``POST /v1/models/reload`` (or ``watch_seconds``) swaps a served name to
+its newest version without a restart and without losing a request (:mod:`fanbu.serve.reload`). Names
+are imported on first use, so that a load-generating process can import :mod:`fanbu.serve.loadtest`
+without loading torch.
 """
 
 from __future__ import annotations

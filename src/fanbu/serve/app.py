@@ -1,4 +1,4 @@
-"""The FastAPI app: predict, feedback, health, metrics; behind the :class:`~fanbu.serve.auth.Gate`."""
+"""The FastAPI app: predict, feedback, reload, health, metrics; behind the :class:`~fanbu.serve.auth.Gate`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ from fanbu.serve.schemas import (
     PredictionOut,
     PredictRequest,
     PredictResponse,
+    ReloadRequest,
+    ReloadResponse,
 )
 from fanbu.serve.state import ServerState
 
@@ -50,6 +52,7 @@ def create_app(config: ServeConfig, registry: Registry, store: LogStore, token_h
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(state.start)
+        state.start_watch()
         yield
         await state.stop()
 
@@ -95,6 +98,21 @@ def create_app(config: ServeConfig, registry: Registry, store: LogStore, token_h
                 for name, r in sorted(state.routes.items())
             }
         }
+
+    @app.post(
+        "/v1/models/reload",
+        response_model=ReloadResponse,
+        dependencies=secured,
+        responses=ErrorResponses,
+        summary="Swap served models to their newest registered versions, losing no request",
+    )
+    async def reload(body: ReloadRequest | None = None) -> ReloadResponse:
+        """Re-resolve a served model (or all): new versions load off the request path, then swap.
+
+        Requests already queued finish on the old version; later ones get the new one. A new version
+        that fails to load leaves the old one serving and answers 422 ``reload_failed``.
+        """
+        return await state.reload(body.model if body is not None else None)
 
     @app.post("/v1/predict", response_model=PredictResponse, dependencies=secured, responses=ErrorResponses)
     async def predict(body: PredictRequest) -> PredictResponse:

@@ -17,7 +17,16 @@ from fanbu.serve.security import check_bearer
 
 JSON_TYPE = b"application/json"
 PROTECTED = ("/v1/", "/metrics")
-KNOWN_PATHS = ("/v1/predict", "/v1/feedback", "/v1/models", "/health", "/metrics", "/openapi.json", "/docs")
+KNOWN_PATHS = (
+    "/v1/predict",
+    "/v1/feedback",
+    "/v1/models",
+    "/v1/models/reload",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+)
 
 
 class Gate:

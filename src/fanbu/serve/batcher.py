@@ -14,6 +14,10 @@ finished while the last commit ran go into one) and only then answers their requ
 starts on the next batch while the last one is being committed, the event loop never sits between two
 batches, and no request is answered before its commit returns. A full queue refuses at once
 (:class:`Overloaded`, answered 429) instead of growing without bound.
+
+A target retired by a reload is *drained* (:meth:`MicroBatcher.drain`): every request it already
+holds, waiting, computing or committing, is answered on the model it was queued for before its
+threads stop; :meth:`MicroBatcher.close` instead cancels the requests still waiting.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 
 JOIN_TIMEOUT_S = 30.0  # close() waits this long for a batch still being computed or committed
+DRAIN_TIMEOUT_S = 120.0  # drain() waits this long for the requests in hand before it closes anyway
 
 
 def fair_share(texts_in_server: int, workers: int, max_batch: int) -> int:
@@ -90,12 +95,13 @@ class MicroBatcher(Generic[T]):
         self.max_queue = max_queue
         self._on_batch = on_batch
         self.workers = workers
-        self._lock = threading.Condition()  # guards the five attributes below
+        self._lock = threading.Condition()  # guards the six attributes below
         self._waiting: deque[_Item] = deque()
         self._computed: deque[_Batch] = deque()
         self._closed = False
         self._gathering = False  # a compute thread is waiting for company for its batch
         self._computing = 0  # texts in the batches being computed
+        self._unanswered = 0  # requests queued and not yet handed their results (or error)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threads: list[threading.Thread] = []
 
@@ -112,8 +118,30 @@ class MicroBatcher(Generic[T]):
             if len(self._waiting) >= self.max_queue:
                 raise Overloaded
             self._waiting.append(_Item(list(texts), future, time.monotonic()))
+            self._unanswered += 1
             self._lock.notify_all()
         return await future  # type: ignore[return-value]
+
+    async def drain(self, timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """Answer every request already queued, then stop the threads (a target retired by a reload).
+
+        Returns:
+            Whether all were answered within ``timeout_s``; if not, the rest are cancelled by
+            :meth:`close`.
+        """
+        answered = await asyncio.to_thread(self._wait_answered, timeout_s)
+        await self.close()
+        return answered
+
+    def _wait_answered(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while self._unanswered > 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+            return True
 
     async def close(self) -> None:
         """Stop the threads (after the batches in hand); requests still waiting are cancelled."""
@@ -132,6 +160,9 @@ class MicroBatcher(Generic[T]):
             self._computed.clear()
         for item in unanswered:  # computed after the commit thread stopped: never logged, never answered
             item.future.cancel()
+        with self._lock:
+            self._unanswered = 0
+            self._lock.notify_all()
 
     # --------------------------------------------------------------------------- the threads
 
@@ -236,6 +267,9 @@ class MicroBatcher(Generic[T]):
 
     def _answer(self, batches: list[_Batch]) -> None:
         """Hand each request its slice of the results (or the error), on the event loop."""
+        with self._lock:
+            self._unanswered -= sum(len(batch.items) for batch in batches)
+            self._lock.notify_all()
         loop = self._loop
         if loop is None or loop.is_closed():
             return

@@ -90,6 +90,12 @@ class ServeConfig(Strict):
         description="Store the text, only its hash, or the text with "
         "e-mails, phone numbers and long digit runs masked.",
     )
+    watch_seconds: float | None = Field(
+        None,
+        gt=0.0,
+        description="Poll the registry this often and swap a served name to its newer version, as "
+        "POST /v1/models/reload does; default: off (reload by request).",
+    )
     limits: Limits = Field(default_factory=Limits)
     batching: Batching = Field(default_factory=Batching)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "warning"

@@ -42,6 +42,9 @@ class Metrics:
             "fanbu_batch_texts", "Texts per micro-batch.", ["target"], buckets=BATCH_BUCKETS, registry=r
         )
         self.queue_depth = Gauge("fanbu_queue_depth", "Requests waiting per target.", ["target"], registry=r)
+        self.reloads = Counter(
+            "fanbu_reloads", "Served references re-resolved by a reload, by result.", ["result"], registry=r
+        )
         self.rejected = Counter("fanbu_rejected", "Requests refused, by reason.", ["reason"], registry=r)
 
     def render(self) -> bytes:

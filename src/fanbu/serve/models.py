@@ -98,9 +98,11 @@ def ready(predictor: Predictor, head: str) -> None:
 class ModelPool:
     """Loads each referenced model once; safe to call from several threads.
 
-    A ref without a version is pinned to the version it resolved to when first used; restart the
-    server to pick up a newer one. ``threads`` is the intra-op thread count of both runtimes:
-    onnxruntime's per session, torch's for the whole process (set here, when the pool is made).
+    A ref without a version is pinned to the version it resolved to when first used, until a reload
+    (:mod:`fanbu.serve.reload`) re-resolves it and :meth:`pin` points it at a newer one; a version no
+    ref points to any more is then dropped by :meth:`release`. ``threads`` is the intra-op thread count
+    of both runtimes: onnxruntime's per session, torch's for the whole process (set here, when the
+    pool is made).
     """
 
     def __init__(self, registry: Registry, runtime: str = "onnx_int8", threads: int | None = None) -> None:
@@ -132,16 +134,40 @@ class ModelPool:
             if ref in self._by_ref:
                 return self._by_ref[ref]
             record = self.workspace.resolve(ref)
-            served = self._by_id.get(record.id)
-            if served is None:
-                predictor = load_predictor(record, self.runtime, self.threads)
-                settings = read_settings(record)  # handle.json, read once
-                ready(predictor, next(iter(settings["labels"])))
-                served = Served(record, predictor, settings["labels"], settings["max_length"])
-                self._by_id[record.id] = served
+            served = self._by_id.get(record.id) or self._load(record)
+            self._by_id[served.record.id] = served
             self._by_ref[ref] = served
             return served
+
+    def load(self, record: ModelRecord) -> Served:
+        """``record`` loaded and warmed up (or the copy already loaded), without pointing any ref at it.
+
+        Raises:
+            NotServableError: the model is not a classifier the server can run.
+        """
+        served = self._by_id.get(record.id)
+        return served if served is not None else self._load(record)
+
+    def pin(self, ref: str, served: Served) -> None:
+        """Point ``ref`` at ``served`` (a reload's swap); later :meth:`get` calls return it."""
+        with self._lock:
+            self._by_id.setdefault(served.record.id, served)
+            self._by_ref[ref] = served
+
+    def release(self, model_id: str) -> bool:
+        """Drop ``model_id`` unless a ref still points to it; whether it was dropped."""
+        with self._lock:
+            if model_id not in self._by_id or any(s.record.id == model_id for s in self._by_ref.values()):
+                return False
+            del self._by_id[model_id]
+            return True
 
     def loaded(self) -> list[str]:
         """Ids of the loaded models."""
         return sorted(self._by_id)
+
+    def _load(self, record: ModelRecord) -> Served:
+        predictor = load_predictor(record, self.runtime, self.threads)
+        settings = read_settings(record)  # handle.json, read once
+        ready(predictor, next(iter(settings["labels"])))
+        return Served(record, predictor, settings["labels"], settings["max_length"])

@@ -64,6 +64,39 @@ class FeedbackResponse(BaseModel):
     status: str = "recorded"
 
 
+class ReloadRequest(Strict):
+    """Which served model to reload; none: every one the server serves."""
+
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=300,
+        description="A served model reference (name, name:vN) or cascade name; omit it to reload all.",
+        examples=["comp.quantize"],
+    )
+
+
+class ModelChange(BaseModel):
+    """A served reference that now answers with another version."""
+
+    ref: str = Field(description="The reference clients name (or a cascade's small or large model).")
+    old: str = Field(description="The version that answered before the swap, released once drained.")
+    new: str = Field(description="The version that answers every request arriving after the swap.")
+
+
+class ReloadResponse(BaseModel):
+    """What a reload swapped and what it left as it was."""
+
+    changed: list[ModelChange]
+    unchanged: dict[str, str] = Field(description="Served reference -> the version that keeps answering.")
+    routes: list[str] = Field(
+        description="Models and cascades clients name that now answer with a new version."
+    )
+    released: list[str] = Field(
+        description="Old versions unloaded after their requests in flight were answered."
+    )
+
+
 class ErrorOut(BaseModel):
     """Every error: a code, a message that says what to do, and the limit hit, if any."""
 

@@ -1,8 +1,17 @@
-"""What a running server holds: models, routes (models and cascades), batchers, store and metrics."""
+"""What a running server holds: models, routes (models and cascades), batchers, store and metrics.
+
+A route and its batchers are never changed in place. A reload (:meth:`ServerState.reload`) builds new
+routes on the new versions beside the old ones, then swaps them in one step on the event loop: a
+request picks its route and queues in that route's batcher with no ``await`` in between, so every
+request is either queued on the old route before the swap or finds the new one after it. The old
+routes' batchers are then drained (every request they hold is answered, on the old model) and
+stopped, and the old versions released.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -14,7 +23,9 @@ from fanbu.serve.cascade import Route, tune_threshold
 from fanbu.serve.config import ServeConfig
 from fanbu.serve.errors import ApiError
 from fanbu.serve.metrics import Metrics
-from fanbu.serve.models import ModelPool, NotServableError, read_labels
+from fanbu.serve.models import ModelPool, NotServableError, Served, read_labels
+from fanbu.serve.reload import ReloadError, plan_reload, route_refs, served_refs, watch
+from fanbu.serve.schemas import ModelChange, ReloadResponse
 
 log = logging.getLogger("fanbu.serve")
 
@@ -32,7 +43,8 @@ class ServerState:
         self.pool = ModelPool(self.registry, self.config.runtime, self.config.threads)
         self.routes: dict[str, Route] = {}
         self.batchers: dict[tuple[str, str], MicroBatcher[Prediction]] = {}
-        self._route_lock = asyncio.Lock()
+        self._route_lock = asyncio.Lock()  # held while a route is added or a reload plans and swaps
+        self._watch: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------ start, stop
 
@@ -57,10 +69,84 @@ class ServerState:
                     )
             self.routes[name] = route
 
+    def start_watch(self) -> None:
+        """Start the registry watch if ``watch_seconds`` is set (call on the event loop, after start)."""
+        if self.config.watch_seconds is None or self._watch is not None:
+            return
+        self._watch = asyncio.create_task(
+            watch(
+                self.config.watch_seconds,
+                lambda: served_refs(self.routes, self.config.cascades),
+                self.pool.workspace.resolve,
+                self.reload,
+            ),
+            name="fanbu-registry-watch",
+        )
+
     async def stop(self) -> None:
-        """Stop every batcher."""
+        """Stop the registry watch and every batcher."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         for batcher in self.batchers.values():
             await batcher.close()
+
+    # ----------------------------------------------------------------------------------- reload
+
+    async def reload(self, target: str | None = None) -> ReloadResponse:
+        """Swap served references to the versions they resolve to now (all, or ``target``'s).
+
+        New versions load and warm up in a worker thread while the old ones answer. If every one
+        loaded, the routes that use them are swapped at once; the old routes' batchers are drained
+        and the old versions released before this returns. If one failed, nothing is swapped.
+
+        Raises:
+            ApiError: 404 if ``target`` is neither a served reference nor a route; 422 if a new
+                version could not be served (the message says which, why and what to do).
+        """
+        async with self._route_lock:
+            serving = served_refs(self.routes, self.config.cascades)
+            refs = self._reload_targets(target, serving)
+            try:
+                plan = await asyncio.to_thread(
+                    plan_reload, self.pool, dict(self.routes), self.config.cascades, refs
+                )
+            except ReloadError as exc:
+                self.metrics.reloads.labels("failed").inc()
+                raise ApiError(422, "reload_failed", str(exc)) from None
+            for change in plan.changes:  # from here to the last route, no await: one step for requests
+                self.pool.pin(change.ref, change.new)
+            self.routes.update(plan.routes)
+            retired = [b for (name, _), b in self.batchers.items() if name in plan.routes]
+            self.batchers = {k: b for k, b in self.batchers.items() if k[0] not in plan.routes}
+        if not all(await asyncio.gather(*(batcher.drain() for batcher in retired))):
+            log.warning("reload: an old batcher did not drain in time; its last requests were cancelled")
+        released = sorted({c.old.record.id for c in plan.changes if self.pool.release(c.old.record.id)})
+        self.metrics.reloads.labels("changed").inc(len(plan.changes))
+        self.metrics.reloads.labels("unchanged").inc(len(plan.unchanged))
+        return ReloadResponse(
+            changed=[ModelChange(ref=c.ref, old=c.old.record.id, new=c.new.record.id) for c in plan.changes],
+            unchanged=plan.unchanged,
+            routes=sorted(plan.routes),
+            released=released,
+        )
+
+    def _reload_targets(self, target: str | None, serving: dict[str, Served]) -> dict[str, Served]:
+        """The served references a reload of ``target`` (``None``: all) re-resolves."""
+        if target is None:
+            return serving
+        if target in self.routes:
+            return {ref: serving[ref] for ref in route_refs(target, self.config.cascades) if ref is not None}
+        if target in serving:
+            return {target: serving[target]}
+        raise ApiError(
+            404,
+            "unknown_model",
+            f"model {target!r} is not served here, so there is nothing to reload (served: "
+            f"{', '.join(sorted({*self.routes, *serving})) or 'none'}); omit 'model' to reload all",
+        )
 
     # ---------------------------------------------------------------------------------- lookups
 
