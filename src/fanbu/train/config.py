@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fanbu.config import Strict
 
@@ -16,6 +17,13 @@ class TrainConfig(Strict):
     batch_size: int = Field(16, ge=1, description="Examples per optimiser step (before accumulation).")
     lr: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW decoupled weight decay.")
+    lr_multipliers: dict[str, float] | None = Field(
+        None,
+        description="Parameter-name prefix -> factor on lr (and on its schedule) for the parameters whose "
+        "names start with it, the longest matching prefix winning; unmatched parameters keep lr. E.g. "
+        "{'encoder.embeddings.': 0.1, 'encoder.encoder.layer.0.': 0.5}. Factors are > 0 (to hold parameters "
+        "fixed, freeze them: frozen_layers in the feedback strategies); null: one lr for all.",
+    )
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps with linear warm-up.")
     schedule: Literal["linear", "constant"] = Field("linear", description="LR decay after warm-up.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
@@ -53,3 +61,14 @@ class TrainConfig(Strict):
     keep_checkpoints: int = Field(1, ge=1, description="How many recent checkpoints to keep.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps in total.")
     progress: bool = Field(True, description="Show a progress bar.")
+
+    @field_validator("lr_multipliers")
+    @classmethod
+    def _check_multipliers(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for prefix, factor in (value or {}).items():
+            if not math.isfinite(factor) or factor <= 0:
+                hint = " (to hold parameters fixed, freeze them: frozen_layers)" if factor == 0 else ""
+                raise ValueError(
+                    f"lr_multipliers[{prefix!r}] = {factor}: a factor must be a finite number > 0{hint}"
+                )
+        return value

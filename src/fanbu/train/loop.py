@@ -29,6 +29,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
+from fanbu.errors import CheckpointError, ConfigError
 from fanbu.train.batching import BatchPlan
 from fanbu.train.checkpoint import CheckpointData, latest_checkpoint, load_checkpoint, save_checkpoint
 from fanbu.train.config import TrainConfig
@@ -56,18 +57,57 @@ def _no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name or "norm." in name
 
 
+def lr_factor(name: str, multipliers: Mapping[str, float]) -> float:
+    """The factor of the longest prefix of ``name`` in ``multipliers`` (1.0 when none matches)."""
+    matches = [prefix for prefix in multipliers if name.startswith(prefix)]
+    return float(multipliers[max(matches, key=len)]) if matches else 1.0
+
+
+def _param_groups(named: Sequence[tuple[str, nn.Parameter]], config: TrainConfig) -> list[dict[str, Any]]:
+    """Decay and no-decay groups; with ``lr_multipliers``, one pair per factor (in order of first use),
+    each with its own ``lr`` (``lr_factor`` records the factor in checkpoints)."""
+    if config.lr_multipliers is None:
+        return [
+            {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": config.weight_decay},
+            {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
+        ]
+    groups: dict[tuple[float, bool], dict[str, Any]] = {}
+    for name, param in named:
+        factor, decay = lr_factor(name, config.lr_multipliers), not _no_decay(name)
+        group = groups.setdefault(
+            (factor, decay),
+            {
+                "params": [],
+                "weight_decay": config.weight_decay if decay else 0.0,
+                "lr": config.lr * factor,
+                "lr_factor": factor,
+            },
+        )
+        group["params"].append(param)
+    return list(groups.values())
+
+
 def build_optimizer(
     model: nn.Module, config: TrainConfig, extra: Sequence[nn.Module] = ()
 ) -> torch.optim.Optimizer:
-    """AdamW with decoupled weight decay, none on biases and norms; ``extra`` modules train too."""
+    """AdamW with decoupled weight decay, none on biases and norms; ``extra`` modules train too.
+
+    ``config.lr_multipliers`` scales the learning rate of the parameters under each name prefix (the
+    ``extra`` modules are named ``extra0.``, ``extra1.``, ...); a prefix that names no parameter is an
+    error, since it is most likely a typo.
+    """
     modules = [("", model)] + [(f"extra{i}.", m) for i, m in enumerate(extra)]
-    named = [(prefix + n, p) for prefix, m in modules for n, p in m.named_parameters() if p.requires_grad]
+    every = [(prefix + n, p) for prefix, m in modules for n, p in m.named_parameters()]
+    named = [(n, p) for n, p in every if p.requires_grad]
     if not named:
         raise ValueError("the model has no trainable parameters; unfreeze some before training")
-    groups = [
-        {"params": [p for n, p in named if not _no_decay(n)], "weight_decay": config.weight_decay},
-        {"params": [p for n, p in named if _no_decay(n)], "weight_decay": 0.0},
-    ]
+    unused = sorted(k for k in config.lr_multipliers or {} if not any(n.startswith(k) for n, _ in every))
+    if unused:
+        raise ConfigError(
+            f"lr_multipliers: {unused} match no parameter name (they start e.g. with "
+            f"{every[0][0]!r}); give prefixes of the model's parameter names"
+        )
+    groups = _param_groups(named, config)
     params = [p for _, p in named]
     # one fused kernel per step instead of a Python loop over tensors: the same update, several times
     # faster on CPU (a sixth of a small encoder's training step there)
@@ -333,7 +373,13 @@ class Trainer:
     def _restore(self, path: Path, optimizer, scheduler):
         data = load_checkpoint(path)
         self.accelerator.unwrap_model(self.model).load_state_dict(data.model)
-        optimizer.load_state_dict(data.optimizer)
+        try:
+            optimizer.load_state_dict(data.optimizer)
+        except ValueError as exc:  # other parameter groups: trainable parameters or lr_multipliers changed
+            raise CheckpointError(
+                f"{path}: the optimiser state does not fit this run ({exc}); resume with the run's own "
+                f"settings (frozen layers, lr_multipliers), or delete {path.parent} to start afresh"
+            ) from exc
         scheduler.load_state_dict(data.scheduler)
         torch.set_rng_state(data.rng)
         for term in self.terms:

@@ -20,7 +20,7 @@ from fanbu.derive.prune.importance import unit_importance
 from fanbu.derive.prune.layout import Layout, encoder_layout
 from fanbu.derive.prune.plan import Plan, family_indices, make_plan, slice_sources, slice_state
 from fanbu.derive.prune.schedule import Targets, round_targets, run_rounds
-from fanbu.derive.prune.subnetwork import record_shrink
+from fanbu.derive.prune.subnetwork import record_round, record_shrink
 from fanbu.derive.prune.vocab import select_vocab, trim_tokenizer
 from fanbu.models.encoder import EncoderClassifier, EncoderHandle
 
@@ -107,7 +107,10 @@ def _round(
             )
         vocab = select_vocab(handle.tokenizer, calibration.texts, targets.vocab)
         tokenizer = trim_tokenizer(handle.tokenizer, vocab)
-    return shrink_encoder(handle, make_plan(layout, targets, importance, vocab), tokenizer)
+    plan = make_plan(layout, targets, importance, vocab)
+    pruned = shrink_encoder(handle, plan, tokenizer)
+    record_round(pruned, handle, plan, importance)  # what this round saw, kept and scored
+    return pruned
 
 
 def prune_encoder(

@@ -7,6 +7,9 @@ queries get ``sqrt(d_new / d_old)`` when heads narrow). :func:`record_shrink`, c
 carries, so after any number of rounds or prune stages the indices are in the ORIGINAL large model's
 coordinates. The record keeps the student's start (its weights as cut from the original), so a
 transplant sees everything the student learned since, recovery and distillation between cuts included.
+It also keeps, per pruning round, the layers and heads that round saw and kept and, when it pruned by
+importance, their scores (:class:`RoundScores`, added by :func:`record_round`), all in the original's
+numbering: what the swarm found important, read back by feedback (layer-wise learning rates).
 
 The handle carries the record as a :class:`~fanbu.models.encoder.Sidecar` (``handle.subnetwork``) that
 its ``save`` writes beside the weights: ``subnetwork.json`` (metadata) and ``subnetwork.safetensors``
@@ -20,14 +23,15 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from fanbu.derive.prune.plan import Index
+from fanbu.derive.prune.importance import UnitImportance
+from fanbu.derive.prune.plan import Index, Plan
 from fanbu.errors import ModelError
 from fanbu.io import sha256_json
 from fanbu.models.encoder import EncoderHandle, Sidecar, read_sidecar
@@ -96,6 +100,30 @@ class Slice:
 
 
 @dataclass
+class RoundScores:
+    """What one pruning round saw, kept and scored, in the ORIGINAL large model's numbering.
+
+    Attributes:
+        method: The importance scorer, or ``None`` when the round chose nothing by importance (explicit
+            layers, vocabulary only): then only what it kept is recorded.
+        layers: The layers of the round's input model.
+        heads: Per input layer, its heads.
+        kept_layers: The layers the round kept.
+        kept_heads: Per kept layer, the heads kept.
+        layer_scores: Per input layer, its importance (``None`` without a scorer).
+        head_scores: Per input layer, per head, its importance (``None`` without a scorer).
+    """
+
+    method: str | None
+    layers: list[int]
+    heads: list[list[int]]
+    kept_layers: list[int]
+    kept_heads: list[list[int]]
+    layer_scores: list[float] | None = None
+    head_scores: list[list[float]] | None = None
+
+
+@dataclass
 class SubNetwork:
     """A pruned student's record: where each of its tensors sits in the large model, and its start.
 
@@ -105,6 +133,8 @@ class SubNetwork:
         architecture: :func:`architecture_fingerprint` of the large model.
         weights: :func:`weights_fingerprint` of the large model when it was cut.
         source: The large model's registry name (``large:v0``), when it had one.
+        rounds: Each pruning round's :class:`RoundScores`, oldest first (empty for a record written
+            before rounds were recorded).
     """
 
     slices: dict[str, Slice]
@@ -112,6 +142,7 @@ class SubNetwork:
     architecture: str
     weights: str
     source: str | None = None
+    rounds: list[RoundScores] = field(default_factory=list)
 
     def take(self, large: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The student's state as the record cuts it from ``large`` (a ``handle.model`` state dict)."""
@@ -134,6 +165,7 @@ class SubNetwork:
             }
         meta: dict[str, Any] = {"format": FORMAT, "source": self.source, "architecture": self.architecture}
         meta.update({"weights": self.weights, "tensors": entries})
+        meta["rounds"] = [asdict(r) for r in self.rounds]
         return Sidecar(meta, tensors)
 
     @classmethod
@@ -156,7 +188,8 @@ class SubNetwork:
                 )
                 slices[name] = Slice(entry["source"], shape, index, tuple(float(f) for f in entry["scale"]))
                 start[name] = tensors[f"start:{name}"]
-            return cls(slices, start, str(meta["architecture"]), str(meta["weights"]), meta["source"])
+            rounds = [RoundScores(**r) for r in meta.get("rounds", [])]
+            return cls(slices, start, str(meta["architecture"]), str(meta["weights"]), meta["source"], rounds)
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(
                 f"{where}: the sub-network record is damaged ({exc!r}); derive the student again with a prune stage"
@@ -231,4 +264,40 @@ def record_shrink(
             raise ModelError(
                 f"record_shrink: {new} is {tuple(state[new].shape)}, its record cuts another shape"
             )
-    return SubNetwork(slices, start, previous.architecture, previous.weights, previous.source)
+    return SubNetwork(
+        slices, start, previous.architecture, previous.weights, previous.source, list(previous.rounds)
+    )
+
+
+def record_round(
+    student: EncoderHandle, large: EncoderHandle, plan: Plan, importance: UnitImportance | None
+) -> None:
+    """Add the round that cut ``student`` from ``large`` by ``plan`` to ``student``'s record.
+
+    The layers and heads of ``large`` are renumbered to the original's through the previous round
+    (``outer[inner]``, as indices compose); a ``large`` whose record has no rounds (written before they
+    were recorded) has an unknown numbering, and nothing is added.
+    """
+    before = subnetwork_of(large)
+    if before is None:  # ``large`` is the original
+        config = large.model.encoder.config
+        layers = list(range(int(config.num_hidden_layers)))
+        heads = [list(range(int(config.num_attention_heads)))] * len(layers)
+    elif before.rounds:
+        layers, heads = before.rounds[-1].kept_layers, before.rounds[-1].kept_heads
+    else:
+        return
+    record = subnetwork_of(student)
+    assert record is not None  # shrink_encoder records every cut
+    scored = RoundScores(
+        method=None if importance is None else importance.method,
+        layers=list(layers),
+        heads=[list(h) for h in heads],
+        kept_layers=[layers[i] for i in plan.layers],
+        kept_heads=[[heads[i][u] for u in plan.units[i].tolist()] for i in plan.layers],
+    )
+    if importance is not None:
+        scored.layer_scores = [float(x) for x in importance.layers.tolist()]
+        scored.head_scores = [[float(x) for x in h.tolist()] for h in importance.heads]
+    record.rounds.append(scored)
+    student.subnetwork = record.to_sidecar()

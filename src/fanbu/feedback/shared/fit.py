@@ -35,6 +35,7 @@ from fanbu.feedback.shared.soft_targets import (
     build_targets,
     champion_features,
 )
+from fanbu.feedback.shared.swarm_structure import swarm_layer_multipliers
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.batching import TaskData, TextPlan
 from fanbu.train.classify import evaluate_heads
@@ -158,12 +159,16 @@ def distil_swarm(
     relation: str = "distilled",
     start: EncoderHandle | None = None,
     frozen_layers: int | None = None,
+    layer_lr_floor: float | None = None,
 ) -> StrategyOutput:
     """Select the experts, label the transfer texts with them, and distil into a copy of the champion.
 
     ``start`` replaces that copy as the model trained (for example the experts merged into the
     champion); it is trained in place. ``frozen_layers`` keeps the embeddings and that many of the
-    lowest encoder layers fixed (None: train everything).
+    lowest encoder layers fixed (None: train everything). ``layer_lr_floor`` scales each layer's
+    learning rate by what the selected experts' pruning records say of it
+    (:func:`~fanbu.feedback.shared.swarm_structure.swarm_layer_multipliers` with that floor; None: one
+    rate).
     """
     train = train.model_copy(update={"seed": ctx.seed})  # the context seeds every random choice
     selection = select_experts(ctx, tolerance)
@@ -173,6 +178,10 @@ def distil_swarm(
             "or raise selection_tolerance (null switches selection off)"
         )
     experts = {d: ctx.experts[d] for d in selection.kept}
+    multipliers = None
+    if layer_lr_floor is not None:  # before the teachers label anything: a missing record fails fast
+        multipliers = swarm_layer_multipliers(ctx.large, experts, layer_lr_floor)
+        train = train.model_copy(update={"lr_multipliers": multipliers})
     targets = build_targets(
         ctx, experts, teachers, features=feature_weight > 0, cache_dir=ctx.teacher_cache_dir
     )
@@ -202,6 +211,7 @@ def distil_swarm(
         "continual": continual.model_dump(),
         "best_step": result.state.best_step,
         "realigned": {k: v for k, v in result.last_metrics.items() if k.startswith("realign.")},
+        "lr_multipliers": multipliers,
     }
     metrics = {"steps": float(result.state.global_step), **validation_metrics(ctx, candidate)}
     return StrategyOutput(candidate, relation, metrics, details)

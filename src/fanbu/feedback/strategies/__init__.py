@@ -6,6 +6,7 @@ from fanbu.feedback.strategies import (  # noqa: F401 (importing a strategy modu
     moe,
     multitask,
     sequential,
+    structure,
     swarm,
     transplant,
 )

@@ -50,6 +50,7 @@ def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
         relation="multitask",
         start=config.starting_point(ctx),
         frozen_layers=config.frozen_layers,
+        layer_lr_floor=config.swarm_lr_floor,
     )
     output.details.update({"balanced": config.balanced, "start": config.start})
     return output

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fanbu.config import Strict
 from fanbu.feedback.shared.context import FeedbackContext, StrategyOutput, check_experts, register_strategy
@@ -54,6 +54,16 @@ class SwarmTraining(Strict):
         description="Keep the embeddings and this many of the lowest encoder layers as they start (0: "
         "the embeddings only): fewer weights drift, and backward passes stop early; null: train all.",
     )
+    layer_lr: Literal["uniform", "swarm"] = Field(
+        "uniform",
+        description="uniform: one learning rate (train.lr); swarm: each encoder layer's rate is scaled by "
+        "how much the swarm's pruned students kept and valued it (their recorded pruning importances, "
+        "averaged; a layer none kept gets layer_lr_floor), the embeddings by layer_lr_floor, the heads "
+        "not at all. Needs experts cut from the champion by a prune stage.",
+    )
+    layer_lr_floor: float = Field(
+        0.1, gt=0, le=1, description="layer_lr: swarm: the factor of the layers no student kept."
+    )
     start: Literal["champion", "merge"] = Field(
         "champion",
         description="champion: train a copy of the champion; merge: first merge the experts into it "
@@ -64,6 +74,20 @@ class SwarmTraining(Strict):
         default_factory=lambda: MergeConfig(method="average"),
         description="How the experts are merged when start is merge.",
     )
+
+    @model_validator(mode="after")
+    def _one_source_of_rates(self) -> SwarmTraining:
+        if self.layer_lr == "swarm" and self.train.lr_multipliers is not None:
+            raise ValueError(
+                "layer_lr: swarm sets the learning-rate factors itself; remove train.lr_multipliers, or set "
+                "layer_lr: uniform to use them"
+            )
+        return self
+
+    @property
+    def swarm_lr_floor(self) -> float | None:
+        """``layer_lr_floor`` when the layer rates come from the swarm, else ``None`` (one rate)."""
+        return self.layer_lr_floor if self.layer_lr == "swarm" else None
 
     def starting_point(self, ctx: FeedbackContext) -> EncoderHandle | None:
         """The model distillation starts from: None for a copy of the champion, else the merged experts."""
@@ -102,6 +126,7 @@ def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
         config.train,
         start=config.starting_point(ctx),
         frozen_layers=config.frozen_layers,
+        layer_lr_floor=config.swarm_lr_floor,
     )
     output.details["start"] = config.start
     return output
