@@ -37,7 +37,8 @@ def workspace(tmp_path: Path) -> Iterator[tuple[Registry, dict[str, Any]]]:
         "max_length": 32,
         "data": domain_files(tmp_path),
         "derive": {"stages": SMALL},
-        "experts": {"derive": {"stages": [{"finetune": {"train": quick(epochs=2)}}]}},
+        "deployment": {"enabled": False},
+        "experts": {"source": "finetune", "derive": {"stages": [{"finetune": {"train": quick(epochs=2)}}]}},
         "strategies": [{"merge": {"method": "average", "selection": {"enabled": False}}}],
         # Every candidate passes the gate, so the lineage of each generation is known in advance.
         "gate": {"tolerance": 1.0, "require_mean_not_worse": False},
@@ -50,14 +51,20 @@ def test_shipped_recipe_validates_and_bad_ones_name_the_field() -> None:
     recipe = validate_file(ROOT / "recipes" / "cycle.yaml")
     assert isinstance(recipe, CycleRecipe) and recipe.generations == 2
     assert recipe.feedback_recipe("large:v3", 1).seed == recipe.seed + 1
+    assert recipe.experts.source == "small" and recipe.deployment.enabled  # the small models are the swarm
+    default = CycleRecipe()
+    assert default.experts.source == "small" and default.same_architecture_strategies() == []
     with pytest.raises(ConfigError, match="need experts shaped like the champion"):
         validate(CycleRecipe, {"experts": {"source": "small"}, "strategies": [{"merge": {}}]})
+    with pytest.raises(ConfigError, match="deployment.enabled serves the derived small models"):
+        validate(CycleRecipe, {"derive": {"enabled": False}, "strategies": [{"swarm_distill": {}}]})
     with pytest.raises(ConfigError, match="derive.enabled is false"):
         validate(
             CycleRecipe,
             {
                 "experts": {"source": "small"},
                 "derive": {"enabled": False},
+                "deployment": {"enabled": False},
                 "strategies": [{"swarm_distill": {}}],
             },
         )
@@ -160,3 +167,45 @@ def test_missing_champion_says_to_run_the_demo(tmp_path) -> None:
     with pytest.raises(ConfigError, match="run `fanbu demo` first"):
         run_cycle(CycleRecipe(), registry)
     registry.close()
+
+
+def test_a_generation_serves_collects_adapts_and_feeds_back_from_the_small_models(workspace) -> None:
+    registry, base = workspace
+    recipe = {
+        **base,
+        "derive": {"stages": [*SMALL, {"quantize": {"check_texts": 4}}], "max_train": 32},
+        "deployment": {
+            "traffic_size": 24,
+            "corrections": 0.5,
+            "escalate_below": 0.9,
+            "min_confidence": 0.6,
+            "train": quick(epochs=1),
+        },
+        "experts": {"source": "small"},
+        "strategies": [{"swarm_distill": {"selection_tolerance": None, "train": quick(epochs=1)}}],
+    }
+    (summary,) = run_cycle(CycleRecipe.model_validate(recipe), registry, 1)
+    deployment = summary["deployment"]
+    traffic = deployment["traffic"]["domains"]
+    assert {d: t["answered"] for d, t in traffic.items()} == {d: 24 for d in DOMAINS}
+    assert all(t["corrected"] >= 1 for t in traffic.values())  # users corrected some answers
+    counts = deployment["collected"]["counts"]["domains"]
+    assert all(counts[d]["human"] == traffic[d]["corrected"] for d in DOMAINS)
+    dataset = deployment["collected"]["dataset"]
+    for domain in DOMAINS:
+        derived, version = f"{domain}.quantize:v0", f"{domain}.quantize:v1"
+        assert summary["small"][domain] == derived
+        record = registry.get_model(version)  # adapted, whether or not validation let it serve
+        assert record.parents == (derived,)
+        assert dataset in {d.id for d in registry.model_datasets(version)}
+        accuracy = deployment["adapt"][domain]["validation_accuracy"]
+        serving = deployment["adapted"][domain]
+        assert serving == (version if accuracy["after"] >= accuracy["before"] else derived)
+        assert (domain in deployment["skipped"]) == (serving == derived)
+    # the adapted small models are the swarm, and the collected dataset joined the feedback data
+    assert summary["experts"] == deployment["adapted"]
+    candidate = registry.get_model(summary["strategies"][0]["model"])
+    assert set(candidate.parents) == {"large:v0", *deployment["adapted"].values()}
+    feedback = next(r for r in registry.list_runs() if r.id == summary["feedback_run"])
+    assert feedback.recipe["data"]["collected"] == dataset
+    assert not [m for m in registry.list_models() if m.name.endswith(".finetune")]  # no full-size experts

@@ -33,6 +33,7 @@ def _log(
     large: str | None = None,
     privacy: str = "text",
     head: str = "topic",
+    target: str = "edge",
 ) -> None:
     stored, digest = stored_form(text, privacy)  # type: ignore[arg-type]
     probs = tuple(confidence if name == label else (1 - confidence) / 2 for name in LABELS)
@@ -41,7 +42,7 @@ def _log(
         answers.append(
             Answer("large", "large:v0", large, 0.95, tuple(0.95 if n == large else 0.025 for n in LABELS))
         )
-    store.log_batch([Prediction(pid.ljust(32, "0"), "edge", head, stored, digest, privacy, tuple(answers))])
+    store.log_batch([Prediction(pid.ljust(32, "0"), target, head, stored, digest, privacy, tuple(answers))])
 
 
 def _fill(store: LogStore) -> None:
@@ -90,6 +91,17 @@ def test_quota_and_label_with_large_model(registry: Registry) -> None:
     full, counts = curate(registry, CurateConfig(name="lw", label_with="large"))
     assert counts["domains"]["topic"]["hard"] == 2  # "unsure text" now labelled by the large model
     assert "unsure text" in load_collected(registry, full.id)["topic"][0]
+
+
+def test_targets_keep_one_deployment_s_predictions(registry: Registry) -> None:
+    with LogStore(registry.url) as store:
+        _fill(store)
+        _log(store, "z1", "another route's text", "sci", 0.99, target="cycle-g1-topic")
+    _, everything = curate(registry, CurateConfig(name="all"))
+    assert everything["domains"]["topic"]["pseudo"] == 2
+    record, counts = curate(registry, CurateConfig(name="g1", targets=["cycle-g1-topic"]))
+    assert counts["domains"]["topic"] == {"human": 0, "pseudo": 1, "hard": 0, "unlabeled": 0}
+    assert load_collected(registry, record.id)["topic"][0] == ["another route's text"]
 
 
 def test_collected_files_load_with_fanbu_data(registry: Registry) -> None:

@@ -20,6 +20,11 @@ class CurateConfig(Strict):
 
     name: str = Field("collected", min_length=1, description="Dataset name in the registry.")
     domains: list[str] | None = Field(None, description="Only these heads/domains (default: all logged).")
+    targets: list[str] | None = Field(
+        None,
+        description="Only predictions clients asked of these served models or cascades (the request's "
+        "`model`), e.g. one deployment's routes; default: all.",
+    )
     quota: int = Field(2000, ge=1, description="Most labelled examples per domain.")
     unlabeled_quota: int = Field(5000, ge=0, description="Most unlabeled texts per domain.")
     min_confidence: float = Field(0.9, ge=0.0, le=1.0, description="Pseudo-labels need this top probability.")

@@ -87,6 +87,8 @@ def curate(
     store = store or LogStore(registry.url)
     try:
         predictions = store.predictions(config.domains)
+        if config.targets is not None:
+            predictions = [p for p in predictions if p.target in set(config.targets)]
         feedback: dict[str, tuple[str | None, int | None]] = {}
         for item in store.feedback():  # the latest label and the latest rating win
             label, rating = feedback.get(item.prediction_id, (None, None))

@@ -15,11 +15,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fanbu.config import Strict, validate
+from fanbu.cycle.deploy import CycleDeployment
 from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.derive.presets import FAST_SMALL_STAGES, copy_stages
 from fanbu.errors import ConfigError
 from fanbu.execute import ExecutorConfig
-from fanbu.feedback.recipe import ExpertDerive, FeedbackCore, FeedbackRecipe, check_stages
+from fanbu.feedback.recipe import ExpertDerive, FeedbackCore, FeedbackRecipe, StrategyList, check_stages
 from fanbu.models.tokenize import Truncation
 
 
@@ -53,9 +54,10 @@ class CycleExperts(Strict):
     """Where each generation's swarm comes from."""
 
     source: Literal["finetune", "small"] = Field(
-        "finetune",
-        description="finetune: fine-tune the champion on each private slice (`derive` below); small: the "
-        "small models this generation derived (teachers of another architecture).",
+        "small",
+        description="small: the small models this generation derived (adapted to their traffic when "
+        "`deployment` is on; teachers of another architecture); finetune: full-size experts, the champion "
+        "fine-tuned on each private slice (`derive` below), for comparison.",
     )
     derive: ExpertDerive = Field(default_factory=ExpertDerive)
 
@@ -67,7 +69,23 @@ class CycleRecipe(FeedbackCore):
     """
 
     derive: CycleDerive = Field(default_factory=CycleDerive)
+    deployment: CycleDeployment = Field(
+        default_factory=CycleDeployment,
+        description="Steps 2-4: serve the small models to traffic, collect, adapt them (needs derive).",
+    )
+    feed_collected: bool = Field(
+        True,
+        description="Mechanism 1, data collection: the generation's collected dataset joins the feedback "
+        "step's data (its labelled rows the public data, its unlabeled texts the transfer texts).",
+    )
     experts: CycleExperts = Field(default_factory=CycleExperts)
+    strategies: StrategyList = Field(
+        default_factory=lambda: [
+            {"swarm_distill": {"teachers": {"choice": "by_domain"}, "continual": {"lwf_weight": 1.0}}}
+        ],
+        description="[{strategy: {settings}}, ...]; each makes a candidate. The default distils the small "
+        "models (any shape) into the champion; merge / moe / graft need experts.source: finetune.",
+    )
     generations: int = Field(1, ge=1, description="Generations to run in all (finished ones are not redone).")
     on_no_promotion: Literal["stop", "continue"] = Field(
         "stop",
@@ -85,6 +103,11 @@ class CycleRecipe(FeedbackCore):
 
     @model_validator(mode="after")
     def _check(self) -> CycleRecipe:
+        if self.deployment.enabled and not self.derive.enabled:
+            raise ValueError(
+                "deployment.enabled serves the derived small models, but derive.enabled is false; enable "
+                "derive or set deployment.enabled: false"
+            )
         if self.experts.source == "small":
             if not self.derive.enabled:
                 raise ValueError("experts.source is 'small' but derive.enabled is false; enable derive")
@@ -101,14 +124,21 @@ class CycleRecipe(FeedbackCore):
         return self
 
     def feedback_recipe(
-        self, champion: str, generation: int, experts: dict[str, str] | None = None
+        self,
+        champion: str,
+        generation: int,
+        experts: dict[str, str] | None = None,
+        collected: str | None = None,
     ) -> FeedbackRecipe:
-        """The feedback step of ``generation`` from ``champion``; ``experts`` (domain -> id) reuses a swarm."""
+        """The feedback step of ``generation`` from ``champion``; ``experts`` (domain -> id) reuses a swarm,
+        ``collected`` (a dataset id) joins its data when ``feed_collected``."""
         if experts:
             swarm: dict[str, Any] = {"source": "registry", "models": dict(experts)}
         else:
             swarm = {"source": "derive", "derive": self.experts.derive.model_dump(mode="json")}
         shared = self.model_dump(mode="json", include=set(FeedbackCore.model_fields))
+        if collected is not None and self.feed_collected:
+            shared["data"] = {**shared["data"], "collected": collected}
         return validate(
             FeedbackRecipe,
             {**shared, "champion": champion, "experts": swarm, "seed": self.seed + generation},

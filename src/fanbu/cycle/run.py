@@ -29,8 +29,9 @@ from typing import Any
 
 from rich.console import Console
 
+from fanbu.cycle.deploy import deploy_and_adapt
 from fanbu.cycle.recipe import CycleRecipe
-from fanbu.cycle.tables import print_feedback, print_small
+from fanbu.cycle.tables import print_adapted, print_feedback, print_small
 from fanbu.derive.pipeline import run_derive
 from fanbu.errors import ConfigError
 from fanbu.feedback.pipeline import run_feedback
@@ -142,11 +143,30 @@ def run_generation(
                 rows = run_derive(recipe.derive_recipe(champion.id, max_length), registry)
                 small = {row["domain"]: row["final"] for row in rows}
                 print_small(console, rows, champion.id)
+        deployment: dict[str, Any] | None = None
+        swarm = small
+        if recipe.deployment.enabled and small:
+            console.print("serving the small models to this generation's traffic, collecting, adapting")
+            deployment = deploy_and_adapt(
+                recipe.deployment,
+                recipe.data,
+                recipe.derive.max_train,
+                registry,
+                f"cycle-{cycle[:8]}",
+                generation,
+                champion.id,
+                small,
+                recipe.seed + generation,
+                console,
+            )
+            swarm = dict(deployment["adapted"])
+            print_adapted(console, deployment)
         if recipe.experts.source == "small":
-            experts: dict[str, str] | None = small
+            experts: dict[str, str] | None = swarm
         else:
             experts = dict(previous["experts"]) if same and previous else None
-        feedback = run_feedback(recipe.feedback_recipe(champion.id, generation, experts), registry)
+        collected = deployment["collected"]["dataset"] if deployment else None
+        feedback = run_feedback(recipe.feedback_recipe(champion.id, generation, experts, collected), registry)
         promoted = feedback["promoted"]
         gates = dict(feedback.get("gate_fingerprints") or {})
         reuse = gate_reuse(registry, cycle, generation, gates)
@@ -158,6 +178,7 @@ def run_generation(
             "champion_out": promoted or champion.id,
             "promoted": promoted,
             "small": small,
+            "deployment": deployment,
             "experts": feedback["experts"],
             "feedback_run": feedback["run"],
             "decision_split": "gate",

@@ -31,6 +31,39 @@ def print_small(console: Console, rows: list[dict[str, Any]], teacher: str | Non
     console.print(table)
 
 
+def print_adapted(console: Console, deployment: dict[str, Any]) -> None:
+    """One line per domain: its traffic, what was collected, and the small model before and after adapt
+    (validation accuracy: a training-time figure, not a test result)."""
+    table = Table(
+        "domain",
+        "served",
+        "online acc",
+        "corrected",
+        "collected (human/pseudo/hard)",
+        "adapted model",
+        "val acc before -> after",
+        title="small models served, collected, adapted",
+    )
+    traffic = (deployment.get("traffic") or {}).get("domains", {})
+    counts = deployment["collected"]["counts"]["domains"]
+    for domain, model in sorted(deployment["adapted"].items()):
+        seen = traffic.get(domain, {})
+        tiers = counts.get(domain, {})
+        run = deployment["adapt"].get(domain)
+        kept = domain in deployment["skipped"]
+        accuracy = run["validation_accuracy"] if run else None
+        table.add_row(
+            domain,
+            str(seen.get("answered", "-")),
+            "-" if seen.get("accuracy") is None else f"{seen['accuracy']:.3f}",
+            str(seen.get("corrected", "-")),
+            "/".join(str(tiers.get(t, 0)) for t in ("human", "pseudo", "hard")),
+            f"{model} (kept)" if kept else model,
+            "-" if accuracy is None else f"{accuracy['before']:.3f} -> {accuracy['after']:.3f}",
+        )
+    console.print(table)
+
+
 def print_feedback(console: Console, summary: dict[str, Any], title: str | None = None) -> None:
     """One line per strategy of a ``run_feedback`` summary: candidate, PGR, forgetting, gate; then the outcome."""
     table = Table("strategy", "candidate", "PGR mean", "forgetting (pts)", "seconds", "gate", title=title)

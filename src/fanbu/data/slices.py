@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from fanbu.config import Strict
+from fanbu.data import sampling
 from fanbu.data.builtin import default_benchmark
 from fanbu.data.domain import Benchmark, Split
 from fanbu.data.loaders import DomainSource, load_domain
@@ -114,6 +115,30 @@ def pairs(split: Split, cap: int | None, seed: int) -> Pairs:
     if cap is not None:
         split = split.subsample(cap, seed)
     return list(split.texts), list(split.labels or ())
+
+
+def traffic_pairs(private: Split, used: int | None, seed: int, size: int, block: int = 0) -> Pairs:
+    """Simulated traffic of a domain: ``size`` examples of its private slice that :func:`pairs` with
+    ``(used, seed)`` did **not** take, so no model trained on the ``used`` examples has seen them.
+
+    They are shuffled with ``seed`` and cut into blocks of ``size``; ``block`` picks one (the cycle's
+    generation: each generation serves fresh texts). Raises ConfigError when the slice has no such block.
+    """
+    if used is None or used >= len(private):
+        rest = Split(texts=(), labels=() if private.labels is not None else None)
+    else:
+        taken = set(sampling.sample_indices(private.labels, len(private), used, seed).tolist())
+        rest = private.select(i for i in range(len(private)) if i not in taken)
+    order = sampling.shuffle_indices(len(rest), seed + 1)
+    start = block * size
+    if size < 1 or start + size > len(rest):
+        raise ConfigError(
+            f"traffic: {len(rest)} private example(s) are left after the {used} used for training, too few "
+            f"for block {block} of {size}; lower the traffic size, lower the training cap (max_train), or "
+            "add data"
+        )
+    chosen = rest.select(order[start : start + size].tolist())
+    return list(chosen.texts), list(chosen.labels or ())
 
 
 def split_of(bench: Benchmark, name: str, split: SplitName) -> Split:
