@@ -262,3 +262,31 @@ def test_set_statuses_is_all_or_nothing(workspace) -> None:
         ("large:v1", "champion", "ok"),
         ("large:v0", "archived", "old"),
     ]
+
+
+def test_a_swarm_model_from_another_large_model_s_line_is_refused(workspace) -> None:
+    from fanbu.feedback.pipeline import check_lineage
+    from fanbu.registry.workspace import Workspace
+
+    registry, _ = workspace
+    champion = registry.get_model("large:v0")
+    path = champion.path
+    registry.register_model(name="other", path=path, kind="encoder")
+    registry.register_model(name="tech.quantize", path=path, kind="encoder", parents=["large:v0"], relation="quantized")
+    registry.register_model(name="health.quantize", path=path, kind="encoder", parents=["other:v0"], relation="quantized")
+    workspace_ = Workspace(registry)
+    check_lineage(workspace_, champion, {"tech": "tech.quantize:v0"})  # derived from the champion: fine
+    with pytest.raises(ConfigError, match=r"experts\.models\.health: health\.quantize:v0 does not descend") as caught:
+        check_lineage(workspace_, champion, {"tech": "tech.quantize:v0", "health": "health.quantize:v0"})
+    assert "experts.check_lineage: false" in str(caught.value)
+    runs = len(registry.list_runs())
+    recipe = validate(
+        FeedbackRecipe,
+        {"experts": {"source": "registry", "models": {"tech": "tech.quantize:v0", "health": "health.quantize:v0"}},
+         "data": workspace[1], "strategies": [{"swarm_distill": {}}]},
+    )
+    models = {m.id for m in registry.list_models()}
+    with pytest.raises(ConfigError, match="does not descend"):
+        run_feedback(recipe, registry)
+    assert {m.id for m in registry.list_models()} == models  # no partial registry entry
+    assert len(registry.list_runs()) == runs + 1 and registry.list_runs()[-1].status == "failed"

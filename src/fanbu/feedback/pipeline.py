@@ -174,6 +174,8 @@ def load_experts(
                 ids[domain] = workspace.resolve(spec).id
             except UnknownModelError as exc:
                 raise ConfigError(f"experts.models.{domain}: {exc}") from None
+        if settings.check_lineage:
+            check_lineage(workspace, champion, ids)
     else:
         derive = DeriveRecipe(
             teacher=champion.id,
@@ -191,6 +193,22 @@ def load_experts(
         handle.model.eval()
         experts[domain] = (handle, model_id)
     return experts
+
+
+def check_lineage(workspace: Workspace, champion: ModelRecord, ids: dict[str, str]) -> None:
+    """Every expert must descend from ``champion`` or an earlier version of its name, else a ConfigError."""
+    registry = workspace.registry
+    line = {champion.id} | {a.id for a in registry.ancestors(champion.id) if a.name == champion.name}
+    for domain, model_id in sorted(ids.items()):
+        if model_id in line:
+            continue
+        ancestors = [a.id for a in registry.ancestors(model_id)]
+        if not line & set(ancestors):
+            raise ConfigError(
+                f"experts.models.{domain}: {model_id} does not descend from {champion.id} or an earlier "
+                f"version of {champion.name!r} (its ancestors: {ancestors or 'none'}); feed back models derived "
+                f"from this champion's line, or set experts.check_lineage: false to accept it"
+            )
 
 
 def record_sizes_and_experts(

@@ -122,6 +122,11 @@ class ExpertsConfig(Strict):
         description="Domain -> a registered model (an id like comp.finetune:v0, or a name: its newest version).",
     )
     derive: ExpertDerive = Field(default_factory=ExpertDerive)
+    check_lineage: bool = Field(
+        True,
+        description="With source: registry, refuse a model that does not descend from the champion or an "
+        "earlier version of its name (a small model of another large model's line); false: accept any.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ExpertsConfig:
