@@ -13,6 +13,7 @@ The settings and result types (:class:`CurateConfig`, :class:`Curated`, :class:`
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,10 @@ __all__ = ["TIERS", "CurateConfig", "Curated", "Example", "curate", "select_exam
 
 def _key(text: str) -> str:
     return " ".join(text.lower().split())
+
+
+def _order(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def select_examples(
@@ -105,7 +110,9 @@ def curate(
             by_domain.setdefault(example.domain, []).append(example)
     curated = Curated(skipped_hash_only=skipped)
     for domain in sorted(set(by_domain) | set(unlabeled)):
-        examples = sorted(by_domain.get(domain, []), key=lambda e: (TIERS.index(e.tier), e.prediction_id))
+        # within a tier, a fixed pseudo-random order (the text's hash): the same logs give the same dataset,
+        # whatever ids the server drew, and a quota keeps no alphabetical bias
+        examples = sorted(by_domain.get(domain, []), key=lambda e: (TIERS.index(e.tier), _order(e.text)))
         curated.labeled[domain] = examples[: config.quota]
         curated.unlabeled[domain] = sorted(unlabeled.get(domain, []))[: config.unlabeled_quota]
     curated.label_names = _label_names(registry, predictions)
