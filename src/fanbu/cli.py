@@ -380,6 +380,30 @@ def bench_serve(
     console.print(f"results written to {out}")
 
 
+@bench_app.command("loop")
+@friendly
+def bench_loop(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-loop.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="64 tokens, capped data, 2 generations; target 30 minutes "
+                                        "on 2 cores.")] = False,
+    work: Annotated[Path | None, typer.Option(help="Keep large v0, each finished draw and its registry here; a "
+                                              "rerun reuses what the same plan and code made.")] = None,
+    seed: Annotated[int, typer.Option(help="The first draw (slices, traffic, training); with --seeds N the draws "
+                                      "are seeds SEED..SEED+N-1.")] = 0,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Run N draws of the whole loop; every headline "
+                                              "figure is the mean with a 90% t-interval, targets read on the means. "
+                                              "Default 1 with --quick, else 2.")] = None,
+    generations: Annotated[int | None, typer.Option("--generations", min=2, help="Generations per draw (default 2 "
+                                                    "with --quick, else 3).")] = None,
+) -> None:
+    """The whole loop with the small models as the swarm: derive, serve, collect, adapt, feed back through
+    every mechanism, gate; PGR against the small teachers, bytes moved, the full-size swarm compared."""
+    from fanbu.bench.loop import run_bench as run_loop_bench
+
+    run_loop_bench(quick, out, console, seed=seed, seeds=seeds, generations=generations, work=work)
+    console.print(f"results written to {out}")
+
+
 def _demo_in(home: Path, console: Console) -> dict:
     """``fanbu demo --home HOME`` on the built-in default; its summary (for ``fanbu bench all``)."""
     from fanbu.demo import DemoRecipe, run_demo
@@ -403,7 +427,7 @@ def bench_all(
     demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Also time `fanbu demo` on a fresh registry "
                                        "under --out-dir.")] = True,
 ) -> None:
-    """Every bench in turn (derive, feedback, federated, serve), then the demo timed; a failure is recorded
+    """Every bench in turn (derive, feedback, federated, serve, loop), then the demo timed; a failure is recorded
     and the others still run; exits 1 if any failed. `fanbu bench results` renders the directory."""
     from fanbu.bench.suite import SuiteSettings, run_suite
 

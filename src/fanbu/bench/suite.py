@@ -32,7 +32,7 @@ import fanbu
 from fanbu.io import atomic_write_json
 
 #: The benches ``fanbu bench all`` runs, in this order; the demo runs after them.
-BENCHES = ("derive", "feedback", "federated", "serve")
+BENCHES = ("derive", "feedback", "federated", "serve", "loop")
 #: The files of ``DIR`` that are not a bench's report.
 SUITE_FILE, ENVIRONMENT_FILE, DEMO_FILE = "suite.json", "environment.json", "demo.json"
 DEMO_HOME = "demo-home"
@@ -102,12 +102,19 @@ def _serve(s: SuiteSettings, out: Path, console: Console) -> Any:
     return run_bench(s.quick, out, console, seeds=s.seeds)
 
 
+def _loop(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.loop import run_bench
+
+    return run_bench(s.quick, out, console)
+
+
 #: Each bench's runner, by name (the tests put stand-ins here).
 RUNNERS: dict[str, Runner] = {
     "derive": _derive,
     "feedback": _feedback,
     "federated": _federated,
     "serve": _serve,
+    "loop": _loop,
 }
 
 
