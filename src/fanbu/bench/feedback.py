@@ -447,7 +447,13 @@ def run_draw(
     draw_dir = tmp / f"seed{seed}"
     # every strategy gets a copy: they share the experts' outputs and the validation scores
     shared = FeedbackContext.for_run(setup.large, setup.experts, setup, draw_dir, setup.seed)
-    runs = [(n, n, SETTINGS.get(n, {})) for n in sorted(STRATEGIES) if n != "sequential"]
+    # this bench's experts are full-size fine-tunes: the strategies that read a pruned student's record
+    # of where it sits in the champion (transplant, swarm_structure) run in `fanbu bench loop`
+    runs = [
+        (n, n, SETTINGS.get(n, {}))
+        for n in sorted(STRATEGIES)
+        if n != "sequential" and not get_strategy(n).has("pruned_experts")
+    ]
     report: dict[str, Any] = {"seed": seed, "quick": quick, "strategies": [], "baselines": []}
     for kind, items in (("strategies", runs), ("baselines", BASELINES)):
         for label, name, settings in items:
