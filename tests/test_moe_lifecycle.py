@@ -68,7 +68,8 @@ def test_a_promoted_moe_is_fed_back_from_served_and_derived_from(tmp_path: Path)
         "max_length": 32,
         "data": data,
         "derive": {"stages": small_stages()},
-        "experts": EXPERTS,
+        "deployment": {"enabled": False},  # the MoE's dense students are what this test follows
+        "experts": {"source": "finetune", **EXPERTS},
         "strategies": [{"merge": {"method": "average", "selection": {"enabled": False}}}],
         "gate": PASS_ALL,
     }

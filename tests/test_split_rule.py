@@ -212,6 +212,7 @@ def test_a_cycle_counts_gate_reuse_and_warns_past_the_limit(tmp_path: Path, monk
             {
                 "data": domain_files(tmp_path),
                 "derive": {"enabled": False},
+                "experts": {"source": "finetune"},
                 "on_no_promotion": "continue",
                 "gate_reuse_limit": 1,
             }

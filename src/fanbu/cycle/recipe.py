@@ -71,7 +71,8 @@ class CycleRecipe(FeedbackCore):
     derive: CycleDerive = Field(default_factory=CycleDerive)
     deployment: CycleDeployment = Field(
         default_factory=CycleDeployment,
-        description="Steps 2-4: serve the small models to traffic, collect, adapt them (needs derive).",
+        description="Steps 2-4: serve the small models to traffic, collect, adapt them (they need the derive "
+        "step: with derive.enabled false there is nothing to serve and these steps are skipped).",
     )
     feed_collected: bool = Field(
         True,
@@ -103,11 +104,6 @@ class CycleRecipe(FeedbackCore):
 
     @model_validator(mode="after")
     def _check(self) -> CycleRecipe:
-        if self.deployment.enabled and not self.derive.enabled:
-            raise ValueError(
-                "deployment.enabled serves the derived small models, but derive.enabled is false; enable "
-                "derive or set deployment.enabled: false"
-            )
         if self.experts.source == "small":
             if not self.derive.enabled:
                 raise ValueError("experts.source is 'small' but derive.enabled is false; enable derive")
