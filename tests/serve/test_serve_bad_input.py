@@ -297,3 +297,34 @@ def test_unloggable_prediction_is_not_answered_503(
     response = client.post("/v1/predict", json={"model": "small", "texts": ["a"]})
     _error(response, 503, "store_unavailable", "could not be logged", "database is locked")
     assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("model", ["small", "edge"])
+def test_lone_surrogate_fails_alone_and_its_neighbours_are_answered(client: TestClient, model: str) -> None:
+    """The reported bug: six bad requests sent with six good ones made five good ones answer 500."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bad = b'{"model": "' + model.encode() + rb'", "texts": ["a\ud800b"]}'  # valid JSON, not valid Unicode
+    good = {"model": model, "texts": ["a fine text", "another one"]}
+
+    def send(i: int):
+        if i % 2:
+            return client.post("/v1/predict", content=bad, headers={"Content-Type": "application/json"})
+        return client.post("/v1/predict", json=good)
+
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(send, range(12)))
+    for response in responses[0::2]:
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 2
+    for response in responses[1::2]:
+        _error(response, 422, "invalid_text", "texts.0: not valid Unicode (lone surrogate U+D800 at 1)")
+
+
+def test_nul_character_is_refused_with_its_position(client: TestClient) -> None:
+    _error(
+        client.post("/v1/predict", json={"model": "small", "texts": ["ok", "x\x00y"]}),
+        422,
+        "invalid_text",
+        "texts.1: contains NUL (U+0000) at 1",
+    )

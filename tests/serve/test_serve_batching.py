@@ -32,7 +32,7 @@ def test_concurrent_requests_share_one_batch() -> None:
     assert calls == [["t0", "u0", "t1", "u1", "t2", "u2"]]  # one batch for three requests
 
 
-def test_max_batch_splits_and_errors_reach_every_request() -> None:
+def test_max_batch_splits_and_a_failing_text_fails_only_its_own_request() -> None:
     calls: list[int] = []
 
     def run(texts: list[str]) -> list[str]:
@@ -51,7 +51,51 @@ def test_max_batch_splits_and_errors_reach_every_request() -> None:
     results, sizes = asyncio.run(main())
     assert results[:4] == [["0"], ["1"], ["2"], ["3"]]
     assert sizes[:2] == [2, 2]
-    assert all(isinstance(r, RuntimeError) for r in results[4:])
+    assert isinstance(results[4], RuntimeError)
+    assert results[5] == ["x"]  # batched with "boom", answered on its own rerun
+
+
+def test_a_poisoned_batch_is_rerun_request_by_request() -> None:
+    """Six good and six bad requests at once: every good one is answered, every bad one fails alone."""
+    batch_sizes: list[int] = []
+
+    def run(texts: list[str]) -> list[str]:
+        batch_sizes.append(len(texts))
+        if any(t.startswith("bad") for t in texts):
+            raise TypeError("TextEncodeInput must be Union[...]")
+        return [t.upper() for t in texts]
+
+    def commit(results: list[str]) -> None:
+        assert all(r.startswith("GOOD") for r in results)
+
+    async def main() -> list[object]:
+        batcher = MicroBatcher(run, max_batch=32, max_wait_s=0.2, max_queue=64, commit=commit, workers=2)
+        requests = [batcher.submit([f"{kind}{i}", f"{kind}{i}b"]) for i in range(6) for kind in ("good", "bad")]
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    good, bad = results[0::2], results[1::2]
+    assert good == [[f"GOOD{i}", f"GOOD{i}B"] for i in range(6)]
+    assert all(isinstance(r, TypeError) for r in bad)
+    assert max(batch_sizes) > 2  # they really were batched together before the reruns
+
+
+def test_a_commit_that_fails_for_one_request_fails_only_that_request() -> None:
+    def commit(results: list[str]) -> None:
+        if "bad" in results:
+            raise ValueError("A string literal cannot contain NUL (0x00) characters.")
+
+    async def main() -> list[object]:
+        batcher = MicroBatcher(lambda texts: texts, max_batch=8, max_wait_s=0.2, max_queue=16, commit=commit)
+        results = await asyncio.gather(*(batcher.submit([t]) for t in ("a", "bad", "c")), return_exceptions=True)
+        await batcher.close()
+        return results
+
+    results = asyncio.run(main())
+    assert results[0] == ["a"] and results[2] == ["c"]
+    assert isinstance(results[1], ValueError)
 
 
 def test_full_queue_raises_overloaded() -> None:

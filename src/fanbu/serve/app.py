@@ -37,6 +37,7 @@ from fanbu.serve.schemas import (
     ReloadResponse,
 )
 from fanbu.serve.state import ServerState
+from fanbu.serve.texts import check_texts
 
 _BEARER = Depends(
     HTTPBearer(auto_error=False, description="The API token (checked before the request is read).")
@@ -117,23 +118,7 @@ def create_app(config: ServeConfig, registry: Registry, store: LogStore, token_h
     @app.post("/v1/predict", response_model=PredictResponse, dependencies=secured, responses=ErrorResponses)
     async def predict(body: PredictRequest) -> PredictResponse:
         limits = config.limits
-        if len(body.texts) > limits.max_batch_texts:
-            raise ApiError(
-                422,
-                "too_many_texts",
-                f"{len(body.texts)} texts in one request; the limit is "
-                f"{limits.max_batch_texts} (limits.max_batch_texts): split the batch",
-                "max_batch_texts",
-            )
-        for index, text in enumerate(body.texts):
-            if len(text) > limits.max_text_chars:
-                raise ApiError(
-                    422,
-                    "text_too_long",
-                    f"texts.{index} has {len(text)} characters; the limit is "
-                    f"{limits.max_text_chars} (limits.max_text_chars): shorten it",
-                    "max_text_chars",
-                )
+        check_texts(body.texts, limits)
         route = await state.route(body.model)
         head = state.head_of(route, body.head)
         try:

@@ -9,6 +9,10 @@ of the texts in the server, waiting or computing (:func:`fair_share`): the worke
 instead of one computing a long batch while another computes the stragglers, and no worker waits for
 company while the server holds fewer requests than workers.
 
+A batch that fails (a text the tokenizer or the model cannot take) is run again one request at a
+time, and so is a commit that fails, so a bad request fails alone and never takes the requests it
+was batched with down with it.
+
 The *commit* thread hands finished batches to ``commit`` (the store's transaction; batches that
 finished while the last commit ran go into one) and only then answers their requests. So the model
 starts on the next batch while the last one is being committed, the event loop never sits between two
@@ -223,23 +227,37 @@ class MicroBatcher(Generic[T]):
 
     def _compute_loop(self) -> None:
         while (items := self._take()) is not None:
-            texts = [t for item in items for t in item.texts]
+            size = sum(len(item.texts) for item in items)
             if self._on_batch is not None:
-                self._on_batch(len(texts))
-            batch = _Batch(items)
+                self._on_batch(size)
             try:
-                batch.results = self._run(texts)
-            except Exception as exc:  # noqa: BLE001 - every request of the batch gets the error
-                batch.error = exc
+                batches = self._compute(items)
             finally:
                 with self._lock:
-                    self._computing -= len(texts)
-            if self._commit is None or batch.error is not None:
-                self._answer([batch])
+                    self._computing -= size
+            failed = [batch for batch in batches if batch.error is not None]
+            done = [batch for batch in batches if batch.error is None]
+            if failed:
+                self._answer(failed)
+            if self._commit is None:
+                if done:
+                    self._answer(done)
                 continue
             with self._lock:
-                self._computed.append(batch)
+                self._computed.extend(done)
                 self._lock.notify_all()
+
+    def _compute(self, items: list[_Item]) -> list[_Batch]:
+        """Run the batch; if it fails, run each request on its own, so only the bad ones fail."""
+        batch = _Batch(items)
+        try:
+            batch.results = self._run([t for item in items for t in item.texts])
+            return [batch]
+        except Exception as exc:  # noqa: BLE001 - isolated below, or the request gets the error
+            batch.error = exc
+        if len(items) == 1:
+            return [batch]
+        return [one for item in items for one in self._compute([item])]
 
     def _commit_loop(self) -> None:
         while True:
@@ -262,6 +280,10 @@ class MicroBatcher(Generic[T]):
                 for batch in batches:
                     self._commit_group([batch])
                 return
+            if len(batches[0].items) > 1:
+                for one in _per_request(batches[0]):
+                    self._commit_group([one])
+                return
             batches[0].error = exc
         self._answer(batches)
 
@@ -277,6 +299,16 @@ class MicroBatcher(Generic[T]):
             loop.call_soon_threadsafe(_settle, batches)
         except RuntimeError:  # the loop closed meanwhile: nobody is waiting any more
             pass
+
+
+def _per_request(batch: _Batch) -> list[_Batch]:
+    """One batch per request of ``batch``, each with its own slice of the results."""
+    out, start = [], 0
+    for item in batch.items:
+        end = start + len(item.texts)
+        out.append(_Batch([item], batch.results[start:end]))
+        start = end
+    return out
 
 
 def _settle(batches: list[_Batch]) -> None:
