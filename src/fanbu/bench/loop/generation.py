@@ -70,13 +70,15 @@ def register_large_v0(registry: Registry, plan: LoopPlan, store: WorkDir, seed: 
         "code": source_fingerprint(*SETUP_CODE),
     }
     handle = store.model(f"loop-large-v0-seed{seed}", make, max_length, made_with)
+    workspace = Workspace(registry)
     provenance = Provenance(
         recipe=made_with,
+        parents=[workspace.register_source(plan.model)],  # the package model, an archived root
         data_fingerprints={t: bench.public(t).fingerprint for t in tasks},
         base_model=plan.model.removeprefix("package:"),
         base_model_relation="finetune",
     )
-    record = Workspace(registry).save_and_register(
+    record = workspace.save_and_register(
         handle, provenance, name="large", relation="finetune", status="champion"
     )
     return record.id
