@@ -166,6 +166,11 @@ def _simulate(
             for d in sorted(small)
         )
         served = [f"cascades={{{cascades}}}", "only_listed=true"]
+    # The simulated clients send the domains' texts whole (a 20 Newsgroups post can run to 30,000
+    # characters; the model reads its first max_length tokens), so the server's limits are set to fit
+    # them: 8 texts a request, up to 6 bytes of JSON per character.
+    longest = max((len(t) for texts, _ in traffic.values() for t in texts), default=1)
+    served += [f"limits.max_text_chars={max(20_000, longest)}", f"limits.max_body_bytes={max(1 << 20, 48 * longest)}"]
     token = secrets.token_hex(16)
     log = Path(tempfile.mkdtemp(prefix="fanbu-cycle-serve-")) / "serve.log"
     server = start_server(Path(registry.home), served, token, log)
