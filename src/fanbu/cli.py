@@ -44,20 +44,32 @@ DbOpt = Annotated[
 
 
 def friendly(fn: F) -> F:
-    """Print a FanbuError's message (no traceback) and exit with status 2."""
+    """Print a FanbuError's message (no traceback) and exit with status 2.
+
+    The message is printed literally (a ``[...]`` in it is not rich markup), with the password of the
+    command's ``--db`` URL, and of any other ``scheme://user:password@`` in it, replaced by ``***``.
+    """
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except FanbuError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            from rich.markup import escape
+
+            from fanbu.registry.engine import redact
+
+            db = kwargs.get("db")
+            message = redact(str(exc), db if isinstance(db, str) else None)
+            err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def _registry(home: Path, db: str | None):
+    """The registry of ``home`` (or of ``db``); a bad or unreachable URL is a RegistryError whose message
+    shows the URL with its password hidden."""
     from fanbu.registry import Registry
 
     return Registry.open(home, db)
@@ -404,6 +416,25 @@ def bench_loop(
     console.print(f"results written to {out}")
 
 
+@bench_app.command("reliability")
+@friendly
+def bench_reliability(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path(
+        "bench-reliability.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="2,000 fuzzed requests, 5 kills per command, 2 minutes "
+                                        "of load; target 20 minutes on 2 cores.")] = False,
+    work: Annotated[Path | None, typer.Option(help="Keep the registry under test, the logs and the recipes "
+                                              "here (default: a temporary directory).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the fuzzers, the kill moments and the load.")] = 0,
+) -> None:
+    """Hostile input and faults: fuzz the API, loaders and recipes; bad requests next to good ones; kill -9
+    fanbu serve, derive and feedback at random moments, rerun, ask fanbu doctor; sustained load at 80%."""
+    from fanbu.bench.reliability import run_bench as run_reliability_bench
+
+    run_reliability_bench(quick, out, console, seed=seed, work=work)
+    console.print(f"results written to {out}")
+
+
 def _demo_in(home: Path, console: Console) -> dict:
     """``fanbu demo --home HOME`` on the built-in default; its summary (for ``fanbu bench all``)."""
     from fanbu.demo import DemoRecipe, run_demo
@@ -545,6 +576,44 @@ def models(
         console.print(table)
     finally:
         registry.close()
+
+
+@app.command()
+@friendly
+def doctor(
+    repair: Annotated[bool, typer.Option("--repair", help="Move what cannot be trusted into "
+                                         "HOME/quarantine/<time>/ and mark its models rejected; "
+                                         "nothing is deleted.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    grace: Annotated[float, typer.Option(min=0, help="Seconds during which a new unregistered or "
+                                         "half-written directory counts as a save at work.")] = 3600.0,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """Check that the registry and the artefacts on disk agree; exit 1 while problems remain."""
+    from fanbu.registry.doctor import diagnose, report_table
+    from fanbu.registry.doctor import repair as quarantine
+
+    registry = _registry(home, db)
+    try:
+        report, folder = diagnose(registry, grace=grace), None
+        if repair:
+            folder = quarantine(report, registry)
+            report = diagnose(registry, grace=grace) if folder is not None else report
+    finally:
+        registry.close()
+    if as_json:
+        data = {**report.to_json(), "quarantine": str(folder) if folder else None}
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        if folder is not None:
+            console.print(f"quarantined into {folder} (see its doctor.json)", highlight=False, soft_wrap=True)
+        for note in report.notes:
+            console.print(f"note: {note}", style="dim", markup=False, highlight=False, soft_wrap=True)
+        healthy = "[green]healthy:[/] the registry and the artefacts on disk agree"
+        console.print(report_table(report) if report.problems else healthy)
+    if not report.healthy:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -1,8 +1,12 @@
-"""Atomic file and directory writes, and content fingerprints.
+"""Atomic file and directory writes, content fingerprints, and names that are safe to use as paths.
 
 Nothing fanbu writes is ever seen half-written: files go to a temporary name in the same directory
 and are renamed over the target (``os.replace`` is atomic on POSIX); directories are assembled under
 a temporary name and renamed into place.
+
+A name that becomes part of a path (a model, dataset or domain name, a run id) goes through
+:func:`check_path_name` or :func:`safe_child`: ``..``, absolute paths, backslashes, NUL and other
+control characters, a leading ``~`` and overlong names are refused before any file is touched.
 """
 
 from __future__ import annotations
@@ -17,7 +21,79 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fanbu.errors import ModelError
+from fanbu.errors import ConfigError, FanbuError, ModelError
+
+MAX_PATH_NAME = 200  # characters in a name used as a path (a segment's limit on most filesystems is 255)
+
+
+def check_path_name(
+    name: object, what: str, *, nested: bool = False, error: type[FanbuError] = ConfigError
+) -> str:
+    """Return ``name`` if it stays below the directory it is joined to; else raise ``error``.
+
+    A name is one path segment (or, with ``nested``, segments joined by ``/``): not empty, not ``.``
+    or ``..``, no leading ``/`` or ``~``, no backslash, no NUL or other control character, at most
+    :data:`MAX_PATH_NAME` characters.
+
+    Raises:
+        FanbuError: ``error``, saying what is wrong and what to pass instead.
+    """
+    if not isinstance(name, str):
+        raise error(f"{what} must be a string, got {type(name).__name__} {name!r}")
+    problem = _path_problem(name, nested)
+    if problem is not None:
+        shown = name if len(name) <= 80 else f"{name[:60]}...({len(name)} characters)"
+        example = "'domain-1' or 'org/name'" if nested else "'domain-1'"
+        raise error(f"invalid {what} {shown!r}: {problem}; it names a directory, so use e.g. {example}")
+    return name
+
+
+def _path_problem(name: str, nested: bool) -> str | None:
+    if not name.strip():
+        return "it is empty"
+    if len(name) > MAX_PATH_NAME:
+        return f"it is longer than {MAX_PATH_NAME} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it holds a NUL or another control character"
+    if "\\" in name:
+        return "it holds a backslash"
+    if name.startswith("/"):
+        return "it is an absolute path"
+    segments = name.split("/")
+    if not nested and len(segments) > 1:
+        return "it holds a '/'"
+    for segment in segments:
+        if not segment.strip(". "):  # "", ".", "..", and what Windows would trim to them
+            return f"it holds the path segment {segment!r} (no empty, '.' or '..' segments)"
+        if segment.startswith("~"):
+            return "a segment starts with '~' (a home directory)"
+    return None
+
+
+def safe_child(
+    root: str | os.PathLike[str],
+    *parts: str,
+    what: str = "name",
+    nested: bool = False,
+    error: type[FanbuError] = ConfigError,
+) -> Path:
+    """``root / parts...``, each part checked by :func:`check_path_name`, and still under ``root``
+    once both are resolved (a symlink on the way that points outside is refused too).
+
+    Raises:
+        FanbuError: ``error``, for a bad part or a path that resolves outside ``root``.
+    """
+    for part in parts:
+        check_path_name(part, what, nested=nested, error=error)
+    base = Path(root)
+    child = base.joinpath(*parts)
+    resolved_root, resolved = base.resolve(), child.resolve()
+    if resolved != resolved_root and resolved_root not in resolved.parents:
+        raise error(
+            f"invalid {what} {'/'.join(parts)!r}: {child} resolves to {resolved}, outside {resolved_root} "
+            "(a symlink points out of it); remove the link or choose another name"
+        )
+    return child
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -40,7 +40,7 @@ __all__ = ["Catalog", "Entry", "NoSettings"]
 T = TypeVar("T")
 E = TypeVar("E", bound="Entry")
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"[a-z][a-z0-9_]*")  # fullmatch: "$" alone would let a trailing newline through
 
 
 class NoSettings(Strict):
@@ -115,7 +115,7 @@ class Catalog(Generic[E]):
             TypeError: ``config`` is not a pydantic model class.
         """
         where = f"{self.kind} {name!r}"
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ValueError(f"{where}: a name is lower case letters, digits and '_', starting with a letter")
         if name in self._entries:
             raise ValueError(f"{where} is registered twice")

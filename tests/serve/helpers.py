@@ -36,7 +36,7 @@ def register_tiny(
     for head, labels in (heads or {"topic": LABELS}).items():
         handle.add_head(head, labels)
     version = registry.next_version(name)
-    path = handle.save(registry.model_dir(name, version), Provenance(name=name))
+    path = handle.save(registry.model_dir(name, version), Provenance(name=f"{name}:v{version}"))
     return registry.register_model(name=name, path=path, kind="encoder", version=version)
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fanbu.config import Strict
+from fanbu.errors import ConfigError
+from fanbu.io import check_path_name
 
 TIERS = ("human", "pseudo", "hard")
 
@@ -36,6 +38,15 @@ class CurateConfig(Strict):
     )
     runtime: str = Field("onnx_int8", description="Runtime when label_with is a quantize deployment.")
     out: str | None = Field(None, description="Where the JSONL files go (default: <home>/datasets).")
+
+    @field_validator("name")
+    @classmethod
+    def _path_safe_name(cls, name: str) -> str:
+        # the name is a directory under `out`: no '..', absolute path, backslash, NUL or leading '~'
+        try:
+            return check_path_name(name, "dataset name", nested=True)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from fanbu.data.loaders import DomainSource
 from fanbu.data.readers import read_table
-from fanbu.errors import DomainError, RegistryError
-from fanbu.io import atomic_directory, atomic_write_json, sha256_json
+from fanbu.errors import ConfigError, DomainError, RegistryError
+from fanbu.io import atomic_directory, atomic_write_json, check_path_name, safe_child, sha256_json
 from fanbu.registry import DatasetRecord, Registry
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ def write_collected(
 ) -> tuple[DatasetRecord, dict[str, Any]]:
     """Write ``curated`` (unless that content exists already) and register it; returns record and counts."""
     domains = sorted(set(curated.labeled) | set(curated.unlabeled))
+    for d in domains:  # logged heads name files: refused before anything is written
+        check_path_name(d, "logged domain (head) name", error=DomainError)
     labeled = {d: [(e.text, e.label) for e in curated.labeled.get(d, [])] for d in domains}
     unlabeled = {d: list(curated.unlabeled.get(d, [])) for d in domains}
     names = {d: curated.label_names.get(d) or sorted({label for _, label in labeled[d]}) for d in domains}
@@ -48,7 +50,9 @@ def write_collected(
     root = Path(config.out) if config.out else (registry.home / "datasets" if registry.home else None)
     if root is None:
         raise RegistryError("this registry has no home directory: set out=DIR for the collected files")
-    directory = root / config.name / fingerprint[:12]
+    directory = safe_child(
+        root, config.name, fingerprint[:12], what="dataset name", nested=True, error=ConfigError
+    )
     counts = {
         d: {
             **{t: 0 for t in ("human", "pseudo", "hard")},
@@ -90,6 +94,12 @@ def write_collected(
     return record, counts_all
 
 
+def _domain_files(directory: Path, domain: str) -> tuple[Path, Path]:
+    """A domain's labelled and unlabeled JSONL files in a collected dataset's directory."""
+    check_path_name(domain, "collected domain name", error=DomainError)
+    return directory / f"{domain}.jsonl", directory / f"{domain}.unlabeled.jsonl"
+
+
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
@@ -127,7 +137,7 @@ def read_collected(registry: Registry, dataset: str) -> CollectedData:
     raw: dict[str, list[tuple[str, str]]] = {}
     unlabeled: dict[str, list[str]] = {}
     for domain in record.metadata["domains"]:
-        labeled_path, unlabeled_path = directory / f"{domain}.jsonl", directory / f"{domain}.unlabeled.jsonl"
+        labeled_path, unlabeled_path = _domain_files(directory, domain)
         for path in (labeled_path, unlabeled_path):
             if not path.is_file():
                 raise DomainError(
@@ -167,12 +177,12 @@ def collected_sources(registry: Registry, dataset: str) -> list[DomainSource]:
     directory = Path(str(record.source))
     sources = []
     for domain in record.metadata["domains"]:
-        extra = directory / f"{domain}.unlabeled.jsonl"
+        train, extra = _domain_files(directory, domain)
         has_unlabeled = extra.is_file() and extra.stat().st_size > 0
         sources.append(
             DomainSource(
                 name=domain,
-                train=str(directory / f"{domain}.jsonl"),
+                train=str(train),
                 unlabeled=str(extra) if has_unlabeled else None,
                 label_names=record.metadata["label_names"][domain],
             )

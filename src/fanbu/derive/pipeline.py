@@ -9,7 +9,7 @@ through an executor (local processes, or a Ray cluster when the recipe names one
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from fanbu.errors import ConfigError
 from fanbu.evaluate.metrics import classification_metrics
 from fanbu.evaluate.speed import param_count
 from fanbu.execute import ExecutorConfig, make_executor
+from fanbu.io import check_path_name, safe_child
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.models.moe import MoEHandle
@@ -66,7 +67,7 @@ class DomainJob:
     recipe: dict[str, Any]
     domain: str
     home: str
-    db_url: str
+    db_url: str = field(repr=False)  # may hold a password: kept out of reprs and error messages
     run_id: str
 
 
@@ -105,7 +106,9 @@ def derive_domain(job: DomainJob) -> dict[str, Any]:
                 teacher = handle  # the model as it stands before the first student-making stage
                 if isinstance(handle, MoEHandle):
                     handle = handle.densify()  # students are dense; the mixture stays the teacher
-            work = Path(job.home) / "runs" / job.run_id / data.name / f"{index}-{name}"
+            work = safe_child(
+                Path(job.home) / "runs", job.run_id, data.name, f"{index}-{name}", what="domain name"
+            )
             started = time.perf_counter()
             out = info.run(handle, StageContext(data, teacher, work, recipe.data.seed), config)
             provenance = Provenance(
@@ -166,6 +169,8 @@ def run_derive(recipe: DeriveRecipe, registry: Registry) -> list[dict[str, Any]]
     """Derive for every domain of the recipe through its executor; the run is recorded in the registry."""
     workspace = Workspace(registry)
     names = domain_names(recipe.data)
+    for name in names:  # each names directories and models: refused before anything is written
+        check_path_name(name, "domain name")
     with workspace.run("derive", recipe) as run:
         jobs = [
             DomainJob(recipe.model_dump(mode="json"), n, str(workspace.home), registry.url, run.id)

@@ -30,7 +30,7 @@ from fanbu.federated.server_app import read_history, server_app
 from fanbu.federated.settings import RunSettings, parse_run_config
 from fanbu.feedback.gate.promotion import apply_decision, gate
 from fanbu.feedback.gate.scores import score_report, score_tests
-from fanbu.io import atomic_write_json
+from fanbu.io import atomic_write_json, safe_child
 from fanbu.models.artefact import Provenance
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import Registry
@@ -64,11 +64,13 @@ def save_inputs(
 ) -> tuple[Path, dict[str, Path]]:
     """Save the large model and each domain's starting client model where the apps load them."""
     inputs = work_dir / "inputs"
+    # every domain name is checked before anything is saved
+    targets = {d: safe_child(inputs / "clients", d, what="domain name") for d in client_models or {}}
     large_path = large.save(inputs / "large", large.provenance or Provenance(name="large"), overwrite=True)
     paths = {}
     for domain, handle in sorted((client_models or {}).items()):
         provenance = handle.provenance or Provenance(name=f"{domain}.client")
-        paths[domain] = handle.save(inputs / "clients" / domain, provenance, overwrite=True)
+        paths[domain] = handle.save(targets[domain], provenance, overwrite=True)
     return large_path, paths
 
 
@@ -107,7 +109,7 @@ def collect(settings: RunSettings) -> FederatedResult:
     large = load_saved(settings.work_dir / "server" / "large")
     clients = {}
     for slot in slots_of(settings.recipe):
-        path = settings.work_dir / "clients" / slot.id / "model"
+        path = safe_child(settings.work_dir / "clients", slot.id, "model", what="client id")
         if path.is_dir():
             clients[slot.id] = load_saved(path)
     return FederatedResult(

@@ -23,6 +23,7 @@ from typing import Any
 from fanbu.config import load_recipe, read_yaml, validate
 from fanbu.errors import ConfigError
 from fanbu.federated.recipe import FederatedRecipe
+from fanbu.io import safe_child
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class RunSettings:
     def client_dir(self, client_id: str, node_config: Mapping[str, Any]) -> Path:
         """Where a client writes its final model (node config ``work-dir`` first)."""
         root = Path(str(node_config["work-dir"])) if "work-dir" in node_config else self.work_dir
-        return root / "clients" / client_id
+        return safe_child(root / "clients", client_id, what="client id")
 
 
 def _recipe(value: str) -> FederatedRecipe:

@@ -10,8 +10,11 @@ from pathlib import PurePath
 from typing import Any
 
 from fanbu.errors import RegistryError
+from fanbu.io import check_path_name
 
-# Path-safe names: segments of letters, digits, "_", "-", "." (not leading), joined by "/".
+# Path-safe names: segments of letters, digits, "_", "-", "." (not leading), joined by "/". A segment
+# cannot start with ".", so "." and ".." (and hidden names) never match; nor do "/x", "x/", "a//b",
+# a backslash, "~", NUL or any other character outside the class.
 MAX_TEXT = 200  # names, kinds, domains, splits: the columns hold 255 on every backend
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
 
@@ -31,6 +34,14 @@ def check_model_name(name: str) -> str:
             f"(optionally 'org/name'), at most {MAX_TEXT} characters, e.g. 'minilm-comp'"
         )
     return name
+
+
+def check_dataset_name(name: Any) -> str:
+    """A dataset name: non-blank text that is also safe as a directory path (``fanbu collect`` writes
+    ``<datasets>/<name>/...``), so no ``..`` segment, absolute path, backslash, control character or
+    leading ``~``; ``domain/split`` style names are fine."""
+    check_text(name, "dataset name")
+    return check_path_name(name, "dataset name", nested=True, error=RegistryError)
 
 
 def check_text(value: Any, what: str) -> str:

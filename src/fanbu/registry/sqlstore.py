@@ -11,11 +11,11 @@ from contextlib import contextmanager
 from typing import ClassVar, Self
 
 from sqlalchemy import MetaData
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from fanbu.errors import FanbuError
-from fanbu.registry.engine import describe_url, open_engines
+from fanbu.registry.engine import describe_url, open_engines, redact
 
 
 class SqlStore:
@@ -37,9 +37,10 @@ class SqlStore:
         try:
             with self._write_engine.begin() as conn:
                 metadata.create_all(conn)
-        except OperationalError as exc:
+        except DBAPIError as exc:  # cannot connect (OperationalError), a bad connection option, no rights
             self._engine.dispose()
-            raise self.error(self.open_message.format(url=describe_url(url), reason=exc.orig)) from exc
+            reason = redact(str(exc.orig), url)
+            raise self.error(self.open_message.format(url=describe_url(url), reason=reason)) from None
 
     def __enter__(self) -> Self:
         return self
@@ -59,4 +60,5 @@ class SqlStore:
             with Session(engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except OperationalError as exc:
-            raise self.error(self.busy_message.format(url=describe_url(self.url), reason=exc.orig)) from exc
+            reason = redact(str(exc.orig), self.url)
+            raise self.error(self.busy_message.format(url=describe_url(self.url), reason=reason)) from exc

@@ -16,9 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from fanbu.errors import RegistryError
+from fanbu.io import safe_child
 from fanbu.registry import queries
 from fanbu.registry.checks import (
     check_choice,
+    check_dataset_name,
     check_metric,
     check_model_name,
     check_optional_text,
@@ -78,13 +80,17 @@ class Registry(SqlStore):
 
     @classmethod
     def open(cls, home: str | Path, url: str | None = None) -> Registry:
-        """Open (creating if needed) the registry of ``home``: ``home/registry.db`` unless ``url``."""
+        """Open (creating if needed) the registry of ``home``: ``home/registry.db`` unless ``url``.
+
+        A home created here is owner-only (0700), and so is a new SQLite file in it (0600, see
+        :func:`fanbu.registry.engine.open_engines`); an existing directory keeps its mode.
+        """
         root = Path(home).expanduser().resolve()
         if root.exists() and not root.is_dir():
             raise RegistryError(
                 f"registry home {root} is a file; pass a directory (it is created if missing)"
             )
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
         return cls(url or f"sqlite:///{root}/registry.db", home=root)
 
     def __repr__(self) -> str:
@@ -96,7 +102,12 @@ class Registry(SqlStore):
         """Where the artefacts of ``name`` version ``version`` belong: ``home/models/<name>/v<version>``."""
         if self.home is None:
             raise RegistryError("this registry has no home directory: open it with Registry.open(home)")
-        return self.home / "models" / check_model_name(name) / f"v{version}"
+        check_model_name(name)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+            raise RegistryError(f"version must be a non-negative int, got {version!r}")
+        return safe_child(
+            self.home / "models", name, f"v{version}", what="model name", nested=True, error=RegistryError
+        )
 
     def next_version(self, name: str) -> int:
         """The version a new model called ``name`` gets: 0 for a new name, then highest + 1."""
@@ -264,7 +275,7 @@ class Registry(SqlStore):
         metadata: dict[str, Any] | None = None,
     ) -> DatasetRecord:
         """Register a dataset; the same name and fingerprint again returns the existing record."""
-        check_text(name, "dataset name")
+        check_dataset_name(name)
         check_text(fingerprint, "dataset fingerprint")
         check_optional_text(domain, "dataset domain")
         check_optional_text(split, "dataset split")

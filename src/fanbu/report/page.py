@@ -33,8 +33,15 @@ def esc(value: object) -> str:
 
 
 def number(value: float | None, fmt: str) -> str:
-    """A table cell for a number, ``-`` when missing."""
-    return '<td class="num">-</td>' if value is None else f'<td class="num">{format(value, fmt)}</td>'
+    """A table cell for a number, ``-`` when missing; anything else a run summary holds there is shown
+    escaped, as text."""
+    if value is None:
+        return '<td class="num">-</td>'
+    try:
+        shown = format(value, fmt)
+    except (TypeError, ValueError):
+        shown = str(value)
+    return f'<td class="num">{esc(shown)}</td>'
 
 
 def status_cell(status: str) -> str:
