@@ -32,7 +32,7 @@ import fanbu
 from fanbu.io import atomic_write_json
 
 #: The benches ``fanbu bench all`` runs, in this order; the demo runs after them.
-BENCHES = ("derive", "feedback", "federated", "serve", "loop")
+BENCHES = ("derive", "feedback", "federated", "serve", "loop", "reliability")
 #: The files of ``DIR`` that are not a bench's report.
 SUITE_FILE, ENVIRONMENT_FILE, DEMO_FILE = "suite.json", "environment.json", "demo.json"
 DEMO_HOME = "demo-home"
@@ -108,6 +108,12 @@ def _loop(s: SuiteSettings, out: Path, console: Console) -> Any:
     return run_bench(s.quick, out, console)
 
 
+def _reliability(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.reliability import run_bench
+
+    return run_bench(s.quick, out, console)
+
+
 #: Each bench's runner, by name (the tests put stand-ins here).
 RUNNERS: dict[str, Runner] = {
     "derive": _derive,
@@ -115,6 +121,7 @@ RUNNERS: dict[str, Runner] = {
     "federated": _federated,
     "serve": _serve,
     "loop": _loop,
+    "reliability": _reliability,
 }
 
 
