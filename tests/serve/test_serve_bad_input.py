@@ -328,3 +328,50 @@ def test_nul_character_is_refused_with_its_position(client: TestClient) -> None:
         "invalid_text",
         "texts.1: contains NUL (U+0000) at 1",
     )
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b'{"model": "sm\xe9ll", "texts": ["a"]}', "not UTF-8 text: byte 0xe9 at 13"),
+        (b"[" * 5000 + b"]" * 5000, "nested too deeply"),
+        (b'{"model": "small", "texts": ["a"], "head": ' + b"9" * 5000 + b"}", "body is not valid JSON ("),
+    ],
+)
+def test_unreadable_json_422_like_malformed_json(client: TestClient, raw: bytes, fragment: str) -> None:
+    """Bodies FastAPI cannot read (it would answer 400) get the 422 a syntax error gets."""
+    for path in ("/v1/predict", "/v1/feedback", "/v1/models/reload"):
+        response = client.post(path, content=raw, headers={"Content-Type": "application/json"})
+        _error(response, 422, "invalid_request", "body is not valid JSON", fragment)
+
+
+def test_post_without_body_or_content_type(client: TestClient) -> None:
+    """No body and no content type: an optional body is absent, a required one is missing (not 415)."""
+    assert client.post("/v1/models/reload").status_code == 200
+    _error(client.post("/v1/predict"), 422, "invalid_request", "body: Field required")
+    _error(client.post("/v1/predict", content=b"{}"), 415, "unsupported_media_type", "'none'")
+
+
+def test_nul_in_a_name_is_refused_422(client: TestClient) -> None:
+    """A NUL never reaches a store lookup (PostgreSQL refuses it in a parameter: that was a 500)."""
+    answer = client.post("/v1/predict", json={"model": "small", "texts": ["a"]}).json()
+    prediction_id = answer["predictions"][0]["id"]
+    for path, body, field in [
+        ("/v1/predict", {"model": "small\x00", "texts": ["a"]}, "model"),
+        ("/v1/predict", {"model": "small", "texts": ["a"], "head": "topic\x00"}, "head"),
+        ("/v1/feedback", {"prediction_id": "a\x00", "rating": 3}, "prediction_id"),
+        ("/v1/feedback", {"prediction_id": prediction_id, "label": "sci\x00"}, "label"),
+        ("/v1/models/reload", {"model": "small\x00"}, "model"),
+    ]:
+        _error(client.post(path, json=body), 422, "invalid_request", f"{field}: Value error, contains NUL")
+
+
+def test_every_answer_is_documented(client: TestClient) -> None:
+    """401 (and 500) on every route behind the token; Retry-After and WWW-Authenticate documented."""
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, method in [("/metrics", "get"), ("/v1/models", "get"), ("/v1/predict", "post")]:
+        responses = paths[path][method]["responses"]
+        assert {"200", "401", "500"} <= set(responses), (path, responses)
+        assert "WWW-Authenticate" in responses["401"]["headers"]
+    assert "Retry-After" in paths["/v1/predict"]["post"]["responses"]["429"]["headers"]
+    assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]

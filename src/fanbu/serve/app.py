@@ -21,6 +21,7 @@ from fanbu.serve.batcher import Overloaded
 from fanbu.serve.config import ServeConfig
 from fanbu.serve.errors import (
     ApiError,
+    AuthErrorResponses,
     ErrorResponses,
     on_api_error,
     on_http_error,
@@ -30,11 +31,14 @@ from fanbu.serve.errors import (
 from fanbu.serve.schemas import (
     FeedbackRequest,
     FeedbackResponse,
+    HealthResponse,
+    ModelsResponse,
     PredictionOut,
     PredictRequest,
     PredictResponse,
     ReloadRequest,
     ReloadResponse,
+    RouteOut,
 )
 from fanbu.serve.state import ServerState
 from fanbu.serve.texts import check_texts
@@ -76,29 +80,44 @@ def create_app(config: ServeConfig, registry: Registry, store: LogStore, token_h
     )
     secured: list[Any] = [] if not config.auth else [_security_dependency()]
 
-    @app.get("/health", summary="Liveness: no token needed")
-    async def health() -> dict[str, str]:
-        return {"status": "ok", "version": fanbu.__version__}
+    @app.get("/health", response_model=HealthResponse, summary="Liveness: no token needed")
+    async def health() -> HealthResponse:
+        return HealthResponse(status="ok", version=fanbu.__version__)
 
-    @app.get("/metrics", summary="Prometheus text format", dependencies=secured, response_class=Response)
+    @app.get(
+        "/metrics",
+        summary="Prometheus text format",
+        dependencies=secured,
+        response_class=Response,
+        responses={
+            200: {"description": "The metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **AuthErrorResponses,
+        },
+    )
     async def metrics() -> Response:
         for (target, _), batcher in state.batchers.items():
             state.metrics.queue_depth.labels(target).set(batcher.depth())
         return Response(state.metrics.render(), media_type=state.metrics.content_type)
 
-    @app.get("/v1/models", summary="Served models and cascades", dependencies=secured)
-    async def models() -> dict[str, Any]:
-        return {
-            "routes": {
-                name: {
-                    "model": r.small.record.id,
-                    "large": r.large.record.id if r.large else None,
-                    "threshold": r.threshold if r.large else None,
-                    "heads": r.labels,
-                }
+    @app.get(
+        "/v1/models",
+        response_model=ModelsResponse,
+        summary="Served models and cascades",
+        dependencies=secured,
+        responses=AuthErrorResponses,
+    )
+    async def models() -> ModelsResponse:
+        return ModelsResponse(
+            routes={
+                name: RouteOut(
+                    model=r.small.record.id,
+                    large=r.large.record.id if r.large else None,
+                    threshold=r.threshold if r.large else None,
+                    heads=r.labels,
+                )
                 for name, r in sorted(state.routes.items())
             }
-        }
+        )
 
     @app.post(
         "/v1/models/reload",

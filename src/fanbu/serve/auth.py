@@ -2,7 +2,9 @@
 
 In order: ``/v1/*`` and ``/metrics`` need the bearer token (401); a POST whose content type is not
 ``application/json`` is refused with 415 before its body is read, so nothing is ever unpickled; a body
-over ``max_body_bytes`` (by ``Content-Length`` or while streaming) gets 413.
+over ``max_body_bytes`` (by ``Content-Length`` or while streaming) gets 413. A POST with no content type
+and no body passes (a route whose body is optional, such as ``/v1/models/reload``, then gets none); with
+a body, it gets the 415.
 """
 
 from __future__ import annotations
@@ -85,15 +87,8 @@ class Gate:
             await self.app(scope, receive, send)
             return
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if content_type != JSON_TYPE:
-            shown = content_type.decode("latin-1") or "none"
-            error = ApiError(
-                415,
-                "unsupported_media_type",
-                f"content type {shown!r} is not accepted: "
-                "send a JSON body with 'Content-Type: application/json'",
-            )
-            await self._reject(error, scope, receive, send)
+        if content_type and content_type != JSON_TYPE:
+            await self._reject(_unsupported(content_type), scope, receive, send)
             return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -110,11 +105,24 @@ class Gate:
                 return
             if not message.get("more_body", False):
                 break
+        if body and content_type != JSON_TYPE:
+            await self._reject(_unsupported(content_type), scope, receive, send)
+            return
         await self.app(scope, _replay(bytes(body), receive), send)
 
     async def _reject(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
         self.metrics.rejected.labels(error.code).inc()
         await error.response()(scope, receive, send)
+
+
+def _unsupported(content_type: bytes) -> ApiError:
+    """415 for a body that is not declared JSON."""
+    shown = content_type.decode("latin-1") or "none"
+    return ApiError(
+        415,
+        "unsupported_media_type",
+        f"content type {shown!r} is not accepted: send a JSON body with 'Content-Type: application/json'",
+    )
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -70,11 +70,31 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own errors (404 unknown path, 405 wrong method) in the same JSON shape."""
+    """Starlette's own errors (404 unknown path, 405 wrong method) in the same JSON shape.
+
+    FastAPI answers 400 when a JSON body cannot be read other than for its syntax: bytes that are not
+    UTF-8 (or UTF-16/32) text, an integer of more digits than Python converts, nesting deeper than the
+    parser recurses. To a client that is the same mistake as a syntax error, so it gets the same 422.
+    """
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        why = _unreadable(exc.__cause__)
+        return ApiError(422, "invalid_request", f"body is not valid JSON ({why}); send UTF-8 JSON").response()
     codes = {404: "not_found", 405: "method_not_allowed"}
     message = f"{request.method} {request.url.path}: {exc.detail}"
     return ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message).response()
+
+
+def _unreadable(cause: BaseException | None) -> str:
+    """Why FastAPI could not read a body as JSON, in a few words."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"not UTF-8 text: byte 0x{cause.object[cause.start]:02x} at {cause.start}"
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if cause is not None and str(cause):
+        # e.g. "Exceeds the limit (4300 digits) for integer string conversion", less the Python advice
+        return str(cause).splitlines()[0].partition(":")[0]
+    return "it could not be read"
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -83,18 +103,34 @@ async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return ApiError(500, "internal_error", message).response()
 
 
-def _error_doc(description: str) -> dict[str, Any]:
+def _error_doc(description: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """An error response's OpenAPI entry: ``ErrorOut`` as JSON, and the headers (name -> meaning) it has."""
     from fanbu.serve.schemas import ErrorOut
 
-    return {"description": description, "model": ErrorOut}
+    doc: dict[str, Any] = {"description": description, "model": ErrorOut}
+    if headers:
+        doc["headers"] = {
+            name: {"description": text, "required": True, "schema": {"type": "string"}}
+            for name, text in headers.items()
+        }
+    return doc
 
+
+_RETRY = {"Retry-After": "Seconds to wait before retrying (limits.retry_after_s)."}
+_UNAUTHORIZED = _error_doc("Missing or wrong token.", {"WWW-Authenticate": "Always `Bearer`."})
+_INTERNAL = _error_doc("An internal failure, never the client's input: see the server log.")
+
+AuthErrorResponses: dict[int | str, dict[str, Any]] = {401: _UNAUTHORIZED, 500: _INTERNAL}
+"""What a route behind the token that reads no body may answer besides 200."""
 
 ErrorResponses: dict[int | str, dict[str, Any]] = {
-    401: _error_doc("Missing or wrong token."),
+    401: _UNAUTHORIZED,
     404: _error_doc("Unknown model or prediction id."),
     413: _error_doc("Body over limits.max_body_bytes."),
     415: _error_doc("Not a JSON body."),
     422: _error_doc("Invalid request or a limit exceeded (the `limit` field names it)."),
-    429: _error_doc("Queue full: retry after the Retry-After header's seconds."),
-    503: _error_doc("The logging store is unavailable: nothing was answered."),
+    429: _error_doc("Queue full: retry after the Retry-After header's seconds.", _RETRY),
+    500: _INTERNAL,
+    503: _error_doc("The logging store is unavailable: nothing was answered.", _RETRY),
 }
+"""What a route behind the token that reads a JSON body may answer besides 200."""

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from fanbu.config import Strict
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(f"contains NUL (U+0000) at {value.index(chr(0))}; remove it")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})]
+"""A name the server looks up (model, head, prediction id, label): NUL is refused with a 422 here, as
+no SQL store can be asked for it (PostgreSQL refuses it in a text parameter). Texts are checked apart,
+by :mod:`fanbu.serve.texts`."""
 
 
 class PredictRequest(Strict):
     """Texts to classify with one model (or cascade) and head."""
 
-    model: str = Field(
+    model: Name = Field(
         min_length=1,
         max_length=300,
         description="name, name:vN, or a cascade name.",
         examples=["comp.quantize"],
     )
     texts: list[str] = Field(min_length=1, description="The texts; at most limits.max_batch_texts.")
-    head: str | None = Field(
+    head: Name | None = Field(
         None, max_length=255, description="The head (domain); optional if the model has one head."
     )
 
@@ -44,8 +58,8 @@ class PredictResponse(BaseModel):
 class FeedbackRequest(Strict):
     """A corrected label and/or a rating for a prediction."""
 
-    prediction_id: str = Field(min_length=1, max_length=64)
-    label: str | None = Field(None, max_length=255, description="The correct label name.")
+    prediction_id: Name = Field(min_length=1, max_length=64)
+    label: Name | None = Field(None, max_length=255, description="The correct label name.")
     rating: int | None = Field(None, ge=1, le=5, description="1 (wrong) .. 5 (right).")
 
     @model_validator(mode="after")
@@ -67,7 +81,7 @@ class FeedbackResponse(BaseModel):
 class ReloadRequest(Strict):
     """Which served model to reload; none: every one the server serves."""
 
-    model: str | None = Field(
+    model: Name | None = Field(
         None,
         min_length=1,
         max_length=300,
@@ -103,3 +117,25 @@ class ErrorOut(BaseModel):
     error: str
     message: str
     limit: str | None = None
+
+
+class HealthResponse(BaseModel):
+    """The server is up."""
+
+    status: str = Field(description="Always 'ok'.")
+    version: str = Field(description="The fanbu version serving.")
+
+
+class RouteOut(BaseModel):
+    """A model or cascade clients may name."""
+
+    model: str = Field(description="The version that answers (a cascade's small model).")
+    large: str | None = Field(description="A cascade's large model; null for a single model.")
+    threshold: float | None = Field(description="A cascade's escalation threshold; null for a single model.")
+    heads: dict[str, list[str]] = Field(description="Head -> its label names.")
+
+
+class ModelsResponse(BaseModel):
+    """The models and cascades loaded so far (others load on first use, unless only_listed)."""
+
+    routes: dict[str, RouteOut] = Field(description="Name clients send -> what answers it.")
