@@ -125,7 +125,7 @@ def test_a_catalog_refuses_bad_registrations_and_names_what_it_knows() -> None:
         catalog.parse(["bolt", {"nut": {}}])
     with pytest.raises(ConfigError, match=r"widgets\.0: write each widget as \{name: \{settings\}\}"):
         catalog.parse([{"bolt": {}, "gear": {}}])
-    with pytest.raises(ConfigError, match=r"widgets\.0\.bolt: size: unknown key"):
+    with pytest.raises(ConfigError, match=r"widgets\.0\.bolt\.size: unknown key"):
         catalog.parse([{"bolt": {"size": 3}}])
 
 

@@ -8,6 +8,7 @@ with the dotted path of the bad field. Every run writes its resolved recipe besi
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,9 +24,12 @@ RESOLVED_RECIPE = "recipe.resolved.yaml"
 
 
 class Strict(BaseModel):
-    """Base for every recipe section: unknown keys are errors, values are validated on assignment."""
+    """Base for every recipe section: unknown keys are errors, values are validated on assignment, and a
+    float is finite (``.nan`` / ``.inf`` in YAML are errors, not settings)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False
+    )
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -74,14 +78,26 @@ def _deep_copy(data: Any) -> Any:
 
 
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML mapping from ``path`` with a clear error when it is missing or malformed."""
+    """Read a YAML mapping from ``path`` with a clear error when it is missing or malformed.
+
+    The file is UTF-8 (UTF-16 with a byte-order mark also reads); its top level must be a mapping.
+    """
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"{file}: recipe file not found (check the path)")
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = yaml.safe_load(file.read_bytes())  # bytes: PyYAML reads the byte-order mark, checks UTF-8
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot be read ({exc.strerror or exc}); check its permissions") from None
+    except yaml.reader.ReaderError as exc:
+        raise ConfigError(
+            f"{file}: not UTF-8 text, or it holds a control character ({exc.reason} at byte {exc.position}); "
+            "re-save it as UTF-8 and remove the character"
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{file}: YAML nested too deeply to read; a recipe is a few levels deep") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -89,26 +105,112 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """Render pydantic's errors as ``source: a.b.c: message (got value)`` lines."""
+# One line of a nested recipe error: a dotted field path, a colon, the message ("stages.0.prune.layers: ...").
+# The path ends at the first ": " (a key may hold spaces, as in `{" ": 1}`).
+_NESTED_LINE = re.compile(r"(?P<path>[^\n]+?): (?P<message>.+)", re.DOTALL)
+
+
+def _dotted(parts: tuple[Any, ...] | list[Any]) -> str:
+    return ".".join(str(p) for p in parts)
+
+
+def _nested_issues(err: Any, loc: tuple[str, ...]) -> list[tuple[str, str]] | None:
+    """A validator's error that is itself a recipe error with field paths (a stage or strategy list,
+    validated by :meth:`fanbu.registration.Catalog.parse`), as ``(full dotted path, message)`` pairs.
+
+    A field validator's error sits at the field (``strategies``) and its lines start with the field
+    (``strategies.0.merge.density: ...``); a model validator's sits at the model and its lines start with
+    one of the model's keys. ``None`` when the error is not of that shape.
+    """
+    if err["type"] != "value_error":
+        return None
+    text = err["msg"].removeprefix("Value error, ")
+    issues = []
+    for line in text.split("\n"):
+        match = _NESTED_LINE.fullmatch(line)
+        if match is None:
+            return None
+        path, message = match["path"], match["message"]
+        head = path.split(".")[0]
+        if loc and head == loc[-1]:
+            full = _dotted([*loc[:-1], path])
+        elif isinstance(err.get("input"), dict) and head in err["input"]:
+            full = _dotted([*loc, path])
+        else:
+            return None
+        issues.append((full, message))
+    return issues
+
+
+def _in_data(loc: tuple[Any, ...], data: Any, missing: bool) -> tuple[Any, ...]:
+    """``loc`` without pydantic's union-member tags (``layers.int``, ``layers.list[int]``): only the keys
+    and indices found in ``data`` are kept, and a last key the data lacks when ``missing``."""
+    kept: list[Any] = []
+    node = data
+    for index, part in enumerate(loc):
+        present = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if present:
+            node = node[part]
+        elif not (missing and index == len(loc) - 1):
+            continue  # a tag pydantic adds for a member of a union: not a key of the recipe
+        kept.append(part)
+    return tuple(kept)
+
+
+def format_validation_error(exc: ValidationError, source: str, at: str = "", data: Any = None) -> str:
+    """Render pydantic's errors as ``source: a.b.c: message (got value)`` lines.
+
+    ``at`` is the dotted path of the validated mapping inside a larger recipe (``stages.0.prune``); it
+    starts every path. Without ``source`` a line is ``a.b.c: message``. An error raised by a validator
+    that validated a nested list (stages, strategies) gets the full path of the bad field, e.g.
+    ``feedback.strategies.0.merge.density``. With the validated ``data``, paths name only its keys (no
+    union-member tags such as ``layers.int``).
+    """
     lines = []
+    prefix = f"{source}: " if source else ""
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raw = tuple(err["loc"]) if data is None else _in_data(tuple(err["loc"]), data, err["type"] == "missing")
+        loc = tuple(str(p) for p in raw)
+        if at:
+            loc = (at, *loc)
+        nested = _nested_issues(err, loc)
+        if nested is not None:
+            lines += [f"{prefix}{path}: {_clip(message)}" for path, message in nested]
+            continue
+        path = _dotted(loc) or "(top level)"
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key (check its spelling, or remove it)"
         got = err.get("input")
-        shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
-        lines.append(f"{source}: {path}: {message}{shown}")
+        shown = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {short_repr(got)})"
+        lines.append(f"{prefix}{path}: {_clip(message)}{shown}")
     return "\n".join(lines)
 
 
-def validate(schema: type[T], data: dict[str, Any], source: str = "recipe") -> T:
-    """Validate ``data`` against ``schema``; raise :class:`ConfigError` naming each bad field."""
+def _clip(message: str, limit: int = 1000) -> str:
+    """``message``, its middle cut when longer than ``limit`` (a validator that quotes a huge bad value)."""
+    if len(message) <= limit:
+        return message
+    return f"{message[: limit - 300]} ...({len(message)} characters)... {message[-200:]}"
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a long string or a whole section is not repeated)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def validate(schema: type[T], data: dict[str, Any], source: str = "recipe", at: str = "") -> T:
+    """Validate ``data`` against ``schema``; raise :class:`ConfigError` naming each bad field.
+
+    ``at`` is the dotted path of ``data`` inside a larger recipe, the start of every path in the message.
+    """
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, at, data)) from None
 
 
 def load_recipe(

@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from fanbu.config import Strict, validate
+from fanbu.config import Strict, short_repr, validate
 from fanbu.errors import ConfigError
 
 __all__ = ["Catalog", "Entry", "NoSettings"]
@@ -148,7 +148,7 @@ class Catalog(Generic[E]):
             return self._entries[name]
         except (KeyError, TypeError):
             known = ", ".join(sorted(self._entries)) or "none registered"
-            raise ConfigError(f"unknown {self.kind} {name!r}; known: {known}") from None
+            raise ConfigError(f"unknown {self.kind} {short_repr(name, 80)}; known: {known}") from None
 
     def names(self) -> list[str]:
         """The registered names, in registration order."""
@@ -168,8 +168,8 @@ class Catalog(Generic[E]):
     def parse(self, raw: list[Any]) -> list[tuple[str, BaseModel]]:
         """Validate a recipe list ``[{name: {settings}}, "name2", ...]`` into ``[(name, config), ...]``.
 
-        A bare name stands for ``{name: {}}``. Errors name the field path, e.g. ``stages.1: unknown stage
-        'shrink'; known: ...`` or ``stages.0.prune: layerz: unknown key``.
+        A bare name (or ``name:`` with no settings) stands for ``{name: {}}``. Errors name the field path,
+        e.g. ``stages.1: unknown stage 'shrink'; known: ...`` or ``stages.0.prune.layerz: unknown key``.
 
         Raises:
             ConfigError: an item is malformed, names an unknown entry, or has invalid settings.
@@ -181,16 +181,15 @@ class Catalog(Generic[E]):
                 item = {item: {}}
             if not isinstance(item, dict) or len(item) != 1:
                 raise ConfigError(
-                    f"{self.field}.{index}: write each {noun} as {{name: {{settings}}}}, got {item!r}"
+                    f"{self.field}.{index}: write each {noun} as {{name: {{settings}}}}, got {short_repr(item)}"
                 )
             ((name, settings),) = item.items()
             try:
                 entry = self.get(name)
             except ConfigError as exc:
                 raise ConfigError(f"{self.field}.{index}: {exc}") from None
-            parsed.append(
-                (name, validate(entry.config, settings or {}, source=f"{self.field}.{index}.{name}"))
-            )
+            settings = {} if settings is None else settings  # `- prune:` with nothing after it: defaults
+            parsed.append((name, validate(entry.config, settings, source="", at=f"{self.field}.{index}.{name}")))
         return parsed
 
     # ------------------------------------------------------------------ read-only dict

@@ -66,7 +66,7 @@ def test_unknown_stage_and_bad_stage_settings_name_the_path(setup):
     _, raw = setup
     with pytest.raises(ConfigError, match=r"stages.1: unknown stage 'shrink'"):
         load_recipe(DeriveRecipe, None, base={**raw, "stages": [{"finetune": {}}, {"shrink": {}}]})
-    with pytest.raises(ConfigError, match=r"stages.0.prune: layerz: unknown key"):
+    with pytest.raises(ConfigError, match=r"stages.0.prune.layerz: unknown key"):
         load_recipe(DeriveRecipe, None, base={**raw, "stages": [{"prune": {"layerz": 2}}]})
 
 

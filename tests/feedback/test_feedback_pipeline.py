@@ -86,7 +86,7 @@ def _register_experts(registry: Registry, swarm: dict) -> dict[str, str]:
 def test_default_recipe_validates_and_bad_ones_name_the_field() -> None:
     recipe = FeedbackRecipe()
     assert [name for name, _ in recipe.parsed_strategies()] == ["merge"]
-    with pytest.raises(ConfigError, match=r"strategies\.0\.merge: method"):
+    with pytest.raises(ConfigError, match=r"strategies\.0\.merge\.method: "):
         validate(FeedbackRecipe, {"strategies": [{"merge": {"method": "nope"}}]})
     with pytest.raises(ConfigError, match=r"strategies\.0: unknown feedback strategy 'blend'"):
         validate(FeedbackRecipe, {"strategies": [{"blend": {}}]})

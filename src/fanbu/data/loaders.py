@@ -138,17 +138,20 @@ def load_domain(source: DomainSource) -> Domain:
         splits["validation"], train = train.stratified_split(fraction, source.seed + 1)
         described["validation"] = f"{source.validation_fraction:.0%} of train"
     metric = source.metric or METRICS[source.task][0]
-    return Domain(
-        name=source.name,
-        task=source.task,
-        train=train,
-        validation=splits["validation"],
-        test=splits["test"],
-        label_names=names,
-        unlabeled=splits.get("unlabeled"),
-        metric=metric,
-        source="; ".join(f"{key}: {where}" for key, where in described.items()),
-    )
+    try:
+        return Domain(
+            name=source.name,
+            task=source.task,
+            train=train,
+            validation=splits["validation"],
+            test=splits["test"],
+            label_names=names,
+            unlabeled=splits.get("unlabeled"),
+            metric=metric,
+            source="; ".join(f"{key}: {where}" for key, where in described.items()),
+        )
+    except DomainError as exc:  # e.g. a split carved from too few train records is empty: name the file
+        raise DomainError(f"{source.train}: {exc}") from None
 
 
 def _read_tables(source: DomainSource, label_field: str | None) -> tuple[dict[str, Table], dict[str, str]]:

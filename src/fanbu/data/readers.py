@@ -8,7 +8,10 @@ point at the exact line. pandas, pyarrow and datasets are imported only when a f
 
 from __future__ import annotations
 
+import codecs
+import csv
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -96,13 +99,58 @@ def read_table(
     return Table([extract(row, where, text_field, label_field) for row, where in rows])
 
 
+# Byte-order marks and the codec that reads past them; UTF-32 first (its LE mark starts like UTF-16's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_REMEDY_UTF8 = "re-save it as UTF-8 (a byte-order mark is fine)"
+
+
+def _encoding_of(head: bytes) -> str:
+    """The codec of a text file from its first bytes: the one its byte-order mark names, else UTF-8."""
+    return next((codec for bom, codec in _BOMS if head.startswith(bom)), "utf-8")
+
+
+def _unreadable(path: Path, exc: OSError) -> DomainError:
+    return DomainError(f"{path}: cannot be read ({exc.strerror or exc}); check the path and its permissions")
+
+
+def _not_text(path: Path, encoding: str, exc: UnicodeDecodeError) -> DomainError:
+    shown = "UTF-8" if encoding.startswith("utf-8") else encoding.upper()
+    return DomainError(f"{path}: not {shown} text ({exc.reason} at byte {exc.start}); {_REMEDY_UTF8}")
+
+
 def _read_text(path: Path) -> str:
+    """The file's text: UTF-8, or UTF-8/16/32 with a byte-order mark."""
     try:
-        return path.read_text(encoding="utf-8-sig")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    encoding = _encoding_of(data[:4])
+    try:
+        return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DomainError(
-            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as UTF-8"
-        ) from None
+        raise _not_text(path, encoding, exc) from None
+
+
+def _parse_json(text: str, path: Path, line: int | None, advice: str) -> Any:
+    """``json.loads`` with every failure as a :class:`DomainError` naming the file and line."""
+    where = str(path) if line is None else f"{path} line {line}"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = f"{path} line {exc.lineno if line is None else line}"
+        raise DomainError(f"{at}: not valid JSON ({exc.msg} at column {exc.colno}); {advice}") from None
+    except RecursionError:
+        raise DomainError(f"{where}: JSON nested too deeply to read; {advice}") from None
+    except ValueError as exc:  # an integer with more digits than Python converts (sys.int_info)
+        reason = str(exc).split(";")[0]
+        raise DomainError(f"{where}: a JSON number is too long to read ({reason}); {advice}") from None
 
 
 def _jsonl_rows(path: Path, text_field: str) -> Iterable[tuple[Mapping[str, Any], str]]:
@@ -111,16 +159,12 @@ def _jsonl_rows(path: Path, text_field: str) -> Iterable[tuple[Mapping[str, Any]
     if path.suffix.lower() == ".json" and content.lstrip().startswith("["):
         yield from _json_array_rows(path, content)
         return
-    for number, line in enumerate(content.splitlines(), start=1):
+    # Only \n, \r\n and \r end a line: str.splitlines would also split at U+2028, U+0085 and other
+    # characters that json.dumps(ensure_ascii=False) leaves unescaped inside strings.
+    for number, line in enumerate(_LINE_END.split(content), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DomainError(
-                f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                "each line must hold one JSON object"
-            ) from None
+        row = _parse_json(line, path, number, "each line must hold one JSON object")
         if not isinstance(row, dict):
             raise DomainError(
                 f"{path} line {number}: expected a JSON object like "
@@ -130,29 +174,57 @@ def _jsonl_rows(path: Path, text_field: str) -> Iterable[tuple[Mapping[str, Any]
 
 
 def _json_array_rows(path: Path, content: str) -> Iterable[tuple[Mapping[str, Any], str]]:
-    try:
-        rows = json.loads(content)
-    except json.JSONDecodeError as exc:
-        raise DomainError(
-            f"{path} line {exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})"
-        ) from None
+    advice = "a .json file holds one array of objects, or one object per line"
+    rows = _parse_json(content, path, None, advice)
     for number, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
             raise DomainError(f"{path} record {number}: expected a JSON object, got a {type(row).__name__}")
         yield row, f"{path} record {number}"
 
 
+def _csv_encoding_and_header(path: Path) -> tuple[str, list[str]]:
+    """The CSV's codec (by byte-order mark) and its first record, read with the csv module."""
+    try:
+        with path.open("rb") as raw:
+            encoding = _encoding_of(raw.read(4))
+        with path.open(encoding=encoding, newline="") as handle:
+            return encoding, next(csv.reader(handle), [])
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    except UnicodeDecodeError as exc:
+        raise _not_text(path, encoding, exc) from None
+    except csv.Error as exc:
+        raise DomainError(f"{path}: not valid CSV with a header row ({exc}); check the first line") from None
+
+
 def _csv_rows(path: Path, text_field: str) -> Iterable[tuple[Mapping[str, Any], str]]:
     import pandas as pd
 
+    encoding, header = _csv_encoding_and_header(path)
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DomainError(
+            f"{path}: the header names column(s) {', '.join(map(repr, repeated))} more than once; "
+            "rename or drop the copies so that each column has its own name"
+        )
     try:
-        frame = pd.read_csv(path, keep_default_na=False, dtype={text_field: str})
+        frame = pd.read_csv(path, keep_default_na=False, dtype={text_field: str}, encoding=encoding)
     except pd.errors.EmptyDataError:
         return
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DomainError(f"{path}: not valid CSV with a header row ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise _not_text(path, encoding, exc) from None
+    except (pd.errors.ParserError, ValueError, OverflowError, csv.Error) as exc:
+        raise DomainError(
+            f"{path}: not valid CSV with a header row ({_first_line(exc)}); quote fields holding commas, "
+            "quotes or line breaks, and give every row as many fields as the header"
+        ) from None
     for index, row in enumerate(frame.to_dict("records")):
         yield row, f"{path} data line {index + 1}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _parquet_rows(path: Path, text_field: str) -> Iterable[tuple[Mapping[str, Any], str]]:
@@ -160,8 +232,24 @@ def _parquet_rows(path: Path, text_field: str) -> Iterable[tuple[Mapping[str, An
     import pyarrow.parquet as pq
 
     try:
-        rows = pq.read_table(path).to_pylist()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DomainError(f"{path}: not a readable Parquet file ({exc})") from None
+        table = pq.ParquetFile(path).read()
+    except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
+        raise DomainError(
+            f"{path}: not a readable Parquet file ({_first_line(exc)}); re-write it (e.g. pandas to_parquet)"
+        ) from None
+    names = table.column_names
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DomainError(
+            f"{path}: column(s) {', '.join(map(repr, repeated))} appear more than once; rename or drop the "
+            "copies so that each column has its own name"
+        )
+    try:
+        rows = table.to_pylist()
+    except (pa.ArrowException, ValueError, OverflowError) as exc:
+        raise DomainError(
+            f"{path}: a column cannot be read as Python values ({_first_line(exc)}); store text as a "
+            "string column and labels as strings or integers"
+        ) from None
     for index, row in enumerate(rows):
         yield row, f"{path} row {index}"

@@ -56,4 +56,21 @@ def extract(row: Mapping[str, Any], where: str, text_field: str, label_field: st
             f"{where}: the {text_field!r} field is a {type(text).__name__}, not text "
             "(set text_field of the domain to the text column)"
         )
-    return Record(text, None if label_field is None else row[label_field], where)
+    label = None if label_field is None else row[label_field]
+    for name, value in ((text_field, text), (label_field, label)):
+        if isinstance(value, str):
+            _check_unicode(value, where, name)
+    return Record(text, label, where)
+
+
+def _check_unicode(value: str, where: str, name: str | None) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate from a JSON ``\\ud800`` escape): it
+    could not be hashed, tokenized or written out later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DomainError(
+            f"{where}: the {name!r} field holds an unpaired surrogate {value[exc.start]!r} at character "
+            f"{exc.start}, which is not valid Unicode; fix the \\u escape (write the character itself, or "
+            "both halves of a surrogate pair)"
+        ) from None

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fanbu.config import Strict
 from fanbu.data.slices import SliceCaps
 from fanbu.derive.presets import DEMO_SMALL_STAGES, copy_stages
+from fanbu.derive.stages import parse_stages
+from fanbu.errors import ConfigError
 from fanbu.feedback.gate.promotion import GateConfig
 from fanbu.feedback.recipe import ExpertDerive, StrategyList
 from fanbu.train.config import TrainConfig
@@ -46,6 +48,15 @@ class DemoDerive(Strict):
         default_factory=lambda: copy_stages(DEMO_SMALL_STAGES),
         description="The derive stages (see `fanbu stages`); the teacher is large v0.",
     )
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_valid(cls, stages: list[Any]) -> list[Any]:
+        try:  # checked here, so that `fanbu validate` catches a bad stage before large v0 is trained
+            parse_stages(stages)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return stages
 
 
 def _experts() -> ExpertDerive:

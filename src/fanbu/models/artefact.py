@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from safetensors import SafetensorError, safe_open
 
@@ -87,46 +88,118 @@ def _read_record(directory: Path) -> dict[str, Any]:
             f"{path}: not found, so {directory} is not a fanbu model directory; save it with a handle's "
             "save(), or load a plain Hugging Face directory with EncoderHandle/CausalLMHandle.from_source"
         )
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc}); re-save the model or restore the file") from None
+    record = read_json(path, "re-save the model or restore the file")
     if not isinstance(record, dict) or not {"kind", "provenance", "weights"} <= set(record):
         raise ModelError(
             f"{path}: missing 'kind', 'provenance' or 'weights'; re-save the model or restore the file"
         )
+    weights = record["weights"]
+    if not isinstance(weights, dict) or not all(
+        isinstance(name, str) and isinstance(digest, str) for name, digest in weights.items()
+    ):
+        raise ModelError(
+            f"{path}: 'weights' must map each weights file name to its sha256 (a hex string), got "
+            f"{_short(weights)}; re-save the model or restore the file"
+        )
     return record
+
+
+def read_json(path: Path, remedy: str) -> Any:
+    """The JSON in ``path``; a missing, unreadable, non-UTF-8 or malformed file raises :class:`ModelError`."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot be read ({exc.strerror or exc}); {remedy}") from None
+    except RecursionError:
+        raise ModelError(f"{path}: not valid JSON (nested too deeply); {remedy}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer too long to convert
+        raise ModelError(f"{path}: not valid JSON ({exc}); {remedy}") from None
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+# The JSON type of each provenance field (None allowed where the field's default is None).
+_PROVENANCE_TYPES: dict[str, tuple[type, ...]] = {
+    "recipe": (dict,),
+    "parents": (list,),
+    "data_fingerprints": (dict,),
+    "base_model": (str, type(None)),
+    "base_model_relation": (str, type(None)),
+    "name": (str, type(None)),
+    "metrics": (dict,),
+    "extra": (dict,),
+    "fanbu_version": (str,),
+}
 
 
 def read_provenance(directory: Path) -> tuple[Provenance, str]:
     """Read ``fanbu.json``: the provenance and the handle kind.
 
     Raises:
-        ModelError: the file is missing, is not JSON, or lacks the expected fields.
+        ModelError: the file is missing, is not JSON, or lacks the expected fields (or they have the
+            wrong JSON types).
     """
     record = _read_record(directory)
     path = Path(directory) / FANBU_JSON
     data = record["provenance"]
     known = {f.name for f in dataclasses.fields(Provenance)}
     if not isinstance(data, dict) or not set(data) <= known:
-        unknown = sorted(set(data) - known) if isinstance(data, dict) else data
+        unknown = sorted(map(str, set(data) - known)) if isinstance(data, dict) else _short(data)
         raise ModelError(f"{path}: unexpected provenance fields {unknown}; re-save the model")
+    for name, value in data.items():
+        if not isinstance(value, _PROVENANCE_TYPES[name]) or (
+            name == "parents" and not all(isinstance(parent, str) for parent in value)
+        ):
+            raise ModelError(
+                f"{path}: provenance field {name!r} holds {_short(value)}, not the "
+                f"{' or '.join(t.__name__ for t in _PROVENANCE_TYPES[name])} fanbu writes; re-save the model"
+            )
     kind = record["kind"]
-    if kind not in KINDS:
-        raise ModelError(f"{path}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ModelError(f"{path}: unknown kind {_short(kind)}; expected one of {', '.join(KINDS)}")
     return Provenance(**data), kind
 
 
 def verify_weights(directory: Path) -> None:
-    """Check every weights file listed in ``fanbu.json``: present, same sha256, readable header.
+    """Check every weights file of the directory against ``fanbu.json`` before anything is loaded.
+
+    Each ``*.safetensors`` file present is listed there; each listed file is a plain file name, present,
+    inside the directory (a symlink pointing out of it is refused), has the recorded sha256 and a
+    readable header.
 
     Raises:
-        ModelError: naming the missing, corrupt or truncated file and what to do about it.
+        ModelError: naming the missing, unlisted, outside, corrupt or truncated file and what to do.
     """
     directory = Path(directory)
     weights = _read_record(directory)["weights"]
+    recorded = directory / FANBU_JSON
+    unlisted = sorted(p.name for p in directory.glob("*.safetensors") if p.name not in weights)
+    if unlisted:
+        raise ModelError(
+            f"{directory / unlisted[0]}: not listed in {recorded}, so its sha256 cannot be checked; "
+            "re-save the model, or remove the file if it does not belong there"
+        )
+    root = directory.resolve()
     for name, expected in sorted(weights.items()):
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+            raise ModelError(
+                f"{recorded}: weights file name {_short(name)} is not a plain file name in the model "
+                "directory; re-save the model or restore the file"
+            )
         path = directory / name
+        if path.is_symlink():
+            try:
+                target = path.resolve()
+            except (OSError, RuntimeError):  # a symlink loop
+                raise ModelError(f"{path}: a symlink that loops; restore the file") from None
+            if root not in target.parents:
+                raise ModelError(
+                    f"{path}: a symlink to {target}, outside the model directory {root}; fanbu loads "
+                    "weights only from inside it: copy the file in place of the link"
+                )
         verify_sha256(path, expected, FANBU_JSON, "re-save the model or restore the file")
         check_safetensors(path)
 
@@ -141,6 +214,26 @@ def check_safetensors(path: Path) -> None:
         raise ModelError(
             f"{path}: not a readable safetensors file ({exc}); re-save the model or restore the file"
         ) from None
+
+
+# safetensors' dtype names and the torch dtypes they load as.
+_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def dtype_mismatches(path: Path, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The tensors of the safetensors file ``path`` stored with another dtype than the module's tensor of
+    the same name in ``state`` (``load_state_dict`` would cast them silently), as readable lines."""
+    found = []
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            dtype = _DTYPES.get(handle.get_slice(key).get_dtype())
+            if key in state and dtype is not None and state[key].dtype != dtype:
+                found.append(f"{key} is stored as {dtype}, but the model holds {state[key].dtype}")
+    return found
 
 
 def model_card(provenance: Provenance, kind: str) -> str:

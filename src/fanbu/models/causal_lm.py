@@ -6,7 +6,6 @@ the handle trains and saves like any other; saving always writes safetensors.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,13 +23,14 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from fanbu.errors import ModelError
 from fanbu.io import atomic_write_json
-from fanbu.models.artefact import Provenance, expect_kind, model_directory, write_provenance
-from fanbu.models.encoder import HANDLE_FILE, tokenize_texts
+from fanbu.models.artefact import Provenance, expect_kind, model_directory, read_json, write_provenance
+from fanbu.models.encoder import HANDLE_FILE, check_max_length_setting, tokenize_texts
 from fanbu.models.sources import (
     ResolvedSource,
     check_local_weights,
     check_max_length,
     load_pretrained,
+    load_saved_pretrained,
     resolve_source,
 )
 from fanbu.models.tiny import tiny_tokenizer
@@ -135,14 +135,17 @@ class CausalLMHandle:
         directory = Path(path)
         provenance = expect_kind(directory, cls.kind)
         settings_path = directory / HANDLE_FILE
-        try:
-            max_length = int(json.loads(settings_path.read_text(encoding="utf-8"))["max_length"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelError(
-                f"{settings_path}: missing or without max_length ({exc}); re-save the model"
-            ) from None
+        if not settings_path.is_file():
+            raise ModelError(f"{settings_path}: missing or without max_length; re-save the model")
+        settings = read_json(settings_path, "re-save the model")
+        if not isinstance(settings, dict) or "max_length" not in settings:
+            raise ModelError(f"{settings_path}: missing or without max_length; re-save the model")
+        problem = check_max_length_setting(settings["max_length"])
+        if problem is not None:
+            raise ModelError(f"{settings_path}: {problem}; re-save the model")
+        max_length = settings["max_length"]
         resolved = ResolvedSource(str(directory.resolve()), None, "local", directory.name)
-        model = load_pretrained(
+        model = load_saved_pretrained(
             AutoModelForCausalLM.from_pretrained, resolved, use_safetensors=True, dtype="auto"
         )
         tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolved)

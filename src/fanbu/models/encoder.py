@@ -24,13 +24,21 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from fanbu.errors import ModelError
 from fanbu.io import atomic_write_bytes, atomic_write_json
-from fanbu.models.artefact import Provenance, expect_kind, model_directory, write_provenance
+from fanbu.models.artefact import (
+    Provenance,
+    dtype_mismatches,
+    expect_kind,
+    model_directory,
+    read_json,
+    write_provenance,
+)
 from fanbu.models.predict import check_request, length_runs, predict_in_runs
 from fanbu.models.sources import (
     ResolvedSource,
     check_local_weights,
     check_max_length,
     load_pretrained,
+    load_saved_pretrained,
     resolve_source,
 )
 from fanbu.models.tiny import tiny_tokenizer
@@ -316,7 +324,7 @@ class EncoderHandle:
         provenance = expect_kind(directory, cls.kind)
         settings = read_handle_settings(directory)
         resolved = ResolvedSource(str(directory.resolve()), None, "local", directory.name)
-        encoder = load_pretrained(AutoModel.from_pretrained, resolved, use_safetensors=True, dtype="auto")
+        encoder = load_saved_pretrained(AutoModel.from_pretrained, resolved, use_safetensors=True, dtype="auto")
         tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolved)
         model = classifier_with_heads(encoder, directory, settings)
         labels: dict[str, list[str]] = settings["labels"]
@@ -328,14 +336,37 @@ class EncoderHandle:
 
 
 def read_handle_settings(directory: Path) -> dict[str, Any]:
+    """``handle.json``: max_length, dropout, labels (head -> label names) and truncation, type-checked."""
     path = directory / HANDLE_FILE
-    try:
-        settings = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: missing or not valid JSON ({exc}); re-save the model") from None
-    if not {"max_length", "dropout", "labels"} <= set(settings):
+    if not path.is_file():
+        raise ModelError(f"{path}: missing or not valid JSON (no such file); re-save the model")
+    settings = read_json(path, "re-save the model")
+    if not isinstance(settings, dict) or not {"max_length", "dropout", "labels"} <= set(settings):
         raise ModelError(f"{path}: needs max_length, dropout and labels; re-save the model")
+    problem = check_max_length_setting(settings["max_length"])
+    dropout, labels = settings["dropout"], settings["labels"]
+    if problem is None and (isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1):
+        problem = f"dropout {dropout!r} is not a number in [0, 1)"
+    if problem is None and not (
+        isinstance(labels, dict)
+        and all(
+            isinstance(names, list) and names and all(isinstance(n, str) for n in names)
+            for names in labels.values()
+        )
+    ):
+        problem = f"labels must map each head to its label names (strings), got {labels!r:.120}"
+    if problem is None and settings.get("truncation", "head") not in TRUNCATIONS:
+        problem = f"truncation {settings['truncation']!r:.60} is not one of {', '.join(TRUNCATIONS)}"
+    if problem is not None:
+        raise ModelError(f"{path}: {problem}; re-save the model")
     return dict(settings)
+
+
+def check_max_length_setting(value: Any) -> str | None:
+    """What is wrong with a saved ``max_length`` (a positive integer), or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return f"max_length {value!r:.60} is not a positive integer"
+    return None
 
 
 def classifier_with_heads(encoder: nn.Module, directory: Path, settings: dict[str, Any]) -> EncoderClassifier:
@@ -345,10 +376,14 @@ def classifier_with_heads(encoder: nn.Module, directory: Path, settings: dict[st
     if labels:
         if not (directory / HEADS_FILE).is_file():
             raise ModelError(f"{directory / HEADS_FILE}: missing but {HANDLE_FILE} lists heads; re-save")
+        path = directory / HEADS_FILE
         try:
-            model.heads.load_state_dict(load_file(str(directory / HEADS_FILE)), strict=True)
-        except (RuntimeError, OSError) as exc:
-            raise ModelError(f"{directory / HEADS_FILE}: does not match {HANDLE_FILE} ({exc}); re-save") from None
+            retyped = dtype_mismatches(path, model.heads.state_dict())
+            if retyped:
+                raise RuntimeError("; ".join(retyped))
+            model.heads.load_state_dict(load_file(str(path)), strict=True)
+        except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
+            raise ModelError(f"{path}: does not match {HANDLE_FILE} ({exc}); re-save") from None
     return model
 
 

@@ -14,12 +14,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import Tensor, nn
 
 from fanbu.errors import ModelError
 from fanbu.io import atomic_write_json
-from fanbu.models.artefact import Provenance, expect_kind, model_directory, write_provenance
+from fanbu.models.artefact import (
+    Provenance,
+    dtype_mismatches,
+    expect_kind,
+    model_directory,
+    read_json,
+    write_provenance,
+)
 
 MODULE_FILE = "module.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -99,19 +107,35 @@ class ModuleHandle:
         directory = Path(path)
         provenance = expect_kind(directory, cls.kind)
         spec_path = directory / MODULE_FILE
-        try:
-            spec = json.loads(spec_path.read_text(encoding="utf-8"))
-            factory, config = spec["factory"], spec["config"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        if not spec_path.is_file():
+            raise ModelError(f"{spec_path}: missing, invalid or without factory/config; re-save")
+        spec = read_json(spec_path, "re-save")
+        if not (
+            isinstance(spec, dict)
+            and isinstance(spec.get("factory"), str)
+            and isinstance(spec.get("config"), dict)
+        ):
             raise ModelError(
-                f"{spec_path}: missing, invalid or without factory/config ({exc}); re-save"
+                f"{spec_path}: missing, invalid or without factory/config (factory is a 'package.module:callable' "
+                "string, config a mapping); re-save"
+            )
+        factory, config = spec["factory"], spec["config"]
+        build = import_factory(factory)
+        try:
+            module = build(**config)
+        except (TypeError, ValueError, RuntimeError) as exc:  # the factory refuses the config
+            raise ModelError(
+                f"factory {factory!r} cannot build a module from the config in {spec_path} "
+                f"({type(exc).__name__}: {exc}); check the config, or re-save"
             ) from None
-        module = import_factory(factory)(**config)
         if not isinstance(module, nn.Module):
             raise ModelError(f"factory {factory!r} returned a {type(module).__name__}, not an nn.Module")
         try:
+            retyped = dtype_mismatches(directory / WEIGHTS_FILE, module.state_dict())
+            if retyped:
+                raise RuntimeError("; ".join(retyped))
             load_model(module, str(directory / WEIGHTS_FILE), strict=True)
-        except RuntimeError as exc:
+        except (RuntimeError, SafetensorError, OSError, ValueError) as exc:
             raise ModelError(
                 f"{directory / WEIGHTS_FILE}: does not fit what {factory!r} builds from {MODULE_FILE} "
                 f"({exc}); check the factory and config, or re-save"

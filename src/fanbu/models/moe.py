@@ -11,17 +11,24 @@ the experts.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from fanbu.errors import ModelError
 from fanbu.io import atomic_write_json
-from fanbu.models.artefact import Provenance, expect_kind, model_directory, write_provenance
+from fanbu.models.artefact import (
+    Provenance,
+    dtype_mismatches,
+    expect_kind,
+    model_directory,
+    read_json,
+    write_provenance,
+)
 from fanbu.models.encoder import (
     EncoderClassifier,
     EncoderHandle,
@@ -99,11 +106,18 @@ class MoEHandle(EncoderHandle):
         provenance = expect_kind(directory, cls.kind, legacy=("encoder",))  # before MoE had its own kind
         spec = _read_spec(directory)
         settings = read_handle_settings(directory)
-        encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(directory)), dtype=torch.float32)
+        try:
+            config = AutoConfig.from_pretrained(str(directory))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{directory / 'config.json'}: missing or invalid ({exc}); re-save the model") from None
+        encoder = AutoModel.from_config(config, dtype=torch.float32)
         to_moe(encoder, [{} for _ in spec["experts"]], int(spec["top_k"]))
         try:
+            retyped = dtype_mismatches(directory / MOE_WEIGHTS, encoder.state_dict())
+            if retyped:
+                raise RuntimeError("; ".join(retyped))
             encoder.load_state_dict(load_file(str(directory / MOE_WEIGHTS)), strict=True)
-        except RuntimeError as exc:
+        except (RuntimeError, OSError, ValueError, SafetensorError) as exc:
             raise ModelError(
                 f"{directory / MOE_WEIGHTS}: does not match {MOE_FILE} ({exc}); re-save"
             ) from None
@@ -123,12 +137,16 @@ class MoEHandle(EncoderHandle):
 
 def _read_spec(directory: Path) -> dict[str, Any]:
     path = directory / MOE_FILE
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    if not path.is_file():
         raise ModelError(
-            f"{path}: missing or not valid JSON ({exc}); this is not a saved MoE (load it with fanbu.models.load_handle)"
-        ) from None
-    if spec.get("format") != MOE_FORMAT or not {"experts", "top_k"} <= set(spec):
+            f"{path}: missing; this is not a saved MoE (load it with fanbu.models.load_handle)"
+        )
+    spec = read_json(path, "re-save the model")
+    if not isinstance(spec, dict) or spec.get("format") != MOE_FORMAT or not {"experts", "top_k"} <= set(spec):
         raise ModelError(f"{path}: needs format {MOE_FORMAT}, experts and top_k; re-save the model")
+    experts, top_k = spec["experts"], spec["top_k"]
+    if not isinstance(experts, list) or not experts or isinstance(top_k, bool) or not isinstance(top_k, int) or not (
+        1 <= top_k <= len(experts)
+    ):
+        raise ModelError(f"{path}: experts must be a non-empty list and top_k an integer 1..len(experts); re-save")
     return dict(spec)

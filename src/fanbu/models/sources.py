@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from fanbu.errors import ModelError
-from fanbu.models.artefact import check_safetensors
+from fanbu.models.artefact import check_safetensors, dtype_mismatches
 
 T = TypeVar("T")
 
@@ -140,6 +140,11 @@ def load_pretrained(loader: Callable[..., T], resolved: ResolvedSource, **kwargs
         kwargs = {"gguf_file": resolved.gguf_file, **kwargs}
     try:
         return loader(resolved.location, **kwargs)
+    except RuntimeError as exc:  # transformers: a tensor's shape differs from what config.json builds
+        remedy = "use another model" if resolved.origin == "hub" else "re-save the model or restore the directory"
+        raise ModelError(
+            f"{resolved.location}: its weights do not fit its config.json ({_first_line(exc)}); {remedy}"
+        ) from exc
     except (OSError, ValueError, KeyError, EOFError, struct.error) as exc:  # what loaders raise on bad files
         if resolved.origin == "hub":
             raise ModelError(
@@ -152,6 +157,39 @@ def load_pretrained(loader: Callable[..., T], resolved: ResolvedSource, **kwargs
             f"{where}: cannot load a model from it ({_first_line(exc)}); it needs config.json and "
             "model.safetensors with a tokenizer (a Hugging Face save_pretrained layout), or a .gguf file"
         ) from exc
+
+
+def load_saved_pretrained(
+    loader: Callable[..., Any], resolved: ResolvedSource, weights: str = "model.safetensors", **kwargs: Any
+) -> Any:
+    """:func:`load_pretrained` for a directory fanbu saved, strictly: every tensor of ``weights`` loads into
+    the parameter of the same name, shape and dtype, and no parameter is left to random initialisation.
+
+    ``from_pretrained`` itself only warns about a missing, unexpected or retyped tensor, and initialises
+    the parameter at random; a saved model must come back exactly as it was saved.
+
+    Raises:
+        ModelError: the loader fails, or the weights file does not match the model its config builds.
+    """
+    model, info = load_pretrained(loader, resolved, output_loading_info=True, **kwargs)
+    path = Path(resolved.location) / weights
+    problems = [
+        f"{label}: {', '.join(sorted(str(k) for k in keys)[:4])}"
+        for label, keys in (
+            ("missing from the file", info.get("missing_keys")),
+            ("not in the model", info.get("unexpected_keys")),
+            ("of another shape", info.get("mismatched_keys")),
+        )
+        if keys
+    ]
+    if not problems:
+        problems = dtype_mismatches(path, model.state_dict())
+    if problems:
+        raise ModelError(
+            f"{path}: does not match the model its config.json builds ({'; '.join(problems)}); re-save the "
+            "model or restore the directory"
+        )
+    return model
 
 
 def _first_line(exc: BaseException) -> str:

@@ -84,7 +84,7 @@ class StructureConfig(Strict):
                 "heads cannot be cut while the hidden width is kept (BERT's head size is hidden / heads); "
                 "choose from vocab and ffn"
             )
-        if isinstance(value, list) and len(set(value)) != len(value):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(set(value)) != len(value):
             raise ValueError(f"{value}: name each axis once")
         return value
 
