@@ -81,7 +81,10 @@ def test_weights_that_do_not_fit_the_config(handle: ModuleHandle, tmp_path: Path
         ModuleHandle.load(out)
 
 
-def test_factory_must_return_a_module(handle: ModuleHandle, tmp_path: Path) -> None:
+def test_factory_must_return_a_module(
+    handle: ModuleHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FANBU_TRUSTED_FACTORIES", "builtins:dict")  # trusted, and still not a module builder
     out = handle.save(tmp_path / "mod", Provenance())
     (out / "module.json").write_text(json.dumps({"factory": "builtins:dict", "config": {}}))
     with pytest.raises(ModelError, match="returned a dict, not an nn.Module"):
@@ -89,3 +92,21 @@ def test_factory_must_return_a_module(handle: ModuleHandle, tmp_path: Path) -> N
     (out / "module.json").write_text("{}")
     with pytest.raises(ModelError, match="module.json: missing, invalid or without factory/config"):
         ModuleHandle.load(out)
+
+
+@pytest.mark.parametrize("factory", ["subprocess:run", "os:system", "builtins:eval", "shutil:rmtree"])
+def test_a_module_json_cannot_name_an_untrusted_callable(handle: ModuleHandle, tmp_path: Path, factory: str) -> None:
+    out = handle.save(tmp_path / "m", Provenance(name="m"))
+    (out / "module.json").write_text(json.dumps({"factory": factory, "config": {"args": ["touch", "pwned"]}}))
+    with pytest.raises(ModelError, match="not called: decorate the function with @fanbu.models.module_factory"):
+        ModuleHandle.load(out)
+    assert not (Path.cwd() / "pwned").exists()
+
+
+def test_a_listed_factory_is_trusted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fanbu.models.module import import_factory
+
+    with pytest.raises(ModelError, match="FANBU_TRUSTED_FACTORIES"):
+        import_factory("json:loads")
+    monkeypatch.setenv("FANBU_TRUSTED_FACTORIES", "math:sqrt, json:loads")
+    assert import_factory("json:loads") is json.loads

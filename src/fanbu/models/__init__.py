@@ -9,7 +9,7 @@ from fanbu.models.artefact import Provenance, read_provenance, verify_weights, w
 from fanbu.models.causal_lm import CausalLMHandle
 from fanbu.models.encoder import EncoderClassifier, EncoderHandle
 from fanbu.models.loading import CLASSIFIER_KINDS, HANDLES, Handle, handle_kind, load_deployment, load_handle
-from fanbu.models.module import ModuleHandle
+from fanbu.models.module import ModuleHandle, module_factory
 from fanbu.models.moe import MoEHandle
 from fanbu.models.predict import Predictor
 from fanbu.models.sources import PACKAGED_MODELS, PackagedModel, ResolvedSource, resolve_source
@@ -32,6 +32,7 @@ __all__ = [
     "handle_kind",
     "load_deployment",
     "load_handle",
+    "module_factory",
     "read_provenance",
     "resolve_source",
     "tiny_tokenizer",

@@ -4,12 +4,19 @@ The adapter is a *factory* (an import path ``package.module:callable`` that buil
 JSON-able config) and an optional *collate* function from texts to the module's keyword inputs. Saving
 writes the state dict as ``model.safetensors`` and ``module.json`` with the factory and its config;
 loading imports the factory, builds the module and loads the state strictly.
+
+A ``module.json`` is data, and data may come from anyone: its factory is called with its config, so a
+factory must be *trusted*: an ``nn.Module`` subclass (building one runs only its constructor), a
+function marked with :func:`module_factory`, or an import path listed in ``FANBU_TRUSTED_FACTORIES``
+(comma-separated). Anything else (``subprocess:run``, ``os:system``, ``builtins:eval``) is refused
+before it is called, at save and at load alike.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,10 +40,29 @@ MODULE_FILE = "module.json"
 WEIGHTS_FILE = "model.safetensors"
 
 Collate = Callable[[Sequence[str]], dict[str, Tensor]]
+TRUSTED_ENV = "FANBU_TRUSTED_FACTORIES"
+_MARK = "__fanbu_module_factory__"
+
+F = Any
+
+
+def module_factory(fn: F) -> F:
+    """Mark ``fn`` as a function that builds an ``nn.Module`` from a JSON config (safe to load by name)."""
+    setattr(fn, _MARK, True)
+    return fn
+
+
+def _trusted(factory: str, target: Any) -> bool:
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        return True
+    if getattr(target, _MARK, False) is True:
+        return True
+    listed = {name.strip() for name in os.environ.get(TRUSTED_ENV, "").split(",") if name.strip()}
+    return factory in listed
 
 
 def import_factory(factory: str) -> Callable[..., nn.Module]:
-    """Import ``package.module:callable``."""
+    """Import ``package.module:callable`` and check that it is a trusted factory (see the module docstring)."""
     module_name, sep, attr = factory.partition(":")
     if not sep or not module_name or not attr:
         raise ModelError(f"factory {factory!r} must look like 'package.module:callable'")
@@ -50,6 +76,12 @@ def import_factory(factory: str) -> Callable[..., nn.Module]:
         target = getattr(target, part)
     if not callable(target):
         raise ModelError(f"factory {factory!r} is not callable; point it at a class or function")
+    if not _trusted(factory, target):
+        raise ModelError(
+            f"factory {factory!r} is neither an nn.Module class nor a trusted factory function, so it is not "
+            f"called: decorate the function with @fanbu.models.module_factory, or list {factory!r} in "
+            f"{TRUSTED_ENV} if you trust it"
+        )
     return target
 
 

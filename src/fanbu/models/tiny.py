@@ -16,6 +16,8 @@ from tokenizers.models import WordPiece
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerFast
 
+from fanbu.models.module import module_factory
+
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 _WORDS = """
@@ -109,6 +111,7 @@ class BagOfTokens(nn.Module):
         return self.head(pooled)  # (batch, num_labels)
 
 
+@module_factory
 def bag_of_tokens(vocab_size: int, hidden_size: int = 16, num_labels: int = 2, seed: int = 0) -> BagOfTokens:
     """Factory for :class:`BagOfTokens` (``fanbu.models.tiny:bag_of_tokens``), seeded for reproducibility."""
     with torch.random.fork_rng(devices=[]):
