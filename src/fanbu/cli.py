@@ -430,8 +430,9 @@ def bench_reliability(
     """Hostile input and faults: fuzz the API, loaders and recipes; bad requests next to good ones; kill -9
     fanbu serve, derive and feedback at random moments, rerun, ask fanbu doctor; sustained load at 80%."""
     from fanbu.bench.reliability import run_bench as run_reliability_bench
+    from fanbu.recipes import validate_file
 
-    run_reliability_bench(quick, out, console, seed=seed, work=work)
+    run_reliability_bench(quick, out, console, seed=seed, work=work, validate_recipe=validate_file)
     console.print(f"results written to {out}")
 
 
@@ -458,12 +459,18 @@ def bench_all(
     demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Also time `fanbu demo` on a fresh registry "
                                        "under --out-dir.")] = True,
 ) -> None:
-    """Every bench in turn (derive, feedback, federated, serve, loop), then the demo timed; a failure is recorded
+    """Every bench in turn (derive, feedback, federated, serve, loop, reliability), then the demo timed; a failure is recorded
     and the others still run; exits 1 if any failed. `fanbu bench results` renders the directory."""
-    from fanbu.bench.suite import SuiteSettings, run_suite
+    from fanbu.bench.suite import RUNNERS, SuiteSettings, run_suite
+    from fanbu.recipes import validate_file
+
+    def reliability(s: SuiteSettings, out: Path, console: Console) -> Any:
+        from fanbu.bench.reliability import run_bench as run_reliability_bench
+
+        return run_reliability_bench(s.quick, out, console, validate_recipe=validate_file)
 
     record = run_suite(SuiteSettings(quick=quick, out_dir=out_dir, seeds=seeds, lm=lm, demo=demo), console,
-                       demo=_demo_in)
+                       demo=_demo_in, runners={**RUNNERS, "reliability": reliability})
     table = Table("bench", "status", "seconds", "error")
     for name in record["order"]:
         entry = record["benches"][name]

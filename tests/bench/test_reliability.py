@@ -117,3 +117,19 @@ def test_the_cli_and_the_suite_know_the_reliability_bench(tmp_path: Path) -> Non
     assert suite.command_of("reliability", settings, tmp_path / "r.json") == (
         f"fanbu bench reliability --quick --out {tmp_path / 'r.json'}"
     )
+
+
+def test_fuzz_all_counts_every_part_on_a_registry(home: Path) -> None:
+    import dataclasses
+
+    from fanbu.bench.reliability.fuzz import fuzz_all
+    from fanbu.recipes import validate_file
+
+    plan = dataclasses.replace(ReliabilityPlan.make(quick=True), fuzz_requests=80, loader_cases=8, recipe_cases=8,
+                               model="small", cascade="edge", max_text_chars=200)
+    result = fuzz_all(plan, home, TOKEN, seed=0, validate_recipe=validate_file)
+    assert result["requests"] >= 60
+    assert result["responses_5xx"] == result["schema_violations"] == 0, result["api"]["failures"]
+    assert result["loaders_cases"] == 8 and result["recipe_cases"] == 8
+    assert result["loader_tracebacks"] == result["recipe_tracebacks"] == 0, result["failures"]
+    assert sum(n for key, n in result["api"]["answers"].items() if key.startswith("/v1/predict 200")) >= 1

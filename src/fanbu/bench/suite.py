@@ -109,9 +109,10 @@ def _loop(s: SuiteSettings, out: Path, console: Console) -> Any:
 
 
 def _reliability(s: SuiteSettings, out: Path, console: Console) -> Any:
-    from fanbu.bench.reliability import run_bench
-
-    return run_bench(s.quick, out, console)
+    raise RuntimeError(
+        "the reliability bench fuzzes `fanbu validate`, which sits above the benches: run it through "
+        "`fanbu bench all` or `fanbu bench reliability`, which pass it in"
+    )
 
 
 #: Each bench's runner, by name (the tests put stand-ins here).

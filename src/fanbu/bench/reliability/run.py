@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,21 @@ def doctor_counts(home: Path) -> dict[str, int]:
     }
 
 
-def run_bench(quick: bool, out: Path, console: Console, seed: int = 0, work: Path | None = None) -> dict[str, Any]:
-    """Run every part, print the table, write the JSON (with ``target``) to ``out``."""
+def run_bench(
+    quick: bool,
+    out: Path,
+    console: Console,
+    seed: int = 0,
+    work: Path | None = None,
+    validate_recipe: Callable[[Path], Any] | None = None,
+) -> dict[str, Any]:
+    """Run every part, print the table, write the JSON (with ``target``) to ``out``.
+
+    ``validate_recipe``: ``fanbu validate``'s function, which the recipe fuzzer drives (the command line
+    passes :func:`fanbu.recipes.validate_file`; the benches may not import the recipes module).
+    """
+    if validate_recipe is None:
+        raise ValueError("run_bench needs validate_recipe (fanbu.recipes.validate_file) for the recipe fuzzer")
     from fanbu.bench.reliability.fuzz import fuzz_all  # needs hypothesis and schemathesis (extra: dev)
 
     plan = ReliabilityPlan.make(quick)
@@ -65,9 +79,9 @@ def run_bench(quick: bool, out: Path, console: Console, seed: int = 0, work: Pat
         report: dict[str, Any] = {"bench": "reliability", "quick": quick, "seed": seed}
         report["setup_seconds"] = _setup(home, root)
         texts = _texts()
-        console.print("[bold]fuzzing[/] the API, the loaders and the recipes")
-        report["fuzz"] = fuzz_all(plan, home, root / "fuzz", seed)
         token = secrets.token_urlsafe(24)
+        console.print("[bold]fuzzing[/] the API, the loaders and the recipes")
+        report["fuzz"] = fuzz_all(plan, home, token, seed, validate_recipe)
         registry = Registry.open(home)
         url = registry.url
         registry.close()
