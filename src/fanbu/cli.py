@@ -461,16 +461,12 @@ def bench_all(
 ) -> None:
     """Every bench in turn (derive, feedback, federated, serve, loop, reliability), then the demo timed; a failure is recorded
     and the others still run; exits 1 if any failed. `fanbu bench results` renders the directory."""
-    from fanbu.bench.suite import RUNNERS, SuiteSettings, run_suite
+    from fanbu.bench.suite import SuiteSettings, run_suite
     from fanbu.recipes import validate_file
 
-    def reliability(s: SuiteSettings, out: Path, console: Console) -> Any:
-        from fanbu.bench.reliability import run_bench as run_reliability_bench
-
-        return run_reliability_bench(s.quick, out, console, validate_recipe=validate_file)
-
-    record = run_suite(SuiteSettings(quick=quick, out_dir=out_dir, seeds=seeds, lm=lm, demo=demo), console,
-                       demo=_demo_in, runners={**RUNNERS, "reliability": reliability})
+    settings = SuiteSettings(quick=quick, out_dir=out_dir, seeds=seeds, lm=lm, demo=demo,
+                             validate_recipe=validate_file)
+    record = run_suite(settings, console, demo=_demo_in)
     table = Table("bench", "status", "seconds", "error")
     for name in record["order"]:
         entry = record["benches"][name]

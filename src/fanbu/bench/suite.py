@@ -51,6 +51,9 @@ class SuiteSettings:
     seeds: int = 1
     lm: bool = False
     demo: bool = True
+    #: ``fanbu validate``'s function, for the reliability bench's recipe fuzzer: the command line passes
+    #: :func:`fanbu.recipes.validate_file` (the recipes module sits above the benches).
+    validate_recipe: Callable[[Path], Any] | None = None
 
 
 #: A bench runner: run it with these settings, write its JSON report to the path, print on the console.
@@ -109,10 +112,9 @@ def _loop(s: SuiteSettings, out: Path, console: Console) -> Any:
 
 
 def _reliability(s: SuiteSettings, out: Path, console: Console) -> Any:
-    raise RuntimeError(
-        "the reliability bench fuzzes `fanbu validate`, which sits above the benches: run it through "
-        "`fanbu bench all` or `fanbu bench reliability`, which pass it in"
-    )
+    from fanbu.bench.reliability import run_bench
+
+    return run_bench(s.quick, out, console, validate_recipe=s.validate_recipe)
 
 
 #: Each bench's runner, by name (the tests put stand-ins here).
