@@ -78,7 +78,10 @@ def feedback_recipe() -> dict[str, Any]:
     """``fanbu feedback``: two fine-tuned experts distilled into the champion, gated."""
     return {
         "champion": "large",
-        "data": {"source": "default", "domains": ["comp", "rec"], "max_public": 24, "max_validation": 10},
+        "max_length": 64,
+        # the gate scores every domain and held-out task: capped, or it takes most of the run
+        "data": {"source": "default", "domains": ["comp", "rec"], "max_public": 24, "max_validation": 10,
+                 "max_gate": 20},
         "experts": {"source": "derive",
                     "derive": {"max_train": 24, "stages": [{"finetune": {"mode": "full", "train": _TINY_TRAIN}}]}},
         "strategies": [{"swarm_distill": {"selection_tolerance": None, "train": _TINY_TRAIN}}],

@@ -102,6 +102,7 @@ def run_bench(
             }
         finally:
             server.stop()
+        atomic_write_json(root / "partial.json", report)  # what is measured so far, if a later part fails
         console.print(f"[bold]faults[/]: {plan.kills} kill -9 each of fanbu serve, derive and feedback")
         faults = [kill_server(home, plan.serve_overrides(), token, url, plan.cascade, texts, root, plan.kills,
                               seed, lambda: doctor_counts(home))]
@@ -114,6 +115,7 @@ def run_bench(
                 raise FanbuError(f"fanbu {target} failed before any kill (exit {code}): see {root / f'{target}-full.log'}")
             faults.append({**kill_commands(target, args, root, plan.kills, full, lambda: doctor_counts(home),
                                            seed), "full_seconds": full})
+            atomic_write_json(root / "partial.json", {**report, "faults": faults})
         report["faults"] = faults
     report["seconds"] = time.perf_counter() - started
     report["command"] = f"fanbu bench reliability{' --quick' if quick else ''} --out {out}"
