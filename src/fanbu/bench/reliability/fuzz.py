@@ -51,7 +51,9 @@ def fuzz_api(plan: ReliabilityPlan, home: Path, token: str) -> dict[str, Any]:
             labels=sorted({name for names in labels.values() for name in names}),
             max_text_chars=plan.max_text_chars,
         )
-        tally = run_plan(ApiFuzzer(schema, target), scale=plan.fuzz_requests / PLAN_REQUESTS)
+        # Hypothesis sends fewer than asked where an operation has few distinct requests (GET /health):
+        # 1989 of 2000 in the first quick run, so the plan asks for 5% more.
+        tally = run_plan(ApiFuzzer(schema, target), scale=1.05 * plan.fuzz_requests / PLAN_REQUESTS)
     finally:
         asgi.shutdown_lifespans()
         store.close()
