@@ -26,7 +26,6 @@ import re
 import shutil
 import tempfile
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from fanbu.bench.reliability.shown import clip, innermost, shown
 from fanbu.data.domain import Domain
 from fanbu.data.loaders import DomainSource, load_domain
 from fanbu.errors import DomainError
@@ -354,11 +354,11 @@ def expect_success(case: dict[str, Any], rows: list[dict[str, Any]], fields: tup
 def refusal_problem(message: str, path: Path, must_load: bool) -> str | None:
     """What is wrong with a ``DomainError`` for the file at ``path``; ``None`` when nothing is."""
     if str(path) not in message:
-        return f"the error does not name the file: {_clip(message)}"
+        return f"the error does not name the file: {clip(message)}"
     if ROW_LEVEL.search(message) and not WHERE.search(message):
-        return f"a row-level error without its line/row: {_clip(message)}"
+        return f"a row-level error without its line/row: {clip(message)}"
     if must_load:
-        return f"a clean file failed to load: {_clip(message)}"
+        return f"a clean file failed to load: {clip(message)}"
     return None
 
 
@@ -371,7 +371,7 @@ def loaded_problem(domain: Domain, want: Counter[Any] | None, as_validation: boo
             return f"the {name} split is empty"
         bad = [text for text in split.texts if not (isinstance(text, str) and text and _utf8(text))]
         if bad:
-            return f"the {name} split holds {len(bad)} texts that are no non-empty UTF-8 str, e.g. {_shown(bad[0])}"
+            return f"the {name} split holds {len(bad)} texts that are no non-empty UTF-8 str, e.g. {shown(bad[0])}"
         if domain.task == "classification":
             if split.labels is None or len(split.labels) != len(split.texts):
                 return f"the {name} split's labels do not match its texts"
@@ -383,7 +383,7 @@ def loaded_problem(domain: Domain, want: Counter[Any] | None, as_validation: boo
     if domain.task == "classification":
         names = list(domain.label_names)
         if len(names) < 2 or len(set(names)) != len(names):
-            return f"label names are fewer than two or repeated: {_shown(names)}"
+            return f"label names are fewer than two or repeated: {shown(names)}"
     domain.fingerprints()  # hashes every text: raises on text that is not valid Unicode
     if want is None:
         return None
@@ -393,8 +393,8 @@ def loaded_problem(domain: Domain, want: Counter[Any] | None, as_validation: boo
         for i, text in enumerate(split.texts)
     )
     if got != want:
-        return (f"the clean file loaded other rows: missing {_shown(list((want - got).items())[:3])}, "
-                f"extra {_shown(list((got - want).items())[:3])}")
+        return (f"the clean file loaded other rows: missing {shown(list((want - got).items())[:3])}, "
+                f"extra {shown(list((got - want).items())[:3])}")
     return None
 
 
@@ -404,20 +404,6 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _shown(value: Any, limit: int = 1_500) -> str:
-    """A repr short enough to read (a huge text or column name shown by its length)."""
-    return _clip(re.sub(r"(.)\1{200,}", lambda m: f"{m.group(1)}*{len(m.group(0))}", repr(value)), limit)
-
-
-def _clip(text: str, limit: int = 500) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def _traceback(exc: BaseException) -> str:
-    """The exception and the innermost frames it came from."""
-    return "".join(traceback.format_exception(exc, limit=-4))
 
 
 # ---------------------------------------------------------------------------- the run
@@ -437,13 +423,13 @@ class _LoaderFuzzer:
         tally.cases += 1
         tally.cases_by_format[fmt] += 1
         self._hash.update(repr(case).encode("utf-8", "surrogatepass"))
-        what = f"{fmt} case {index}: {_shown(case)}"
+        what = f"{fmt} case {index}: {shown(case)}"
         work = self.root / f"{index:07d}"
         try:
             try:
                 path, source, must_load, want = self._write(case, work)
             except Exception as exc:  # noqa: BLE001 - the fuzzer's own bug: counted apart, the run goes on
-                tally.fail("fuzzer", f"writing {what}", _traceback(exc))
+                tally.fail("fuzzer", f"writing {what}", innermost(exc))
                 return
             try:
                 domain = load_domain(source)
@@ -454,13 +440,13 @@ class _LoaderFuzzer:
                     tally.fail("contract", what, problem)
                 return
             except Exception as exc:  # noqa: BLE001 - the contract allows DomainError only
-                tally.fail("traceback", what, _traceback(exc))
+                tally.fail("traceback", what, innermost(exc))
                 return
             tally.loaded += 1
             try:
                 problem = loaded_problem(domain, want, case["as_validation"])
             except Exception as exc:  # noqa: BLE001 - the loaded domain itself raised
-                tally.fail("traceback", f"{what}\n(raised by the loaded domain)", _traceback(exc))
+                tally.fail("traceback", f"{what}\n(raised by the loaded domain)", innermost(exc))
                 return
             if problem:
                 tally.fail("contract", what, problem)

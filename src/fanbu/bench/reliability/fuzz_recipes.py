@@ -27,7 +27,6 @@ import re
 import shutil
 import tempfile
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 import fanbu
+from fanbu.bench.reliability.shown import clip, innermost, shown
 from fanbu.config import dump_recipe
 from fanbu.errors import ConfigError, FanbuError
 
@@ -225,11 +225,11 @@ def _blamed(message: str, kind: str, path: tuple[Any, ...]) -> bool:
 def mutation_refusal_problem(message: str, path: Path, done: list[tuple[str, tuple[Any, ...]]]) -> str | None:
     """What is wrong with the ``ConfigError`` refusing a mutated recipe; ``None`` when nothing is."""
     if not message.startswith(str(path)):
-        return f"the error does not start with the file's path: {_clip(message)}"
+        return f"the error does not start with the file's path: {clip(message)}"
     if not any(_blamed(message, kind, bad) for kind, bad in done):
-        return f"the error names none of the broken fields {_shown(done)}: {_clip(message, 800)}"
+        return f"the error names none of the broken fields {shown(done)}: {clip(message, 800)}"
     if len(message) >= 5_000:
-        return f"the error repeats a huge value ({len(message)} characters): {_clip(message)}"
+        return f"the error repeats a huge value ({len(message)} characters): {clip(message)}"
     return None
 
 
@@ -281,27 +281,13 @@ def broken_files(draw: st.DrawFn, texts: dict[str, str]) -> tuple[str, bytes, st
 def file_refusal_problem(message: str, path: Path, kind: str) -> str | None:
     """What is wrong with the ``ConfigError`` refusing a broken file; ``None`` when nothing is."""
     if not message.startswith(str(path)):
-        return f"the error does not start with the file's path: {_clip(message)}"
+        return f"the error does not start with the file's path: {clip(message)}"
     if kind in ("latin1", "nul") and not ("UTF-8" in message or "control character" in message):
-        return f"a {kind} file refused without saying UTF-8 or control character: {_clip(message)}"
+        return f"a {kind} file refused without saying UTF-8 or control character: {clip(message)}"
     return None
 
 
 # ---------------------------------------------------------------------------- the run
-
-
-def _shown(value: Any, limit: int = 1_500) -> str:
-    """A repr short enough to read (a huge value shown by its length)."""
-    return _clip(re.sub(r"(.)\1{200,}", lambda m: f"{m.group(1)}*{len(m.group(0))}", repr(value)), limit)
-
-
-def _clip(text: str, limit: int = 500) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def _traceback(exc: BaseException) -> str:
-    """The exception and the innermost frames it came from."""
-    return "".join(traceback.format_exception(exc, limit=-4))
 
 
 class _RecipeFuzzer:
@@ -325,14 +311,14 @@ class _RecipeFuzzer:
     def check_mutation(self, case: tuple[str, Any, list[tuple[str, tuple[Any, ...]]]]) -> None:
         name, data, done = case
         work = self._start("mutations", name, case)
-        what = f"mutations case {self.tally.cases - 1}: {name}, {_shown(done)}"
+        what = f"mutations case {self.tally.cases - 1}: {name}, {shown(done)}"
         try:
             try:
                 work.mkdir(parents=True)
                 path = work / name
                 path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
             except Exception as exc:  # noqa: BLE001 - the fuzzer's own bug: counted apart, the run goes on
-                self.tally.fail("fuzzer", f"writing {what}", _traceback(exc))
+                self.tally.fail("fuzzer", f"writing {what}", innermost(exc))
                 return
             self._check(path, what, lambda message: mutation_refusal_problem(message, path, done), None)
         finally:
@@ -341,14 +327,14 @@ class _RecipeFuzzer:
     def check_file(self, case: tuple[str, bytes, str]) -> None:
         name, raw, kind = case
         work = self._start("files", name, case)
-        what = f"files case {self.tally.cases - 1}: {name}, {kind}: {_shown(raw[:200])}"
+        what = f"files case {self.tally.cases - 1}: {name}, {kind}: {shown(raw[:200])}"
         try:
             try:
                 work.mkdir(parents=True)
                 path = work / name
                 path.write_bytes(raw)
             except Exception as exc:  # noqa: BLE001 - the fuzzer's own bug: counted apart, the run goes on
-                self.tally.fail("fuzzer", f"writing {what}", _traceback(exc))
+                self.tally.fail("fuzzer", f"writing {what}", innermost(exc))
                 return
             refuse = f"a {kind} file was accepted" if kind in MUST_REFUSE else None
             self._check(path, what, lambda message: file_refusal_problem(message, path, kind), refuse)
@@ -368,7 +354,7 @@ class _RecipeFuzzer:
                 tally.fail("contract", what, problem)
             return
         except Exception as exc:  # noqa: BLE001 - the contract allows ConfigError only
-            tally.fail("traceback", what, _traceback(exc))
+            tally.fail("traceback", what, innermost(exc))
             return
         tally.accepted += 1
         if accepted:
@@ -380,25 +366,25 @@ class _RecipeFuzzer:
 
     def _round_trip(self, recipe: BaseModel, path: Path) -> tuple[str, str, str] | None:
         """An accepted recipe's resolved YAML (what every run writes) validates to the same recipe."""
-        what = f"round trip of {path.name}, accepted as {_shown(recipe, 800)}"
+        what = f"round trip of {path.name}, accepted as {shown(recipe, 800)}"
         resolved = path.parent / "resolved" / path.name  # the same name: the same kind
         try:
             text = dump_recipe(recipe)
         except Exception as exc:  # noqa: BLE001 - fanbu's own dump raised
-            return "traceback", f"{what}\n(raised writing it)", _traceback(exc)
+            return "traceback", f"{what}\n(raised writing it)", innermost(exc)
         try:
             resolved.parent.mkdir()
             resolved.write_text(text, encoding="utf-8")
         except Exception as exc:  # noqa: BLE001 - the fuzzer's own bug
-            return "fuzzer", f"{what}\n(writing it)", _traceback(exc)
+            return "fuzzer", f"{what}\n(writing it)", innermost(exc)
         try:
             again = self.validate(resolved)
         except ConfigError as exc:
-            return "contract", what, f"the resolved recipe is refused: {_clip(str(exc), 800)}"
+            return "contract", what, f"the resolved recipe is refused: {clip(str(exc), 800)}"
         except Exception as exc:  # noqa: BLE001 - the contract allows ConfigError only
-            return "traceback", f"{what}\n(raised validating it again)", _traceback(exc)
+            return "traceback", f"{what}\n(raised validating it again)", innermost(exc)
         if again != recipe:
-            return "contract", what, f"the resolved recipe validates to another one: {_shown(again, 800)}"
+            return "contract", what, f"the resolved recipe validates to another one: {shown(again, 800)}"
         return None
 
 
