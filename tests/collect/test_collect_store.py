@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event
 
+from fanbu.collect.schema import new_prediction_id
 from fanbu.collect.store import Answer, LogStore, LogStoreError, Prediction, UnknownPredictionError
 from fanbu.registry import Registry
 from tests.collect.writers import prediction, write
@@ -151,3 +153,14 @@ def test_clear_empties_the_log(url: str) -> None:
         store.add_feedback(pred.id, rating=5)
         assert store.clear() == 2
         assert store.count() == 0 and store.feedback() == [] and store.predictions() == []
+
+
+def test_prediction_ids_are_unique_hex_and_sort_by_creation_time() -> None:
+    """The log's id indexes grow at their end only if later predictions get larger ids."""
+    first = [new_prediction_id() for _ in range(1000)]
+    time.sleep(0.002)  # the next millisecond at least
+    later = new_prediction_id()
+    assert len(set(first)) == len(first)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in [*first, later])
+    assert all(later > i for i in first)
+    assert int(later[:12], 16) == pytest.approx(time.time() * 1000, abs=5_000)

@@ -10,13 +10,13 @@ A micro-batch holds texts of every length; every predictor runs them in runs of 
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from fanbu.collect.hashing import PrivacyMode, stored_form
+from fanbu.collect.schema import new_prediction_id
 from fanbu.collect.store import Answer, Prediction
 from fanbu.errors import ConfigError
 from fanbu.serve.models import Served
@@ -60,7 +60,7 @@ class Route:
         for text, text_answers in zip(texts, answers, strict=True):
             stored, digest = stored_form(text, privacy)
             predictions.append(
-                Prediction(uuid.uuid4().hex, self.name, head, stored, digest, privacy, tuple(text_answers))
+                Prediction(new_prediction_id(), self.name, head, stored, digest, privacy, tuple(text_answers))
             )
         return predictions
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from rich.console import Console
 
 from fanbu.collect.store import LogStore
@@ -47,6 +49,10 @@ def serve(config: ServeConfig, registry: Registry, console: Console) -> None:
             f"fanbu serve on http://{config.host}:{config.port} (docs at /docs, privacy: {config.privacy})",
             highlight=False,
         )
+        # What start-up made (imported modules, loaded tokenizers) lives as long as the server: out of
+        # the collector's way, a full collection scans only what requests allocate and pauses less.
+        gc.collect()
+        gc.freeze()
         uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level, access_log=False)
     finally:
         store.close()

@@ -10,6 +10,7 @@ memory (resident set of the server process, after warm-up against the end) and i
 
 from __future__ import annotations
 
+import gc
 import json
 import queue
 import random
@@ -22,6 +23,8 @@ import psutil
 
 from fanbu.bench.reliability.hostile import Client, Sent, hostile_bodies
 from fanbu.serve.loadtest import drive, latency_summary
+
+BIN_S = 10.0  # the report's p95 per stretch of this many seconds
 
 
 def capacity(url: str, token: str, model: str, texts: list[str], requests: int, concurrency: int = 8) -> float:
@@ -79,16 +82,24 @@ def sustain(
         client.close()
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # The driver's own full collections scan every answer kept so far: they pause its threads longer
+    # as the run goes on, which would read as the server slowing down. The answers hold no cycles.
+    gc.disable()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        gc.enable()
     elapsed = time.perf_counter() - start
     rss_end = process.memory_info().rss
     window = min(60.0, seconds / 2)
     first = [a.seconds for due, _, a in answers if a.kind == "good" and a.status == 200 and due < window]
     last = [a.seconds for due, _, a in answers if a.kind == "good" and a.status == 200 and due >= seconds - window]
     statuses = Counter(str(a.status) for _, _, a in answers)
+    good = [(due, a.seconds) for due, _, a in answers if a.kind == "good" and a.status == 200]
+    bins = [[s for due, s in good if b * BIN_S <= due < (b + 1) * BIN_S] for b in range(int(seconds // BIN_S))]
     return {
         "seconds": elapsed,
         "offered_rps": rate,
@@ -98,6 +109,8 @@ def sustain(
         "p95_first_minute_ms": latency_summary(first)["p95_ms"],
         "p95_last_minute_ms": latency_summary(last)["p95_ms"],
         "late_p95_ms": latency_summary([lateness for _, lateness, _ in answers])["p95_ms"],
+        # the drift's shape: a steady climb (something grows) or one bad stretch (the machine)
+        f"p95_ms_per_{BIN_S:g}s": [round(latency_summary(b)["p95_ms"], 2) if b else None for b in bins],
         "rss_start_mb": rss_start / 2**20,
         "rss_end_mb": rss_end / 2**20,
         "rss_growth_pct": 100.0 * (rss_end - rss_start) / rss_start,
