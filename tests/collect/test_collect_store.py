@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from sqlalchemy import event
 from fanbu.collect.schema import new_prediction_id
 from fanbu.collect.store import Answer, LogStore, LogStoreError, Prediction, UnknownPredictionError
 from fanbu.registry import Registry
+from fanbu.registry.checkpoint import sqlite_file
 from tests.collect.writers import prediction, write
 from tests.serve.helpers import database_url, store_urls
 
@@ -164,3 +166,40 @@ def test_prediction_ids_are_unique_hex_and_sort_by_creation_time() -> None:
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in [*first, later])
     assert all(later > i for i in first)
     assert int(later[:12], 16) == pytest.approx(time.time() * 1000, abs=5_000)
+
+
+def test_a_background_checkpoint_store_leaves_the_log_to_its_thread(tmp_path: Path) -> None:
+    """The server's store: its commits never checkpoint (autocheckpoint 0), its thread does, nothing is lost."""
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    store = LogStore(url, background_checkpoint=True)
+    try:
+        with store._write_engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        for i in range(40):
+            store.log_batch([prediction(f"text {i} {j}") for j in range(5)])
+        deadline = time.monotonic() + 10
+        while store._checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store._checkpointer.checkpoints > 0
+    finally:
+        store.close()
+    assert not store._checkpointer._thread.is_alive()
+    with sqlite3.connect(tmp_path / "registry.db") as conn:  # a plain reader sees every row
+        assert conn.execute("SELECT count(*) FROM serve_predictions").fetchone()[0] == 200
+    with LogStore(url) as other, other._write_engine.connect() as conn:  # others keep SQLite's own checkpoint
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:////srv/fanbu/registry.db", "/srv/fanbu/registry.db"),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("sqlite:///file:registry.db?mode=ro&uri=true", None),
+        ("postgresql+psycopg://fanbu@db/fanbu", None),
+    ],
+)
+def test_only_a_plain_sqlite_file_gets_a_checkpoint_thread(url: str, expected: str | None) -> None:
+    found = sqlite_file(url)
+    assert (str(found) if found else None) == expected

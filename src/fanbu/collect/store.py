@@ -80,14 +80,16 @@ class LogStore(SqlStore):
 
     Args:
         url: The registry's SQLAlchemy URL (``Registry.url``).
+        background_checkpoint: On SQLite, a thread of its own checkpoints the write-ahead log, so no
+            commit waits for that (:mod:`fanbu.registry.checkpoint`); the server opens its store so.
     """
 
     error = LogStoreError
     open_message = "cannot open the logging store in {url}: {reason}"
     busy_message = "logging store {url}: {reason} (retry)"
 
-    def __init__(self, url: str) -> None:
-        super().__init__(url, LogBase.metadata)
+    def __init__(self, url: str, background_checkpoint: bool = False) -> None:
+        super().__init__(url, LogBase.metadata, background_checkpoint)
 
     def log_batch(self, predictions: Sequence[Prediction]) -> None:
         """Write ``predictions`` and all their answers in one transaction (all or nothing).

@@ -31,8 +31,11 @@ _PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(?P<passw
 HIDDEN = "***"
 
 
-def open_engines(url: str) -> tuple[Engine, Engine]:
+def open_engines(url: str, autocheckpoint: bool = True) -> tuple[Engine, Engine]:
     """Return ``(read_engine, write_engine)`` for ``url``; they share one connection pool.
+
+    ``autocheckpoint=False`` (SQLite): no commit of these engines copies the write-ahead log into the
+    database; a :class:`WalCheckpointer` must do it (other processes' connections still may).
 
     Raises:
         RegistryError: the URL cannot be parsed or names a database driver that is not installed.
@@ -52,6 +55,8 @@ def open_engines(url: str) -> tuple[Engine, Engine]:
         return engine, engine
     _create_private(parsed)
     event.listen(engine, "connect", _sqlite_on_connect)
+    if not autocheckpoint:
+        event.listen(engine, "connect", _sqlite_no_autocheckpoint)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine, engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
 
@@ -83,6 +88,14 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolE
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def _sqlite_no_autocheckpoint(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA wal_autocheckpoint = 0")
     finally:
         cursor.close()
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from fanbu.errors import FanbuError
+from fanbu.registry.checkpoint import WalCheckpointer, sqlite_file
 from fanbu.registry.engine import describe_url, open_engines, redact
 
 
@@ -31,9 +32,12 @@ class SqlStore:
     open_message: ClassVar[str] = "cannot open {url}: {reason}"
     busy_message: ClassVar[str] = "{url}: {reason} (retry)"
 
-    def __init__(self, url: str, metadata: MetaData) -> None:
+    def __init__(self, url: str, metadata: MetaData, background_checkpoint: bool = False) -> None:
         self.url = url
-        self._engine, self._write_engine = open_engines(url)
+        # SQLite only: a thread checkpoints the write-ahead log, no commit does (fanbu.registry.checkpoint)
+        path = sqlite_file(url) if background_checkpoint else None
+        self._engine, self._write_engine = open_engines(url, autocheckpoint=path is None)
+        self._checkpointer: WalCheckpointer | None = None
         try:
             with self._write_engine.begin() as conn:
                 metadata.create_all(conn)
@@ -41,6 +45,8 @@ class SqlStore:
             self._engine.dispose()
             reason = redact(str(exc.orig), url)
             raise self.error(self.open_message.format(url=describe_url(url), reason=reason)) from None
+        if path is not None:
+            self._checkpointer = WalCheckpointer(path).start()
 
     def __enter__(self) -> Self:
         return self
@@ -49,7 +55,9 @@ class SqlStore:
         self.close()
 
     def close(self) -> None:
-        """Release every pooled database connection."""
+        """Release every pooled database connection (after a last checkpoint, if a thread runs them)."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self._engine.dispose()
 
     @contextmanager

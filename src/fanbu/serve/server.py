@@ -42,7 +42,7 @@ def serve(config: ServeConfig, registry: Registry, console: Console) -> None:
             )
     else:
         console.print("[bold yellow]warning:[/] authentication is off (auth: false); loopback only")
-    store = LogStore(registry.url)
+    store = LogStore(registry.url, background_checkpoint=True)  # no request waits for a checkpoint
     try:
         app = create_app(config, registry, store, token_hash)
         console.print(

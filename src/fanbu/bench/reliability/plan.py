@@ -69,7 +69,7 @@ def derive_recipe() -> dict[str, Any]:
         "teacher": "large",
         "max_length": 64,
         "data": {"source": "default", "domains": ["rec"], "max_train": 24, "max_validation": 10,
-                 "max_transfer": 24},
+                 "max_transfer": 24, "max_test": 20},
         "stages": _SMALL_STAGES,
     }
 
@@ -79,9 +79,10 @@ def feedback_recipe() -> dict[str, Any]:
     return {
         "champion": "large",
         "max_length": 64,
-        # the gate scores every domain and held-out task: capped, or it takes most of the run
+        # the gate and the report score every domain and held-out task: capped, or they take most of the
+        # run
         "data": {"source": "default", "domains": ["comp", "rec"], "max_public": 24, "max_validation": 10,
-                 "max_gate": 20},
+                 "max_gate": 20, "max_test": 20},
         "experts": {"source": "derive",
                     "derive": {"max_train": 24, "stages": [{"finetune": {"mode": "full", "train": _TINY_TRAIN}}]}},
         "strategies": [{"swarm_distill": {"selection_tolerance": None, "train": _TINY_TRAIN}}],
