@@ -14,6 +14,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from fanbu.bench import federated as bench
+from fanbu.bench.results import fmt, render_bench
 from fanbu.bench.stats import seed_interval
 from fanbu.cli import app
 from fanbu.federated.data import benchmark, slots_of
@@ -188,6 +189,19 @@ def test_seeds_are_averaged_with_a_t_interval_and_targets_read_the_mean(quick_be
     assert len(report["details"]["runs"]) == 2
 
 
+def test_results_md_shows_the_intervals_over_seeds_and_every_cell_of_the_grid(quick_bench: bench.Bench) -> None:
+    runs = [_run(_grid(_biting()), seed=0, fed=0.78), _run(_grid(_biting()), seed=1, fed=0.80)]
+    report = json.loads(json.dumps(_report(quick_bench, runs)))  # as RESULTS.md reads it back
+    text = "\n".join(render_bench("federated", report, None))
+    lo, hi = seed_interval([0.78, 0.80])
+    assert f"| fed_acc | {fmt(0.79)} | [{fmt(lo)}, {fmt(hi)}] |" in text  # the mean and its t-interval
+    lines = text.splitlines()
+    for row in report["attacks"]:  # a row per rule x attack, with its drop
+        line = next(x for x in lines if x.startswith(f"| {row['name']} | "))
+        assert f"| {fmt(row['drop'])} |" in line
+    assert "| robust_default |" in text and "| attacks_bite |" in text
+
+
 def test_run_bench_runs_every_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = []
 
@@ -294,10 +308,17 @@ def test_attack_strengths_reach_the_recipe(quick_bench: bench.Bench) -> None:
     sign = quick_bench.grid_recipe(attack=quick_bench.attack_settings("sign_flip"), robust={"rule": "fedavg"})
     assert sign.attack.scale == strengths["sign_flip"]["scale"] and sign.attack.fraction == bench.FRACTION
     replace = quick_bench.grid_recipe(attack=quick_bench.attack_settings("scaled_replacement"))
-    assert replace.attack.resolved_scale(15) == 15.0  # model replacement: the number of clients
+    assert replace.attack.resolved_scale(15) == strengths["scaled_replacement"]["scale"] == 45.0
+    full = bench.Bench(False, quick_bench.work, quick_bench.console)
+    replace = full.grid_recipe(attack=full.attack_settings("scaled_replacement"))
+    assert replace.attack.resolved_scale(15) == 15.0  # the full bench: model replacement by the number of clients
+    assert full.caps["attacks"] == bench.ATTACK_STRENGTHS
+    # quick mode boosts harder what one local step a round leaves too small to bite in 2 rounds
+    assert bench.caps(True)["attacks"]["label_flip"]["scale"] > bench.ATTACK_STRENGTHS["label_flip"]["scale"]
     clean = quick_bench.grid_recipe(attack=quick_bench.attack_settings("none"))
     assert clean.attack.kind == "none" and clean.attack.fraction == 0.0
-    assert quick_bench.grid_recipe().rounds >= 3  # several rounds: a reversed step compounds
+    # several rounds: a reversed step compounds (quick: 2, measured to bite; the full bench 3)
+    assert quick_bench.grid_recipe().rounds >= 2 and bench.caps(False)["grid"]["rounds"] >= 3
 
 
 def test_central_training_pools_exactly_the_clients_shards(quick_bench: bench.Bench) -> None:

@@ -5,7 +5,8 @@ by the command that produced it; the demo's wall-clock time and per-domain accur
 The benches' JSON shapes differ and change, so everything is read generically:
 
 * headline figures: the report's ``mean`` dict (with ``interval`` beside it) if it has one; else its
-  ``over_seeds.figures`` (``{name: {mean, interval}}``); else its top-level numbers;
+  ``over_seeds.figures`` (``{name: {mean, interval}}``); else its top-level numbers (each with its entry
+  of a top-level ``interval`` dict, if any);
 * row tables: every top-level list of objects that carry a ``name`` (per domain, per strategy), with
   their number and yes/no fields;
 * targets: ``target``'s entries, each either ``{value, bar, met, interval, rule, ...}``, a number
@@ -113,7 +114,8 @@ def headline(report: dict[str, Any]) -> list[tuple[str, Any, Any]]:
         for n, v in part.items()
         if _is_number(v)
     ]
-    return [(k, v, None) for k, v in sorted(flat)]
+    spans = report.get("interval") if isinstance(report.get("interval"), dict) else {}
+    return [(k, v, spans.get(k)) for k, v in sorted(flat)]  # top-level figures' intervals (federated)
 
 
 def target_rows(target: Any, prefix: str = "") -> list[list[str]]:

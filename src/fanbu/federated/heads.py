@@ -117,7 +117,7 @@ class OwnedHeads(StrategyWrapper):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """The inner aggregate, with each domain head re-aggregated over its own clients."""
-        replies = list(replies)
+        replies = in_client_order(replies)
         failed = [m for m in replies if m.has_error()]
         if replies and len(failed) == len(replies):
             raise ConfigError(
@@ -148,6 +148,21 @@ class OwnedHeads(StrategyWrapper):
                 )
                 offset += size
         return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in merged.items()}), metrics
+
+
+def in_client_order(replies: Iterable[Message]) -> list[Message]:
+    """``replies`` sorted by client id (errors last): the order they are aggregated in.
+
+    Replies arrive in whatever order the clients finish, and float sums depend on their order, so
+    aggregating them as they come made two runs of one recipe differ in the last bits of every weight
+    (and then more, as later rounds train from those weights).
+    """
+
+    def key(msg: Message) -> tuple[bool, str, int]:
+        client = None if msg.has_error() or "client" not in msg.content else str(msg.content["client"]["id"])
+        return client is None, client or "", msg.metadata.src_node_id
+
+    return sorted(replies, key=key)
 
 
 def _owner(msg: Message) -> str | None:

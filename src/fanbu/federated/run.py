@@ -19,12 +19,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
 from fanbu.errors import ConfigError, FanbuError
 from fanbu.federated.client_app import client_app, load_saved
 from fanbu.federated.data import server_data, slots_of
 from fanbu.federated.deploy import read_app_config, write_app
 from fanbu.federated.preparation import Prepared, load_champion, prepare, register_clients, register_large
-from fanbu.federated.recipe import FederatedRecipe
+from fanbu.federated.recipe import FederatedRecipe, SimulationConfig
 from fanbu.federated.result import FederatedResult
 from fanbu.federated.server_app import read_history, server_app
 from fanbu.federated.settings import RunSettings, parse_run_config
@@ -43,6 +46,7 @@ __all__ = [
     "collect_deployment",
     "federate",
     "record_results",
+    "run_apps",
     "run_federated",
     "save_inputs",
     "simulate",
@@ -74,33 +78,41 @@ def save_inputs(
     return large_path, paths
 
 
-def simulate(settings: RunSettings, verbose: bool = False) -> None:
-    """Run the ServerApp and one ClientApp per client under Flower's simulation runtime (Ray)."""
+def run_apps(
+    server: ServerApp, client: ClientApp, clients: int, simulation: SimulationConfig, verbose: bool = False
+) -> None:
+    """Run ``server`` and ``clients`` SuperNodes of ``client`` under Flower's simulation runtime (Ray), with
+    the CPUs of ``simulation``."""
     if importlib.util.find_spec("ray") is None:
         raise ConfigError("Flower's simulation runtime needs Ray: pip install 'fanbu[ray]' (or ray)")
     from flwr.simulation import run_simulation
 
     for key, value in SIMULATION_ENV.items():
         os.environ.setdefault(key, value)
-    recipe = settings.recipe
-    defaults = settings.to_run_config()
     backend = {
         "init_args": {
-            "num_cpus": recipe.simulation.num_cpus,
+            "num_cpus": simulation.num_cpus,
             "include_dashboard": False,
             "log_to_driver": verbose,
         },
-        "client_resources": {"num_cpus": recipe.simulation.client_cpus, "num_gpus": 0.0},
+        "client_resources": {"num_cpus": simulation.client_cpus, "num_gpus": 0.0},
     }
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
     run_simulation(
-        server_app=server_app(defaults),
-        client_app=client_app(defaults),
-        num_supernodes=len(slots_of(recipe)),
+        server_app=server,
+        client_app=client,
+        num_supernodes=clients,
         backend_config=backend,
         verbose_logging=verbose,
     )
+
+
+def simulate(settings: RunSettings, verbose: bool = False) -> None:
+    """Run the ServerApp and one ClientApp per client under Flower's simulation runtime (Ray)."""
+    recipe = settings.recipe
+    defaults = settings.to_run_config()
+    run_apps(server_app(defaults), client_app(defaults), len(slots_of(recipe)), recipe.simulation, verbose)
 
 
 def collect(settings: RunSettings) -> FederatedResult:

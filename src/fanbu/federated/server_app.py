@@ -26,7 +26,7 @@ from fanbu.errors import ConfigError
 from fanbu.federated import fedmkt
 from fanbu.federated.client_app import load_model
 from fanbu.federated.data import ServerData, check_labels, server_data, slots_of, texts_fingerprint
-from fanbu.federated.heads import OwnedHeads
+from fanbu.federated.heads import OwnedHeads, in_client_order
 from fanbu.federated.local import finish_shared, load_arrays, shared_model, trainable_arrays
 from fanbu.federated.privacy import dp_report, run_secagg, wrap_strategy
 from fanbu.federated.robust import make_strategy
@@ -208,7 +208,7 @@ def run_mkt(grid: Grid, run: ServerRun) -> EncoderHandle:
     for rnd in range(1, recipe.rounds + 2):
         final = rnd == recipe.rounds + 1
         messages = [_mkt_message(n, rnd, final, sent.get(domain_of.get(n, ""))) for n in nodes]
-        replies = list(grid.send_and_receive(messages, timeout=recipe.simulation.round_timeout))
+        replies = in_client_order(grid.send_and_receive(messages, timeout=recipe.simulation.round_timeout))
         failed = [m for m in replies if m.has_error()]
         if failed or len(replies) < len(nodes):
             reason = failed[0].error.reason if failed else "no reply before simulation.round_timeout"
