@@ -28,6 +28,9 @@ data_app = typer.Typer(help="Built-in and user data sources.", no_args_is_help=T
 app.add_typer(data_app, name="data")
 bench_app = typer.Typer(help="Benchmarks: print a table and write JSON.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+rl_app = typer.Typer(help="Reinforcement-learning domains: environment variants, expert policies.",
+                     no_args_is_help=True)
+app.add_typer(rl_app, name="rl")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -436,6 +439,110 @@ def bench_reliability(
     console.print(f"results written to {out}")
 
 
+@bench_app.command("rl")
+@friendly
+def bench_rl(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-rl.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer PPO steps, Reptile iterations and adaptation "
+                                        "steps; target 30 minutes on 2 cores.")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Run every family for seeds 0..N-1; every row is "
+                                       "the mean over seeds with a 90% t-interval, targets read on the means.")] = 3,
+    families: Annotated[list[str] | None, typer.Option("--family", help="Only these families (repeatable): "
+                                                       "cartpole, acrobot.")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="key=value override of every family's rl recipe "
+                                                   "(repeatable), e.g. --set ppo.total_steps=20000.")] = None,
+    home: Annotated[Path | None, typer.Option(help="Keep the bench's registry and policies here.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Draws (family x seed) run at a time, "
+                                                "each in a process on one thread (default: one per core).")] = None,
+) -> None:
+    """RL swarm: PPO experts per environment variant, the general policy by distillation vs multi-variant PPO
+    and uniform averaging (gated on returns), and steps to 90% of an expert on held-out variants from a
+    Reptile meta-init, the distilled policy and scratch."""
+    from fanbu.bench.rl import run_bench as run_rl_bench
+
+    run_rl_bench(quick, out, console, seeds=seeds, families=families, overrides=sets, home=home, workers=workers)
+    console.print(f"results written to {out}")
+
+
+@rl_app.command("train-experts")
+@friendly
+def rl_train_experts(
+    recipe: Annotated[Path, typer.Argument(help="An rl recipe YAML (see recipes/rl.yaml).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. ppo.total_steps=20000")]
+    = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """One small PPO expert policy per training variant of the recipe's family, scored and registered."""
+    from fanbu.registry.workspace import Workspace
+    from fanbu.rl.recipe import RLRecipe
+    from fanbu.rl.run import run_train_experts
+
+    resolved = load_recipe(RLRecipe, recipe, overrides or [])
+    registry = _registry(home, db)
+    try:
+        rows = run_train_experts(resolved, Workspace(registry))
+    finally:
+        registry.close()
+    table = Table("variant", "model", "return", "random", "env steps")
+    for row in rows:
+        table.add_row(row["variant"], row["id"], f"{row['return']:.1f}", f"{row['random_return']:.1f}",
+                      str(row["env_steps"]))
+    console.print(table)
+
+
+@rl_app.command("feedback")
+@friendly
+def rl_feedback(
+    recipe: Annotated[Path, typer.Argument(help="An rl recipe YAML (see recipes/rl.yaml).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """反哺 for policies: distil and average the registered experts into candidate general policies, gate them
+    on returns against the champion, promote the best that passes."""
+    from fanbu.registry.workspace import Workspace
+    from fanbu.rl.feedback import run_rl_feedback
+    from fanbu.rl.recipe import RLRecipe
+
+    resolved = load_recipe(RLRecipe, recipe, overrides or [])
+    registry = _registry(home, db)
+    try:
+        summary = run_rl_feedback(resolved, Workspace(registry))
+    finally:
+        registry.close()
+    table = Table("candidate", "model", "status", "gate mean return", "reason")
+    for method, decision in summary["decisions"].items():
+        table.add_row(method, decision["id"], decision["status"], f"{decision['gate_mean']:.1f}", decision["reason"])
+    console.print(table)
+
+
+@rl_app.command("adapt")
+@friendly
+def rl_adapt(
+    recipe: Annotated[Path, typer.Argument(help="An rl recipe YAML (see recipes/rl.yaml).")],
+    variant: Annotated[str, typer.Option("--variant", help="The variant (industry) to adapt to, e.g. a held-out one.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="The policy to start from (default: the champion "
+                                              "of <family>.general).")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """Fine-tune a policy to one variant with PPO (adaptation.max_steps steps); registered as <variant>.adapted."""
+    from fanbu.registry.workspace import Workspace
+    from fanbu.rl.recipe import RLRecipe
+    from fanbu.rl.run import run_rl_adapt
+
+    resolved = load_recipe(RLRecipe, recipe, overrides or [])
+    registry = _registry(home, db)
+    try:
+        summary = run_rl_adapt(resolved, Workspace(registry), variant, model)
+    finally:
+        registry.close()
+    console.print(f"{summary['model']} (from {summary['from']}): test return {summary['return_before']:.1f} -> "
+                  f"{summary['return_after']:.1f} in {summary['env_steps']} environment steps", highlight=False)
+
+
 def _demo_in(home: Path, console: Console) -> dict:
     """``fanbu demo --home HOME`` on the built-in default; its summary (for ``fanbu bench all``)."""
     from fanbu.demo import DemoRecipe, run_demo
@@ -459,7 +566,7 @@ def bench_all(
     demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Also time `fanbu demo` on a fresh registry "
                                        "under --out-dir.")] = True,
 ) -> None:
-    """Every bench in turn (derive, feedback, federated, serve, loop, reliability), then the demo timed; a failure is recorded
+    """Every bench in turn (derive, feedback, federated, serve, loop, reliability, rl), then the demo timed; a failure is recorded
     and the others still run; exits 1 if any failed. `fanbu bench results` renders the directory."""
     from fanbu.bench.suite import SuiteSettings, run_suite
     from fanbu.recipes import validate_file

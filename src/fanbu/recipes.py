@@ -18,10 +18,11 @@ from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.errors import ConfigError
 from fanbu.federated.recipe import FederatedRecipe
 from fanbu.feedback.recipe import FeedbackRecipe
+from fanbu.rl.recipe import RLRecipe
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "adapt": AdaptConfig, "cycle": CycleRecipe, "demo": DemoRecipe, "derive": DeriveRecipe,
-    "feedback": FeedbackRecipe, "federated": FederatedRecipe,
+    "feedback": FeedbackRecipe, "federated": FederatedRecipe, "rl": RLRecipe,
 }
 
 

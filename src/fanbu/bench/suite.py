@@ -32,7 +32,7 @@ import fanbu
 from fanbu.io import atomic_write_json
 
 #: The benches ``fanbu bench all`` runs, in this order; the demo runs after them.
-BENCHES = ("derive", "feedback", "federated", "serve", "loop", "reliability")
+BENCHES = ("derive", "feedback", "federated", "serve", "loop", "reliability", "rl")
 #: The files of ``DIR`` that are not a bench's report.
 SUITE_FILE, ENVIRONMENT_FILE, DEMO_FILE = "suite.json", "environment.json", "demo.json"
 DEMO_HOME = "demo-home"
@@ -117,6 +117,12 @@ def _reliability(s: SuiteSettings, out: Path, console: Console) -> Any:
     return run_bench(s.quick, out, console, validate_recipe=s.validate_recipe)
 
 
+def _rl(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.rl import run_bench
+
+    return run_bench(s.quick, out, console)
+
+
 #: Each bench's runner, by name (the tests put stand-ins here).
 RUNNERS: dict[str, Runner] = {
     "derive": _derive,
@@ -125,6 +131,7 @@ RUNNERS: dict[str, Runner] = {
     "serve": _serve,
     "loop": _loop,
     "reliability": _reliability,
+    "rl": _rl,
 }
 
 
