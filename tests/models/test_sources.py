@@ -117,3 +117,37 @@ def test_packaged_models_resolve_to_installed_files() -> None:
     assert smol.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert Path(smol.location).is_absolute()
     assert (Path(smol.location) / smol.gguf_file).is_file()
+
+
+def test_loads_in_threads_leave_transformers_patches_undone(tmp_path: Path) -> None:
+    """from_pretrained swaps tie_weights / init functions for no-ops while it loads; concurrent loads must
+    not leave the no-ops in place (every later model would be untied and uninitialised)."""
+    import threading
+
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from fanbu.models.sources import ResolvedSource, load_pretrained
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    resolved = ResolvedSource(str(tmp_path), None, "local", "tiny")
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            for _ in range(5):
+                load_pretrained(AutoModelForCausalLM.from_pretrained, resolved)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    fresh = LlamaForCausalLM(config)
+    assert fresh.lm_head.weight is fresh.model.embed_tokens.weight
+    assert torch.nn.init.normal_.__name__ == "normal_" and fresh.model.embed_tokens.weight.std() > 0

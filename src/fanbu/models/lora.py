@@ -22,6 +22,7 @@ from fanbu.models.encoder import (
     classifier_with_heads,
     read_handle_settings,
 )
+from fanbu.models.sources import LOAD_LOCK
 
 KIND = "lora"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -67,7 +68,8 @@ def load_adapter(base: EncoderHandle, path: str | Path) -> EncoderHandle:
         raise ModelError("the base encoder already carries an adapter; pass the plain base model")
     settings = read_handle_settings(directory)
     try:
-        encoder = PeftModel.from_pretrained(copy.deepcopy(base.model.encoder), str(directory))
+        with LOAD_LOCK:  # PEFT loads through transformers: see LOAD_LOCK
+            encoder = PeftModel.from_pretrained(copy.deepcopy(base.model.encoder), str(directory))
     except (ValueError, RuntimeError, KeyError) as exc:
         raise ModelError(
             f"{directory}: the adapter does not fit the base encoder ({exc}); pass the base model it was trained on"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +130,16 @@ def check_local_weights(resolved: ResolvedSource) -> None:
         check_safetensors(path)
 
 
+#: transformers' ``from_pretrained`` swaps ``PreTrainedModel.tie_weights``, ``init_weights`` and the
+#: ``torch.nn.init`` functions for no-ops while it loads, and puts back what it found. Two loads in two
+#: threads at once can put the no-ops back for good: every model built afterwards in the process has
+#: untied embeddings and uninitialised weights (NaN logits). Every fanbu load holds this lock.
+LOAD_LOCK = threading.RLock()
+
+
 def load_pretrained(loader: Callable[..., T], resolved: ResolvedSource, **kwargs: Any) -> T:
-    """Call ``loader(resolved.location, **kwargs)`` (a ``from_pretrained``), explaining failures.
+    """Call ``loader(resolved.location, **kwargs)`` (a ``from_pretrained``, under :data:`LOAD_LOCK`),
+    explaining failures.
 
     Raises:
         ModelError: the hub could not be reached (or has no such model), or a local directory does not
@@ -139,7 +148,8 @@ def load_pretrained(loader: Callable[..., T], resolved: ResolvedSource, **kwargs
     if resolved.gguf_file is not None:
         kwargs = {"gguf_file": resolved.gguf_file, **kwargs}
     try:
-        return loader(resolved.location, **kwargs)
+        with LOAD_LOCK:
+            return loader(resolved.location, **kwargs)
     except RuntimeError as exc:  # transformers: a tensor's shape differs from what config.json builds
         remedy = "use another model" if resolved.origin == "hub" else "re-save the model or restore the directory"
         raise ModelError(
