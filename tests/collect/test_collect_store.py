@@ -15,7 +15,7 @@ from sqlalchemy import event
 from fanbu.collect.schema import new_prediction_id
 from fanbu.collect.store import Answer, LogStore, LogStoreError, Prediction, UnknownPredictionError
 from fanbu.registry import Registry
-from fanbu.registry.checkpoint import sqlite_file
+from fanbu.registry.engine import sqlite_file
 from tests.collect.writers import prediction, write
 from tests.serve.helpers import database_url, store_urls
 

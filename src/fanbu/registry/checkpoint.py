@@ -16,20 +16,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
 log = logging.getLogger("fanbu.registry")
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The database file of a plain SQLite URL (``sqlite:///path``); ``None`` for any other URL."""
-    parsed = make_url(url)
-    database = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
-        return None
-    if database.startswith("file:") or "uri" in parsed.query:
-        return None
-    return Path(database)
 
 
 class WalCheckpointer:

@@ -61,13 +61,24 @@ def open_engines(url: str, autocheckpoint: bool = True) -> tuple[Engine, Engine]
     return engine, engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The database file of a plain SQLite URL (``sqlite:///path``); ``None`` for any other URL (in
+    memory, a ``file:`` URI, another database)."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or "uri" in parsed.query:
+        return None
+    return Path(database)
+
+
 def _create_private(parsed: URL) -> None:
     """Create a missing SQLite database file as an empty, owner-only (0600) file before SQLite opens it
     (SQLite would create it with the umask's mode, usually world-readable)."""
-    database = parsed.database
-    if not database or database == ":memory:" or database.startswith("file:") or "uri" in parsed.query:
+    path = sqlite_file(parsed)
+    if path is None:
         return
-    path = Path(database)
     if path.exists() or not path.parent.is_dir():
         return  # an existing file keeps its mode; a missing directory is SQLite's error to report
     try:

@@ -15,8 +15,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from fanbu.errors import FanbuError
-from fanbu.registry.checkpoint import WalCheckpointer, sqlite_file
-from fanbu.registry.engine import describe_url, open_engines, redact
+from fanbu.registry.checkpoint import WalCheckpointer
+from fanbu.registry.engine import describe_url, open_engines, redact, sqlite_file
 
 
 class SqlStore:
