@@ -25,6 +25,7 @@ from fanbu.cli import app
 from fanbu.collect.dataset import read_collected
 from fanbu.config import validate
 from fanbu.cycle.recipe import CycleRecipe
+from fanbu.demo.recipe import DemoDerive
 from fanbu.errors import ConfigError
 from fanbu.feedback.gate.promotion import gate
 from fanbu.registry import Registry
@@ -95,6 +96,8 @@ def test_the_quick_plan_is_a_valid_cycle_recipe_with_every_mechanism() -> None:
     assert recipe.derive.max_train == 300 and recipe.data.max_test == 200
     assert [next(iter(s)) for s in recipe.derive.stages] == ["prune", "distill", "quantize"]
     assert recipe.derive.stages[0]["prune"]["importance"] == "taylor"
+    demo = DemoDerive()  # the loop's small models are the demo's: the same stages and transfer cap
+    assert recipe.derive.stages == demo.stages and recipe.derive.max_transfer == demo.max_transfer
     by_name = {m.name: m for m in plan.mechanisms}
     assert by_name["data"].strategy["swarm_distill"]["alpha"] == 0.0  # the teachers' term off
     assert by_name["data"].collected and by_name["combined"].collected and not by_name["distill"].collected

@@ -67,3 +67,12 @@ def test_ppo_settings_are_checked(cartpole: list[Variant]) -> None:
         PPOConfig(n_envs=1, n_steps=64, batch_size=512)
     with pytest.raises(ConfigError, match="different environments"):
         make_ppo([cartpole[0], Variant("Acrobot-v1", "a")], PPOConfig(), seed=0)
+
+
+def test_training_leaves_no_log_folder_behind(
+    cartpole: list[Variant], tiny_ppo: PPOConfig, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # SB3's default logger would make SB3-<time> in here
+    monkeypatch.setattr("tempfile.tempdir", None)
+    train_ppo(cartpole, tiny_ppo, seed=0, total_steps=64)
+    assert list(tmp_path.iterdir()) == []

@@ -65,7 +65,7 @@ def make_ppo(variants: Sequence[Variant], config: PPOConfig, seed: int, policy: 
     n_envs = -(-max(config.n_envs, count) // count) * count
     envs = vec_env.DummyVecEnv([variants[i % count].make for i in range(n_envs)])
     shape = policy or config.policy
-    return sb3.PPO(
+    model = sb3.PPO(
         "MlpPolicy",
         envs,
         learning_rate=config.learning_rate,
@@ -84,6 +84,10 @@ def make_ppo(variants: Sequence[Variant], config: PPOConfig, seed: int, policy: 
         device="cpu",
         verbose=0,
     )
+    # a logger of our own, writing nowhere: SB3's default makes a fresh SB3-<time> folder in the temp
+    # directory on every learn() and never removes it
+    model.set_logger(require("stable_baselines3.common.logger").Logger(folder=None, output_formats=[]))
+    return model
 
 
 def _actor_linears(model: Any) -> list[nn.Linear]:

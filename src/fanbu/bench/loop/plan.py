@@ -14,7 +14,7 @@ from typing import Any
 
 from fanbu.config import validate
 from fanbu.cycle.recipe import CycleRecipe
-from fanbu.derive.presets import DEMO_PRUNE, QUANTIZE_DEPLOY
+from fanbu.derive.presets import DEMO_SMALL_STAGES, copy_stages
 from fanbu.train.config import TrainConfig
 
 LARGE = "package:all-MiniLM-L6-v2"
@@ -142,15 +142,15 @@ def _train(epochs: int, lr: float, warmup: float, **extra: Any) -> dict[str, Any
 def plan_for(quick: bool, seed: int, generations: int | None = None) -> LoopPlan:
     """The bench's plan on the default benchmark (5 feedback domains, BBC News and Reuters held out).
 
-    Quick: 64 tokens (the demo's), 100 public and 50 validation texts per domain in the feedback step,
-    200 gate and 200 test texts per task, small models from 300 private examples and 300 transfer texts
-    (2 distillation epochs), 150 served texts per domain per generation, one epoch for every mechanism that
-    trains the large model, 2 generations. Full: 128 tokens, larger caps, every test text, 2 epochs, 3
-    generations. The private slices must hold the training cap plus a fresh traffic block per generation
+    Small models are derived as ``fanbu demo`` derives them (its stages,
+    :data:`~fanbu.derive.presets.DEMO_SMALL_STAGES`, and 600 transfer texts), from 300 private examples
+    (quick) or 500. Quick: 64 tokens (the demo's), 100 public and 50 validation texts per domain in the
+    feedback step, 200 gate and 200 test texts per task, 150 served texts per domain per generation, one
+    epoch for every mechanism that trains the large model, 2 generations. Full: 128 tokens, larger caps,
+    every test text, 2 epochs, 3 generations. The private slices must hold the training cap plus a fresh traffic block per generation
     (the smallest, religion, has 1178 texts).
     """
     train = _train(1 if quick else 2, 5e-5, 0.1)
-    distill = {"temperature": 2.0, "alpha": 0.5, "train": _train(2 if quick else 3, 5e-4, 0.0)}
     caps = (
         {"max_public": 100, "max_validation": 50, "max_gate": 200, "max_test": 200}
         if quick
@@ -164,8 +164,8 @@ def plan_for(quick: bool, seed: int, generations: int | None = None) -> LoopPlan
         "derive": {
             "max_train": 300 if quick else 500,
             "transfer": "public",
-            "max_transfer": 300 if quick else 600,
-            "stages": [{"prune": dict(DEMO_PRUNE)}, {"distill": distill}, copy.deepcopy(QUANTIZE_DEPLOY)],
+            "max_transfer": 600,
+            "stages": copy_stages(DEMO_SMALL_STAGES),  # as `fanbu demo` derives its small models
         },
         "deployment": {
             "traffic_size": 150 if quick else 200,
