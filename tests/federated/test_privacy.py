@@ -177,6 +177,19 @@ def secagg_clients(config: PrivacyConfig, shifts: list[float], weights: list[int
     return apps
 
 
+def secagg_error_bound(config: PrivacyConfig, weights: list[int], rounds: int = 1) -> float:
+    """The most SecAgg+'s quantization can move the weighted mean of the updates.
+
+    Each client scales its update by ``weight / max_weight`` and rounds it stochastically to a grid of step
+    ``2 * clipping_range / quantization_range``: less than one step off per value. The server divides the
+    sum by ``sum(weights) / max_weight``, so the mean is off by less than ``clients * step * max_weight /
+    sum(weights)`` per round.
+    """
+    sa = config.secagg
+    step = 2 * sa.clipping_range / sa.quantization_range
+    return rounds * len(weights) * step * sa.max_weight / sum(weights)
+
+
 def start_arrays() -> ArrayRecord:
     return ArrayRecord(
         {
@@ -194,10 +207,12 @@ def test_secagg_plus_averages_the_updates_without_the_server_seeing_one():
     out = run_secagg(grid, server, start_arrays(), num_rounds=2, num_clients=4, config=config)
     step = np.average(shifts, weights=weights)
     assert list(out.keys()) == ["encoder.w", "head.b"]
+    bound = secagg_error_bound(config, weights, rounds=2)
+    assert bound < 1e-3  # the settings are fine enough for the check to mean something
     np.testing.assert_allclose(
-        out["encoder.w"].numpy(), 20.0 + 2 * step, atol=1e-3
+        out["encoder.w"].numpy(), 20.0 + 2 * step, rtol=0, atol=bound
     )  # 20 > clipping_range: fine
-    np.testing.assert_allclose(out["head.b"].numpy(), 2 * step, atol=1e-3)
+    np.testing.assert_allclose(out["head.b"].numpy(), 2 * step, rtol=0, atol=bound)
     assert out["encoder.w"].numpy().dtype == np.float32
     plain = [
         r
