@@ -464,6 +464,25 @@ def bench_rl(
     console.print(f"results written to {out}")
 
 
+@bench_app.command("unlabeled")
+@friendly
+def bench_unlabeled(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-unlabeled.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="400 source posts per class, 128 tokens; target 30 minutes "
+                                        "on 2 cores for the whole bench.")] = False,
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Run seeds 0..N-1 (data carving, initialisation, "
+                                       "batch order); every row is the mean with a 90% t-interval.")] = 3,
+    work: Annotated[Path | None, typer.Option(help="Keep each finished seed here; a rerun with the same recipe "
+                                              "and code reads it back.")] = None,
+) -> None:
+    """Learning without labels. Section da: 20 Newsgroups -> BBC News domain adaptation (source-only, DANN,
+    CORAL, MMD, self-training, target-supervised upper bound), gap closed and per-class F1."""
+    from fanbu.bench.unlabeled import run_bench as run_unlabeled_bench
+
+    run_unlabeled_bench(quick, out, console, seeds=seeds, work=work)
+    console.print(f"results written to {out}")
+
+
 @rl_app.command("train-experts")
 @friendly
 def rl_train_experts(
@@ -541,6 +560,30 @@ def rl_adapt(
         registry.close()
     console.print(f"{summary['model']} (from {summary['from']}): test return {summary['return_before']:.1f} -> "
                   f"{summary['return_after']:.1f} in {summary['env_steps']} environment steps", highlight=False)
+
+
+@bench_app.command("adapt")
+@friendly
+def bench_adapt(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-adapt.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="Capped texts (48 train, 40 test per label), 128 tokens, "
+                                        "fewer meta-iterations; target 30 minutes on 2 cores.")] = False,
+    draws: Annotated[int | None, typer.Option("--draws", "--seeds", min=1, help="Draws of the k examples per "
+                                              "(task, k) cell (default 5); each cell is the mean with a 90% "
+                                              "t-interval.")] = None,
+    work: Annotated[Path | None, typer.Option(help="Keep the cached features, meta-learned models and finished "
+                                              "settings here; a rerun reuses what the same settings and code "
+                                              "made.")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="key=value override of the bench settings "
+                                                   "(repeatable), e.g. --set fomaml.iterations=100.")] = None,
+) -> None:
+    """Few-shot adaptation learned from the swarm: FOMAML and Reptile meta-inits and a meta decision forest
+    against v0-init fine-tuning, scratch, logistic regression and a random forest, leave-one-domain-out
+    over the feedback domains and on the held-out tasks, k in 4, 8, 16, 32 per class."""
+    from fanbu.bench.adapt import run_bench as run_adapt_bench
+
+    run_adapt_bench(quick, out, console, draws=draws, work=work, overrides=sets)
+    console.print(f"results written to {out}")
 
 
 def _demo_in(home: Path, console: Console) -> dict:

@@ -32,7 +32,7 @@ import fanbu
 from fanbu.io import atomic_write_json
 
 #: The benches ``fanbu bench all`` runs, in this order; the demo runs after them.
-BENCHES = ("derive", "feedback", "federated", "serve", "loop", "reliability", "rl")
+BENCHES = ("derive", "feedback", "federated", "serve", "loop", "reliability", "rl", "unlabeled", "adapt")
 #: The files of ``DIR`` that are not a bench's report.
 SUITE_FILE, ENVIRONMENT_FILE, DEMO_FILE = "suite.json", "environment.json", "demo.json"
 DEMO_HOME = "demo-home"
@@ -123,6 +123,18 @@ def _rl(s: SuiteSettings, out: Path, console: Console) -> Any:
     return run_bench(s.quick, out, console)
 
 
+def _unlabeled(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.unlabeled import run_bench
+
+    return run_bench(s.quick, out, console)  # its own seeds (3): the sections are cheap per seed
+
+
+def _adapt(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.adapt import run_bench
+
+    return run_bench(s.quick, out, console)  # 5 draws of the k examples per cell
+
+
 #: Each bench's runner, by name (the tests put stand-ins here).
 RUNNERS: dict[str, Runner] = {
     "derive": _derive,
@@ -132,6 +144,8 @@ RUNNERS: dict[str, Runner] = {
     "loop": _loop,
     "reliability": _reliability,
     "rl": _rl,
+    "unlabeled": _unlabeled,
+    "adapt": _adapt,
 }
 
 
