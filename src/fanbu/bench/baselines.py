@@ -24,6 +24,7 @@ from fanbu.evaluate.metrics import accuracy
 from fanbu.models.encoder import EncoderClassifier, EncoderHandle
 from fanbu.train.classify import evaluate_heads, train_heads
 from fanbu.train.config import TrainConfig
+from fanbu.unlabeled.pseudo import choose_threshold  # the one threshold rule: self-training's
 
 Pairs = tuple[Sequence[str], Sequence[int]]
 
@@ -60,20 +61,6 @@ def planned_steps(examples: int, config: TrainConfig) -> int:
     batches = math.ceil(examples / config.batch_size)
     steps = math.ceil(batches / config.grad_accum) * config.epochs
     return steps if config.max_steps is None else min(steps, config.max_steps)
-
-
-def choose_threshold(confidence: np.ndarray, correct: np.ndarray) -> float | None:
-    """The confidence threshold at which pseudo-labels are kept, chosen on validation texts.
-
-    Of the thresholds 0 and each validation confidence, the one that maximises right minus wrong
-    predictions among the validation texts kept (``confidence >= threshold``); ties go to the lower
-    threshold (more text). ``None`` when every threshold keeps more wrong than right predictions: keep none.
-    """
-    candidates = np.unique(np.concatenate([[0.0], confidence]))  # ascending
-    gains = np.where(correct, 1, -1)
-    scores = [int(gains[confidence >= t].sum()) for t in candidates]
-    best = int(np.argmax(scores))  # the first maximum: the lowest threshold
-    return float(candidates[best]) if scores[best] > 0 else None
 
 
 @dataclass(frozen=True)
