@@ -26,6 +26,7 @@ from fanbu.config import Strict
 from fanbu.errors import ConfigError
 from fanbu.meta.episodes import Episode, FeatureTask, check_shots, sample_episode, stack_episodes
 from fanbu.meta.network import HEAD_KEYS, Inner, MetaBody, Params, adapt_params, body_params, loss, new_body
+from fanbu.train.anneal import linear_anneal
 
 Method = Literal["fomaml", "reptile"]
 
@@ -61,10 +62,7 @@ class MetaConfig(Strict):
 
     def step_size_at(self, iteration: int) -> float:
         """Reptile's eps at ``iteration`` (0-based), linear from ``step_size`` to ``final_step_size``."""
-        if self.iterations == 1:
-            return self.step_size
-        share = iteration / (self.iterations - 1)
-        return self.step_size + share * (self.final_step_size - self.step_size)
+        return linear_anneal(self.step_size, self.final_step_size, iteration, self.iterations)
 
 
 def fomaml_gradient(body: MetaBody, theta: Params, episodes: Episode, n_way: int, lr: float, steps: int,

@@ -22,6 +22,7 @@ from fanbu.errors import ConfigError
 from fanbu.rl.policy import PolicyMLP
 from fanbu.rl.ppo import PPOConfig, State, actor_from_state, fresh_state, train_ppo
 from fanbu.rl.variants import Variant
+from fanbu.train.anneal import linear_anneal
 
 
 class ReptileConfig(Strict):
@@ -42,10 +43,7 @@ class ReptileConfig(Strict):
 
     def step_size_at(self, iteration: int) -> float:
         """eps of ``iteration`` (0-based), linear from ``step_size`` to ``final_step_size``."""
-        if self.iterations == 1:
-            return self.step_size
-        share = iteration / (self.iterations - 1)
-        return self.step_size + share * (self.final_step_size - self.step_size)
+        return linear_anneal(self.step_size, self.final_step_size, iteration, self.iterations)
 
 
 def reptile_step(theta: Mapping[str, Tensor], adapted: Sequence[Mapping[str, Tensor]], step_size: float) -> State:
