@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from fanbu.bench.lm import LMBenchSettings, bench_lm_domain, scratch_like
+from fanbu.bench.lm.derive import LMBenchSettings, bench_lm_domain, scratch_like
 from fanbu.data.domain import Domain, Split
 from fanbu.models.causal_lm import CausalLMHandle
 

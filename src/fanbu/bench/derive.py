@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fanbu.bench.baselines import planned_steps, self_train_scratch, tfidf_accuracy
-from fanbu.bench.lm import print_lm_table, run_lm_bench
+from fanbu.bench.lm.derive import print_lm_table, run_lm_bench
 from fanbu.bench.stats import INTERVAL_LEVEL, seed_interval
 from fanbu.derive.data import DeriveData, load_domain_data
 from fanbu.derive.distill import DistillConfig

@@ -1,0 +1,1 @@
+"""``fanbu bench lm`` and ``fanbu bench derive --lm``: the causal-LM loop's benchmark, one module per section."""
