@@ -160,3 +160,36 @@ def test_apply_decision_records_the_report_apart_from_the_decision(registry: Reg
         assert {e.dataset_fingerprint for e in evaluations if e.split == "test"} == {"b" * 64}
     lost = score_report(None, swarm.tests, score_tests(swarm.large, swarm.tests))
     assert lost.candidate_metrics == {} and set(lost.champion_metrics) == set(TASKS)
+
+
+def test_paired_bound_needs_evidence_to_call_a_drop() -> None:
+    from fanbu.feedback.gate.promotion import TaskResult, paired_upper_bound
+
+    # 120 gate texts, the candidate loses 3 and gains 1: -1.7 points observed, within the noise
+    champion = "1" * 100 + "0" * 20
+    candidate = "0" * 3 + "1" * 97 + "1" + "0" * 19
+    upper = paired_upper_bound(candidate, champion, 0.9)
+    assert upper > -0.01
+    assert TaskResult(97 / 120 + 1 / 120, 100 / 120, 0.01, upper).ok
+    assert not TaskResult(98 / 120, 100 / 120, 0.01).ok  # the point rule rejects the same texts
+    # 3,600 texts with the same proportions: now the drop is credible
+    big = paired_upper_bound(candidate * 30, champion * 30, 0.9)
+    assert big < -0.01
+    assert paired_upper_bound("1" * 50, "1" * 50, 0.9) == 0.0
+
+
+def test_paired_rule_needs_accuracy() -> None:
+    with pytest.raises(ValueError, match="rule: point"):
+        GateConfig(metric="macro_f1")
+    assert GateConfig(metric="macro_f1", rule="point").rule == "point"
+
+
+def test_point_rule_rejects_what_the_paired_rule_calls_noise(better) -> None:
+    swarm = tiny_swarm()
+    point = gate(swarm.large, better, swarm.tests, GateConfig(rule="point"))
+    paired = gate(swarm.large, better, swarm.tests, GateConfig(rule="paired"))
+    for task, result in paired.tasks.items():
+        assert result.upper is not None and result.upper >= result.delta
+        assert point.tasks[task].upper is None
+        if not result.ok:
+            assert not point.tasks[task].ok  # the paired rule never rejects what the point rule keeps

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError, RegistryError
@@ -42,6 +43,16 @@ class GateConfig(Strict):
         default_factory=dict, description="Per-task tolerances that replace `tolerance` for those tasks."
     )
     metric: Literal["accuracy", "macro_f1"] = Field("accuracy", description="The score compared per task.")
+    rule: Literal["paired", "point"] = Field(
+        "paired",
+        description="paired: a task regresses only when the paired per-text evidence says its drop exceeds the "
+        "tolerance (the upper one-sided confidence bound of candidate - champion is below -tolerance), so a "
+        "small gate split's noise does not reject; point: the observed drop alone decides. Both converge as "
+        "gate splits grow; the mean check stays a point comparison over every task.",
+    )
+    confidence: float = Field(
+        0.9, gt=0.5, lt=1, description="The paired rule's one-sided confidence that a task's drop is real."
+    )
     require_mean_not_worse: bool = Field(
         True, description="Also reject a candidate whose mean score over the tasks is below the champion's."
     )
@@ -49,6 +60,15 @@ class GateConfig(Strict):
         True, description="Every head of the champion (domain or held-out task) must have a gate split."
     )
     batch_size: int = Field(64, ge=1, description="Batch size of the gate's (and the report's) predictions.")
+
+    @model_validator(mode="after")
+    def _paired_needs_accuracy(self) -> GateConfig:
+        if self.rule == "paired" and self.metric != "accuracy":
+            raise ValueError(
+                f"rule 'paired' bounds the accuracy difference from per-text outcomes, not {self.metric}; "
+                "set metric: accuracy or rule: point"
+            )
+        return self
 
     def tolerance_for(self, task: str) -> float:
         """The tolerance of ``task``."""
@@ -62,6 +82,7 @@ class TaskResult:
     candidate: float
     champion: float
     tolerance: float
+    upper: float | None = None  # the paired rule's upper confidence bound of the delta; None: point rule
 
     @property
     def delta(self) -> float:
@@ -70,8 +91,24 @@ class TaskResult:
 
     @property
     def ok(self) -> bool:
-        """Whether the candidate stays within the tolerance of the champion."""
-        return self.delta >= -self.tolerance - 1e-9
+        """Whether the candidate stays within the tolerance of the champion (by the bound, when paired)."""
+        evidence = self.delta if self.upper is None else self.upper
+        return evidence >= -self.tolerance - 1e-9
+
+
+def paired_upper_bound(candidate: str, champion: str, confidence: float) -> float:
+    """Upper one-sided confidence bound of the accuracy difference from per-text outcomes ("1"/"0").
+
+    Each text gives a paired difference in {-1, 0, 1}; the bound is mean + z * standard error (the normal
+    approximation McNemar's test rests on). Texts both models get right or wrong add no noise.
+    """
+    if len(candidate) != len(champion) or not candidate:
+        raise ConfigError(f"gate: paired outcomes differ in length ({len(candidate)} vs {len(champion)})")
+    diffs = [int(a) - int(b) for a, b in zip(candidate, champion, strict=True)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    variance = sum((d - mean) ** 2 for d in diffs) / max(n - 1, 1)
+    return mean + NormalDist().inv_cdf(confidence) * math.sqrt(variance / n)
 
 
 @dataclass(frozen=True)
@@ -187,9 +224,14 @@ def gate(
             False, reason, config.metric, {}, float("nan"), mean, {}, champ_metrics, {}, champ_outcomes
         )
     cand_metrics, cand_outcomes = score_heads(candidate, splits, batch_size=config.batch_size)
+    def upper(task: str) -> float | None:
+        if config.rule == "point":
+            return None
+        return paired_upper_bound(cand_outcomes[task], champ_outcomes[task], config.confidence)
+
     results = {
         t: TaskResult(
-            cand_metrics[t][config.metric], champ_metrics[t][config.metric], config.tolerance_for(t)
+            cand_metrics[t][config.metric], champ_metrics[t][config.metric], config.tolerance_for(t), upper(t)
         )
         for t in tasks
     }
@@ -197,7 +239,9 @@ def gate(
     champ_mean = sum(r.champion for r in results.values()) / len(results)
     problems = [
         f"{t} {config.metric} {results[t].candidate:.3f} vs champion {results[t].champion:.3f} "
-        f"({100 * results[t].delta:+.1f} points, tolerance {100 * results[t].tolerance:.1f})"
+        f"({100 * results[t].delta:+.1f} points, tolerance {100 * results[t].tolerance:.1f}"
+        + ("" if results[t].upper is None else f", {config.confidence:.0%} bound {100 * results[t].upper:+.1f}")
+        + ")"
         for t in sorted((t for t in tasks if not results[t].ok), key=lambda t: results[t].delta)
     ]
     if config.require_mean_not_worse and cand_mean < champ_mean - 1e-9:
@@ -205,8 +249,9 @@ def gate(
     if problems:
         reason = "rejected: " + "; ".join(problems)
     else:
+        within = "within tolerance" if config.rule == "point" else "not credibly below tolerance"
         reason = (
-            f"promoted: every task within tolerance of the champion on the gate splits; mean "
+            f"promoted: every task {within} of the champion on the gate splits; mean "
             f"{config.metric} {champ_mean:.3f} -> {cand_mean:.3f}"
         )
     return GateDecision(
