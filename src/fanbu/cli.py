@@ -97,11 +97,8 @@ def demo(
     from fanbu.demo import DemoRecipe, run_demo
 
     resolved = load_recipe(DemoRecipe, recipe, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         run_demo(resolved, registry, console)
-    finally:
-        registry.close()
 
 
 @app.command()
@@ -117,11 +114,8 @@ def derive(
     from fanbu.derive.pipeline import DeriveRecipe, run_derive
 
     resolved = load_recipe(DeriveRecipe, recipe, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         results = run_derive(resolved, registry)
-    finally:
-        registry.close()
     print_small(console, results)
 
 
@@ -138,11 +132,8 @@ def adapt(
     from fanbu.derive.adapt import AdaptConfig, run_adapt
 
     resolved = load_recipe(AdaptConfig, recipe, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         summary = run_adapt(resolved, registry)
-    finally:
-        registry.close()
     table = Table("domain", *summary["examples"], "replay", "val acc before", "val acc after", "seconds")
     accuracy = summary["validation_accuracy"]
     table.add_row(summary["domain"], *(str(n) for n in summary["examples"].values()), str(summary["replay"]),
@@ -166,11 +157,8 @@ def feedback(
     from fanbu.feedback.recipe import FeedbackRecipe
 
     resolved = load_recipe(FeedbackRecipe, recipe, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         summary = run_feedback(resolved, registry)
-    finally:
-        registry.close()
     print_feedback(console, summary)
 
 
@@ -188,11 +176,8 @@ def cycle(
     from fanbu.cycle import CycleRecipe, run_cycle
 
     resolved = load_recipe(CycleRecipe, recipe, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         summaries = run_cycle(resolved, registry, generations, console)
-    finally:
-        registry.close()
     last = summaries[-1]
     console.print(f"{len(summaries)} generation(s); champion: {last['champion_out']}", highlight=False)
 
@@ -207,11 +192,8 @@ def report(
     """Write one self-contained HTML report (lineage, accuracy, size, feedback runs) from the registry."""
     from fanbu.report import write_report
 
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         path = write_report(registry, out if out is not None else home / "report.html")
-    finally:
-        registry.close()
     console.print(f"report written to {path}", highlight=False, soft_wrap=True)
 
 
@@ -235,8 +217,7 @@ def federate(
 
     if (recipe is None) == (collect_dir is None):
         raise ConfigError("give a recipe (to simulate, or with --app to deploy) or --collect APP_DIR, not both")
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         if collect_dir is not None:
             from fanbu.federated.run import collect_deployment
 
@@ -256,8 +237,6 @@ def federate(
             from fanbu.federated.run import run_federated
 
             summary = run_federated(resolved, registry, verbose=verbose)
-    finally:
-        registry.close()
     table = Table("round", "validation mean acc", "seconds")
     for row in summary["rounds"]:
         table.add_row(str(row["round"]), f"{row['val.mean_acc']:.3f}", f"{row['seconds']:.0f}")
@@ -498,11 +477,8 @@ def rl_train_experts(
     from fanbu.rl.run import run_train_experts
 
     resolved = load_recipe(RLRecipe, recipe, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         rows = run_train_experts(resolved, Workspace(registry))
-    finally:
-        registry.close()
     table = Table("variant", "model", "return", "random", "env steps")
     for row in rows:
         table.add_row(row["variant"], row["id"], f"{row['return']:.1f}", f"{row['random_return']:.1f}",
@@ -525,11 +501,8 @@ def rl_feedback(
     from fanbu.rl.recipe import RLRecipe
 
     resolved = load_recipe(RLRecipe, recipe, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         summary = run_rl_feedback(resolved, Workspace(registry))
-    finally:
-        registry.close()
     table = Table("candidate", "model", "status", "gate mean return", "reason")
     for method, decision in summary["decisions"].items():
         table.add_row(method, decision["id"], decision["status"], f"{decision['gate_mean']:.1f}", decision["reason"])
@@ -553,11 +526,8 @@ def rl_adapt(
     from fanbu.rl.run import run_rl_adapt
 
     resolved = load_recipe(RLRecipe, recipe, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         summary = run_rl_adapt(resolved, Workspace(registry), variant, model)
-    finally:
-        registry.close()
     console.print(f"{summary['model']} (from {summary['from']}): test return {summary['return_before']:.1f} -> "
                   f"{summary['return_after']:.1f} in {summary['env_steps']} environment steps", highlight=False)
 
@@ -590,11 +560,8 @@ def _demo_in(home: Path, console: Console) -> dict:
     """``fanbu demo --home HOME`` on the built-in default; its summary (for ``fanbu bench all``)."""
     from fanbu.demo import DemoRecipe, run_demo
 
-    registry = _registry(home, None)
-    try:
+    with _registry(home, None) as registry:
         return run_demo(load_recipe(DemoRecipe, None, []), registry, console)
-    finally:
-        registry.close()
 
 
 @bench_app.command("all")
@@ -658,11 +625,8 @@ def serve(
     from fanbu.serve import serve as run_server
 
     resolved = load_recipe(ServeConfig, config, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         run_server(resolved, registry, console)
-    finally:
-        registry.close()
 
 
 @app.command()
@@ -677,11 +641,8 @@ def collect(
     from fanbu.collect import CurateConfig, curate
 
     resolved = load_recipe(CurateConfig, config, overrides or [])
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         record, counts = curate(registry, resolved)
-    finally:
-        registry.close()
     table = Table("domain", "human", "pseudo", "hard", "unlabeled")
     for name, row in counts["domains"].items():
         table.add_row(name, *(str(row[k]) for k in ("human", "pseudo", "hard", "unlabeled")))
@@ -701,14 +662,11 @@ def lineage(
     from fanbu.io import atomic_write_json
     from fanbu.registry.lineage import lineage_json, lineage_tree
 
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         console.print(lineage_tree(registry))
         if json_out is not None:
             atomic_write_json(json_out, lineage_json(registry))
             console.print(f"lineage written to {json_out}")
-    finally:
-        registry.close()
 
 
 @app.command()
@@ -720,15 +678,12 @@ def models(
     db: DbOpt = None,
 ) -> None:
     """List registered models."""
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         table = Table("id", "kind", "status", "relation", "parents", "path")
         for record in registry.list_models(name=name, status=status):
             table.add_row(record.id, record.kind, record.status, record.relation or "",
                           ", ".join(record.parents), record.path)
         console.print(table)
-    finally:
-        registry.close()
 
 
 @app.command()
@@ -747,14 +702,11 @@ def doctor(
     from fanbu.registry.doctor import diagnose, report_table
     from fanbu.registry.doctor import repair as quarantine
 
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         report, folder = diagnose(registry, grace=grace), None
         if repair:
             folder = quarantine(report, registry)
             report = diagnose(registry, grace=grace) if folder is not None else report
-    finally:
-        registry.close()
     if as_json:
         data = {**report.to_json(), "quarantine": str(folder) if folder else None}
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
@@ -779,11 +731,8 @@ def rollback(
     """Restore the previous champion: the current one is marked rejected, the one it replaced is champion."""
     from fanbu.feedback.gate.promotion import rollback as roll_back
 
-    registry = _registry(home, db)
-    try:
+    with _registry(home, db) as registry:
         result = roll_back(registry, name)
-    finally:
-        registry.close()
     console.print(f"rolled back {name}: {result.restored.id} is champion again; {result.retired.id} is rejected")
 
 
