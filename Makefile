@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/fanbu demo
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), each with torch on one thread (tests/conftest.py):
+# the tiny models of most tests gain nothing from a second thread, so two processes use two cores fully.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # Every quick bench and the demo, timed, into bench-results/ (JSON); then RESULTS.md, which the README quotes.
 bench: $(STAMP)
