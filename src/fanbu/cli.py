@@ -634,12 +634,26 @@ def serve(
 def collect(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. quota=500")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="A curation config YAML.")] = None,
+    lm: Annotated[bool, typer.Option("--lm", help="Curate logged generations, ratings and corrections into a "
+                                     "prompt-completion dataset for causal LMs.")] = False,
     home: HomeOpt = Path(".fanbu"),
     db: DbOpt = None,
 ) -> None:
     """Curate the serving logs into a versioned, fingerprinted dataset in the registry."""
-    from fanbu.collect import CurateConfig, curate
+    from fanbu.collect import CurateConfig, LMCurateConfig, curate, curate_lm
 
+    if lm:
+        lm_config = load_recipe(LMCurateConfig, config, overrides or [])
+        with _registry(home, db) as registry:
+            lm_record, lm_counts = curate_lm(registry, lm_config)
+        tiers = Table("tier", "examples")
+        for tier, n in lm_counts["tiers"].items():
+            tiers.add_row(tier, str(n))
+        console.print(tiers)
+        dropped = ", ".join(f"{k} {v}" for k, v in lm_counts["dropped"].items() if v) or "none"
+        console.print(f"dataset {lm_record.id} ({lm_record.n_rows} prompt-completion pairs of "
+                      f"{lm_counts['logged']} logged) at {lm_record.source}; dropped: {dropped}", highlight=False)
+        return
     resolved = load_recipe(CurateConfig, config, overrides or [])
     with _registry(home, db) as registry:
         record, counts = curate(registry, resolved)

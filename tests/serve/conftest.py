@@ -14,7 +14,7 @@ from fanbu.config import validate
 from fanbu.registry import Registry
 from fanbu.serve import ServeConfig, create_app
 from fanbu.serve.security import resolve_token
-from tests.serve.helpers import TOKEN, register_tiny
+from tests.serve.helpers import TOKEN, register_tiny, register_tiny_lm
 
 
 @pytest.fixture
@@ -55,3 +55,16 @@ def make_client(registry: Registry, store: LogStore) -> Iterator[Callable[..., T
 @pytest.fixture
 def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client(cascades={"edge": {"small": "small", "large": "large", "threshold": 0.5}})
+
+
+@pytest.fixture
+def lms(registry: Registry) -> list[str]:
+    """Two tiny random Llamas registered as ``lm-small`` and ``lm-large``."""
+    register_tiny_lm(registry, "lm-small", seed=0)
+    register_tiny_lm(registry, "lm-large", seed=1, hidden=48)
+    return ["lm-small", "lm-large"]
+
+
+@pytest.fixture
+def lm_client(make_client: Callable[..., TestClient], lms: list[str]) -> TestClient:
+    return make_client(models=lms)

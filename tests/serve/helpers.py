@@ -66,3 +66,23 @@ def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} . {% endfor %}"
+    "{% if add_generation_prompt %}assistant :{% endif %}"
+)
+
+
+def register_tiny_lm(
+    registry: Registry, name: str, seed: int, hidden: int = 32, max_length: int = 64, chat: bool = True
+) -> ModelRecord:
+    """Save a tiny random Llama (with a small chat template if ``chat``) and register it as a causal LM."""
+    from fanbu.models import CausalLMHandle
+
+    handle = CausalLMHandle.tiny(hidden_size=hidden, max_length=max_length, seed=seed)
+    if chat:
+        handle.tokenizer.chat_template = CHAT_TEMPLATE
+    version = registry.next_version(name)
+    path = handle.save(registry.model_dir(name, version), Provenance(name=f"{name}:v{version}"))
+    return registry.register_model(name=name, path=path, kind="causal_lm", version=version)

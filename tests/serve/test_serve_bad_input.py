@@ -195,7 +195,8 @@ def test_non_encoder_model_422(client: TestClient, registry) -> None:
         client.post("/v1/predict", json={"model": "lm", "texts": ["a"]}),
         422,
         "model_not_servable",
-        "not an encoder classifier",
+        "is a causal language model: it does not classify",
+        "/v1/generate",
     )
 
 
@@ -220,7 +221,7 @@ def test_feedback_errors(client: TestClient) -> None:
         client.post("/v1/feedback", json={"prediction_id": pred_id}),
         422,
         "invalid_request",
-        "give a corrected label, a rating (1-5), or both",
+        "give a corrected label or completion, a rating (1-5), or both",
     )
     _error(
         client.post("/v1/feedback", json={"prediction_id": pred_id, "rating": 9}),

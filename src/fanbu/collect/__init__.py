@@ -2,6 +2,8 @@
 
 :class:`LogStore` lives in the registry's database; :func:`curate` (``fanbu collect``) turns its rows
 into a registered, fingerprinted dataset; :func:`load_collected` reads one back for a feedback recipe.
+For language models, :func:`curate_lm` turns logged generations, ratings and corrections into a
+prompt-completion dataset, read back with :func:`read_collected_lm` or :func:`collected_lm_source`.
 Names are imported on first use (the store does not need the data loaders).
 """
 
@@ -21,6 +23,14 @@ _EXPORTS = {
     "PrivacyMode": "fanbu.collect.hashing",
     "mask_text": "fanbu.collect.hashing",
     "stored_form": "fanbu.collect.hashing",
+    "LMCurateConfig": "fanbu.collect.lm_curated",
+    "LMExample": "fanbu.collect.lm_curated",
+    "curate_lm": "fanbu.collect.lm_curation",
+    "collected_lm_source": "fanbu.collect.lm_dataset",
+    "read_collected_lm": "fanbu.collect.lm_dataset",
+    "Completion": "fanbu.collect.lm_store",
+    "Generation": "fanbu.collect.lm_store",
+    "GenerationFeedback": "fanbu.collect.lm_store",
     "Answer": "fanbu.collect.store",
     "Feedback": "fanbu.collect.store",
     "LogStore": "fanbu.collect.store",
@@ -33,18 +43,26 @@ __all__ = [
     "PRIVACY_MODES",
     "Answer",
     "CollectedData",
+    "Completion",
     "CurateConfig",
     "Feedback",
+    "Generation",
+    "GenerationFeedback",
+    "LMCurateConfig",
+    "LMExample",
     "LogStore",
     "LogStoreError",
     "Prediction",
     "PrivacyMode",
     "UnknownPredictionError",
+    "collected_lm_source",
     "collected_sources",
     "curate",
+    "curate_lm",
     "load_collected",
     "mask_text",
     "read_collected",
+    "read_collected_lm",
     "stored_form",
 ]
 

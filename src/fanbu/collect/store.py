@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
+from fanbu.collect.lm_store import GenerationLog
 from fanbu.collect.schema import AnswerRow, FeedbackRow, LogBase, PredictionRow
 from fanbu.errors import FanbuError
 from fanbu.registry.schema import utcnow
@@ -75,8 +76,8 @@ class Feedback:
     rating: int | None
 
 
-class LogStore(SqlStore):
-    """Predictions and feedback in the registry's database (tables ``serve_*``, created on open).
+class LogStore(GenerationLog, SqlStore):
+    """Predictions, generations and feedback in the registry's database (tables ``serve_*``, created on open).
 
     Args:
         url: The registry's SQLAlchemy URL (``Registry.url``).
@@ -161,11 +162,12 @@ class LogStore(SqlStore):
         return Feedback(prediction_id, label, rating)
 
     def clear(self) -> int:
-        """Delete every logged prediction, answer and feedback (a benchmark starts from an empty log)."""
+        """Delete every logged prediction, generation, answer and feedback (a benchmark starts empty)."""
         with self._session(write=True) as session:
             count = session.scalar(select(func.count()).select_from(PredictionRow)) or 0
             for table in (FeedbackRow, AnswerRow, PredictionRow):
                 session.execute(delete(table))
+            self.clear_generations(session)
         return int(count)
 
     def prediction_head(self, prediction_id: str) -> tuple[str, str]:

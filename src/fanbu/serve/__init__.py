@@ -1,5 +1,9 @@
 """Serving: registered small models (and an edge-to-large cascade) behind a FastAPI app, every answer logged.
 
+Classifiers answer ``POST /v1/predict``; causal language models answer ``POST /v1/generate`` and the
+OpenAI-compatible ``/v1/completions`` and ``/v1/chat/completions``, whole or streamed, alone or as a
+small-to-large LM cascade (:mod:`fanbu.serve.generation`).
+
 ``create_app`` builds the app; ``serve`` runs it under uvicorn (``fanbu serve``). Predictions and
 feedback go into the logging store (:mod:`fanbu.collect`) before the response is sent. Model references
 resolve through :class:`fanbu.registry.workspace.Workspace` (``UnknownModelError`` and ``parse_ref``
@@ -24,6 +28,11 @@ _EXPORTS = {
     "CascadeConfig": "fanbu.serve.config",
     "Limits": "fanbu.serve.config",
     "ServeConfig": "fanbu.serve.config",
+    "GenerationLimits": "fanbu.serve.lm_config",
+    "LMCascadeConfig": "fanbu.serve.lm_config",
+    "LMRoute": "fanbu.serve.lm_cascade",
+    "LMPool": "fanbu.serve.lm_models",
+    "NotAnLMError": "fanbu.serve.lm_models",
     "ModelPool": "fanbu.serve.models",
     "NotServableError": "fanbu.serve.models",
     "UnknownModelError": "fanbu.registry.workspace",
@@ -37,9 +46,14 @@ __all__ = [
     "TOKEN_ENV",
     "Batching",
     "CascadeConfig",
+    "GenerationLimits",
+    "LMCascadeConfig",
+    "LMPool",
+    "LMRoute",
     "Limits",
     "MicroBatcher",
     "ModelPool",
+    "NotAnLMError",
     "NotServableError",
     "Overloaded",
     "Route",

@@ -28,10 +28,14 @@ from fanbu.serve.errors import (
     on_unexpected_error,
     on_validation_error,
 )
+from fanbu.serve.generation import generation_router
+from fanbu.serve.lm_feedback import record_generation_feedback
 from fanbu.serve.schemas import (
     FeedbackRequest,
     FeedbackResponse,
+    GenerationFeedbackResponse,
     HealthResponse,
+    LMRouteOut,
     ModelsResponse,
     PredictionOut,
     PredictRequest,
@@ -116,7 +120,16 @@ def create_app(config: ServeConfig, registry: Registry, store: LogStore, token_h
                     heads=r.labels,
                 )
                 for name, r in sorted(state.routes.items())
-            }
+            },
+            lm_routes={
+                name: LMRouteOut(
+                    model=r.small.record.id,
+                    large=r.large.record.id if r.large else None,
+                    threshold=r.threshold if r.large else None,
+                    context_length=min(m.context_length for m in r.models),
+                )
+                for name, r in sorted(state.lm.routes.items())
+            },
         )
 
     @app.post(
@@ -176,8 +189,25 @@ def create_app(config: ServeConfig, registry: Registry, store: LogStore, token_h
             ],
         )
 
-    @app.post("/v1/feedback", response_model=FeedbackResponse, dependencies=secured, responses=ErrorResponses)
-    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
+    @app.post(
+        "/v1/feedback",
+        response_model=FeedbackResponse | GenerationFeedbackResponse,
+        dependencies=secured,
+        responses=ErrorResponses,
+    )
+    async def feedback(body: FeedbackRequest) -> FeedbackResponse | GenerationFeedbackResponse:
+        """A label and/or rating for a prediction; a rating and/or corrected completion for a generation."""
+        answer = await record_generation_feedback(state.store, config, body)
+        if answer is not None:
+            state.metrics.feedback.inc()
+            return answer
+        if body.completion is not None:
+            raise ApiError(
+                422,
+                "completion_on_prediction",
+                f"{body.prediction_id!r} is not a generation: a prediction takes a corrected label "
+                "and/or a rating, not a completion",
+            )
         try:
             model_id, head = await asyncio.to_thread(state.store.prediction_head, body.prediction_id)
         except UnknownPredictionError as exc:
@@ -194,6 +224,7 @@ def create_app(config: ServeConfig, registry: Registry, store: LogStore, token_h
         state.metrics.feedback.inc()
         return FeedbackResponse(prediction_id=body.prediction_id, label=body.label, rating=body.rating)
 
+    app.include_router(generation_router(state.lm, secured))
     return app
 
 

@@ -22,6 +22,9 @@ PROTECTED = ("/v1/", "/metrics")
 KNOWN_PATHS = (
     "/v1/predict",
     "/v1/feedback",
+    "/v1/generate",
+    "/v1/completions",
+    "/v1/chat/completions",
     "/v1/models",
     "/v1/models/reload",
     "/health",

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from fanbu.collect.hashing import PrivacyMode
 from fanbu.config import Strict
+from fanbu.serve.lm_config import GenerationLimits, LMCascadeConfig
 
 
 class CascadeConfig(Strict):
@@ -70,12 +71,18 @@ class ServeConfig(Strict):
         "at first start, shown once, and only its hash kept in the home directory.",
     )
     models: list[str] = Field(
-        default_factory=list, description="Models to load at start-up (others load on first use)."
+        default_factory=list,
+        description="Models to load at start-up, classifiers and causal LMs (others load on first use).",
     )
     only_listed: bool = Field(False, description="Serve only `models` and the cascades' models.")
     cascades: dict[str, CascadeConfig] = Field(
         default_factory=dict, description="Name -> cascade; clients ask for the name as their model."
     )
+    lm_cascades: dict[str, LMCascadeConfig] = Field(
+        default_factory=dict,
+        description="Name -> LM cascade; clients name it as the model of /v1/generate or /v1/completions.",
+    )
+    generation: GenerationLimits = Field(default_factory=GenerationLimits)
     runtime: Literal["onnx_int8", "onnx", "torch_int8", "torch"] = Field(
         "onnx_int8", description="Runtime for quantize deployments (plain handles run in torch)."
     )
@@ -107,8 +114,16 @@ class ServeConfig(Strict):
                 f"auth is off but host {self.host!r} is not a loopback address: turn auth on "
                 "or bind to 127.0.0.1"
             )
-        if ":" in "".join(self.cascades):
+        if ":" in "".join([*self.cascades, *self.lm_cascades]):
             raise ValueError("cascade names must not contain ':' (it separates model versions)")
+        both = sorted(set(self.cascades) & set(self.lm_cascades))
+        if both:
+            raise ValueError(f"{both} name both a cascade and an LM cascade: give each its own name")
+        if self.generation.default_max_tokens > self.generation.max_tokens:
+            raise ValueError(
+                f"generation.default_max_tokens ({self.generation.default_max_tokens}) is over "
+                f"generation.max_tokens ({self.generation.max_tokens}): lower it or raise the cap"
+            )
         return self
 
 

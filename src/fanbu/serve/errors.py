@@ -1,6 +1,8 @@
 """Errors the API answers with: a status code and ``{"error": code, "message": ..., "limit": ...}``.
 
-Every refusal says what went wrong and, for a limit, which setting it hit (``limits.<name>``).
+Every refusal says what went wrong and, for a limit, which setting it hit (``limits.<name>``). The
+OpenAI-compatible routes (:data:`OPENAI_PATHS`) answer the same errors in OpenAI's shape,
+``{"error": {"message", "type", "param", "code"}}``, so that OpenAI clients show the message.
 """
 
 from __future__ import annotations
@@ -27,12 +29,23 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.limit, self.headers = status, code, message, limit, headers
 
-    def response(self) -> JSONResponse:
-        """The JSON response for this error."""
+    def response(self, openai: bool = False) -> JSONResponse:
+        """The JSON response for this error (``openai``: in OpenAI's ``{"error": {...}}`` shape)."""
         body: dict[str, Any] = {"error": self.code, "message": self.message}
         if self.limit is not None:
             body["limit"] = self.limit
+        if openai:
+            kind = "invalid_request_error" if self.status < 500 else "server_error"
+            body = {"error": {"message": self.message, "type": kind, "param": self.limit, "code": self.code}}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+OPENAI_PATHS = ("/v1/completions", "/v1/chat/completions")
+"""Routes that answer errors in OpenAI's shape, so that OpenAI clients show the message."""
+
+
+def _openai(request: Request) -> bool:
+    return request.url.path in OPENAI_PATHS
 
 
 def too_large(size: int, limit: int) -> ApiError:
@@ -54,7 +67,7 @@ def _where(loc: tuple[Any, ...]) -> str:
 async def on_api_error(request: Request, exc: Exception) -> JSONResponse:
     """Handler for :class:`ApiError`."""
     assert isinstance(exc, ApiError)
-    return exc.response()
+    return exc.response(_openai(request))
 
 
 async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -66,7 +79,9 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
             problems.append(f"body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})")
         else:
             problems.append(f"{_where(tuple(error.get('loc', ())))}: {error.get('msg')}")
-    return ApiError(422, "invalid_request", "; ".join(problems) or "invalid request").response()
+    return ApiError(422, "invalid_request", "; ".join(problems) or "invalid request").response(
+        _openai(request)
+    )
 
 
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -79,10 +94,13 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400:
         why = _unreadable(exc.__cause__)
-        return ApiError(422, "invalid_request", f"body is not valid JSON ({why}); send UTF-8 JSON").response()
+        error = ApiError(422, "invalid_request", f"body is not valid JSON ({why}); send UTF-8 JSON")
+        return error.response(_openai(request))
     codes = {404: "not_found", 405: "method_not_allowed"}
     message = f"{request.method} {request.url.path}: {exc.detail}"
-    return ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message).response()
+    return ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message).response(
+        _openai(request)
+    )
 
 
 def _unreadable(cause: BaseException | None) -> str:
@@ -100,7 +118,7 @@ def _unreadable(cause: BaseException | None) -> str:
 async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     """500 as JSON; the traceback goes to the server's log, not to the client."""
     message = f"{request.method} {request.url.path} failed ({type(exc).__name__}); see the server log"
-    return ApiError(500, "internal_error", message).response()
+    return ApiError(500, "internal_error", message).response(_openai(request))
 
 
 def _error_doc(description: str, headers: dict[str, str] | None = None) -> dict[str, Any]:

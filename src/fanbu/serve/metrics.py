@@ -37,6 +37,12 @@ class Metrics:
         self.escalations = Counter(
             "fanbu_escalations", "Texts a cascade passed to its large model.", ["cascade"], registry=r
         )
+        self.generations = Counter(
+            "fanbu_generations", "Completions answered, by model.", ["model"], registry=r
+        )
+        self.generated_tokens = Counter(
+            "fanbu_generated_tokens", "New tokens generated, by model.", ["model"], registry=r
+        )
         self.feedback = Counter("fanbu_feedback", "Feedback recorded.", registry=r)
         self.batch_size = Histogram(
             "fanbu_batch_texts", "Texts per micro-batch.", ["target"], buckets=BATCH_BUCKETS, registry=r

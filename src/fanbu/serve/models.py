@@ -48,6 +48,11 @@ class NotServableError(FanbuError):
 def read_settings(record: ModelRecord) -> dict[str, Any]:
     """The ``handle.json`` of a registered classifier (labels per head, ``max_length``, ...)."""
     path = Path(record.path) / HANDLE_FILE
+    if record.kind == "causal_lm":
+        raise NotServableError(
+            f"model {record.id} is a causal language model: it does not classify; send it to "
+            "/v1/generate, /v1/completions or /v1/chat/completions"
+        )
     if record.kind not in CLASSIFIER_KINDS or not path.is_file():
         raise NotServableError(
             f"model {record.id} ({record.kind} at {record.path}) is not an encoder classifier directory; "

@@ -56,16 +56,22 @@ class PredictResponse(BaseModel):
 
 
 class FeedbackRequest(Strict):
-    """A corrected label and/or a rating for a prediction."""
+    """A corrected label and/or a rating for a prediction; a rating and/or a corrected completion for a
+    generation (its id as /v1/generate, /v1/completions or /v1/chat/completions returned it)."""
 
-    prediction_id: Name = Field(min_length=1, max_length=64)
-    label: Name | None = Field(None, max_length=255, description="The correct label name.")
+    prediction_id: Name = Field(min_length=1, max_length=64, description="A prediction or generation id.")
+    label: Name | None = Field(None, max_length=255, description="The correct label name (predictions).")
     rating: int | None = Field(None, ge=1, le=5, description="1 (wrong) .. 5 (right).")
+    completion: str | None = Field(
+        None, min_length=1, description="The completion the model should have written (generations)."
+    )
 
     @model_validator(mode="after")
     def _something(self) -> FeedbackRequest:
-        if self.label is None and self.rating is None:
-            raise ValueError("give a corrected label, a rating (1-5), or both")
+        if self.label is None and self.rating is None and self.completion is None:
+            raise ValueError("give a corrected label or completion, a rating (1-5), or both")
+        if self.label is not None and self.completion is not None:
+            raise ValueError("a label corrects a prediction, a completion a generation: send one of them")
         return self
 
 
@@ -76,6 +82,24 @@ class FeedbackResponse(BaseModel):
     label: str | None
     rating: int | None
     status: str = "recorded"
+
+
+class GenerationFeedbackResponse(BaseModel):
+    """The recorded feedback on a generation."""
+
+    generation_id: str
+    rating: int | None
+    completion_stored: bool = Field(description="Whether a corrected completion was kept (not under 'hash').")
+    status: str = "recorded"
+
+
+class LMRouteOut(BaseModel):
+    """A language model or LM cascade clients may name at the generation endpoints."""
+
+    model: str = Field(description="The version that answers (an LM cascade's small model).")
+    large: str | None = Field(description="An LM cascade's large model; null for a single model.")
+    threshold: float | None = Field(description="Mean log-probability below which an LM cascade escalates.")
+    context_length: int = Field(description="Most prompt plus completion tokens (the smaller model's).")
 
 
 class ReloadRequest(Strict):
@@ -139,3 +163,6 @@ class ModelsResponse(BaseModel):
     """The models and cascades loaded so far (others load on first use, unless only_listed)."""
 
     routes: dict[str, RouteOut] = Field(description="Name clients send -> what answers it.")
+    lm_routes: dict[str, LMRouteOut] = Field(
+        default_factory=dict, description="Language models: name clients send -> what answers it."
+    )

@@ -12,6 +12,7 @@ from fanbu.registry import Registry
 from fanbu.registry.workspace import Workspace
 from fanbu.serve.app import create_app
 from fanbu.serve.config import ServeConfig
+from fanbu.serve.lm_models import LM_KIND, check_lm
 from fanbu.serve.models import read_labels
 from fanbu.serve.security import TOKEN_ENV, TOKEN_FILE, resolve_token
 
@@ -20,8 +21,13 @@ def serve(config: ServeConfig, registry: Registry, console: Console) -> None:
     """Serve until interrupted (Ctrl-C or SIGTERM)."""
     import uvicorn
 
+    workspace = Workspace(registry)
     for ref in [*config.models, *(r for c in config.cascades.values() for r in (c.small, c.large))]:
-        read_labels(Workspace(registry).resolve(ref))  # unknown or unservable models fail here, before listening
+        record = workspace.resolve(ref)  # unknown or unservable models fail here, before listening
+        if not (ref in config.models and record.kind == LM_KIND):
+            read_labels(record)
+    for ref in (r for c in config.lm_cascades.values() for r in (c.small, c.large)):
+        check_lm(workspace.resolve(ref))
     token_hash: str | None = None
     if config.auth:
         try:

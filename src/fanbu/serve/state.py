@@ -22,6 +22,7 @@ from fanbu.serve.batcher import MicroBatcher
 from fanbu.serve.cascade import Route, tune_threshold
 from fanbu.serve.config import ServeConfig
 from fanbu.serve.errors import ApiError
+from fanbu.serve.lm_state import LMService
 from fanbu.serve.metrics import Metrics
 from fanbu.serve.models import ModelPool, NotServableError, Served, read_labels
 from fanbu.serve.reload import ReloadError, plan_reload, route_refs, served_refs, watch
@@ -45,13 +46,20 @@ class ServerState:
         self.batchers: dict[tuple[str, str], MicroBatcher[Prediction]] = {}
         self._route_lock = asyncio.Lock()  # held while a route is added or a reload plans and swaps
         self._watch: asyncio.Task[None] | None = None
+        self.lm = LMService(self.config, self.registry, self.store, self.metrics)
 
     # ------------------------------------------------------------------------------ start, stop
 
     def start(self) -> None:
-        """Load the listed models and cascades, tuning cascade thresholds from the logs (blocking)."""
+        """Load the listed models and cascades, tuning cascade thresholds from the logs (blocking).
+
+        Listed causal LMs and the LM cascades go to :attr:`lm` (the generation endpoints' routes).
+        """
+        lm_refs = [ref for ref in self.config.models if self.lm.pool.is_lm(ref)]
+        self.lm.start(lm_refs)
         for ref in self.config.models:
-            self.routes[ref] = Route(ref, self.pool.get(ref))
+            if ref not in lm_refs:
+                self.routes[ref] = Route(ref, self.pool.get(ref))
         for name, cascade in self.config.cascades.items():
             route = Route(name, self.pool.get(cascade.small), self.pool.get(cascade.large), cascade.threshold)
             if cascade.target_escalation_rate is not None:
@@ -155,6 +163,13 @@ class ServerState:
         route = self.routes.get(name)
         if route is not None:
             return route
+        if name in self.lm.routes:
+            raise ApiError(
+                422,
+                "model_not_servable",
+                f"model {name!r} is a language model: it does not classify; send it to /v1/generate, "
+                "/v1/completions or /v1/chat/completions",
+            )
         if self.config.only_listed:
             raise ApiError(
                 404,
