@@ -29,7 +29,7 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Every quick bench and the demo, timed, into bench-results/ (JSON); then RESULTS.md, which the README quotes.
 bench: $(STAMP)
