@@ -271,10 +271,12 @@ def stages() -> None:
 @app.command()
 @friendly
 def strategies() -> None:
-    """List the registered feedback strategies with their references."""
+    """List the registered feedback strategies (classifiers, then causal LMs) with their references."""
     from fanbu.feedback import STRATEGIES
+    from fanbu.feedback.lm import LM_METHODS
 
     _print_catalog(STRATEGIES, "strategy")
+    _print_catalog(LM_METHODS, "LM feedback method")
 
 
 @bench_app.command("derive")

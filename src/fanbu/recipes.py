@@ -27,8 +27,10 @@ SCHEMAS: dict[str, type[BaseModel]] = {
 
 
 def kind_of(path: str | Path) -> str:
-    """The recipe kind a file name implies (``demo-quick.yaml`` -> ``demo``)."""
-    stem = Path(path).stem.split("-", 1)[0]
+    """The recipe kind a file name implies (``demo-quick.yaml`` -> ``demo``; ``lm-feedback.yaml`` ->
+    ``feedback``: the ``lm-`` prefix names the causal-LM recipes of a kind)."""
+    parts = Path(path).stem.split("-")
+    stem = parts[1] if parts[0] == "lm" and len(parts) > 1 else parts[0]
     if stem not in SCHEMAS:
         raise ConfigError(
             f"{path}: cannot tell the recipe kind from the file name; name it <kind>.yaml or "

@@ -14,7 +14,6 @@ read.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,8 @@ from fanbu.data.slices import benchmark_of, domain_names, pairs
 from fanbu.derive.pipeline import DeriveRecipe, run_derive
 from fanbu.errors import ConfigError
 from fanbu.evaluate.speed import param_count
-from fanbu.feedback.gate.promotion import GateDecision, apply_decision, gate, score_champion
+from fanbu.feedback.candidates import decide, register_candidate
+from fanbu.feedback.gate.promotion import gate, score_champion
 from fanbu.feedback.gate.scores import (
     ReportScores,
     bootstrap_intervals,
@@ -33,20 +33,10 @@ from fanbu.feedback.gate.scores import (
     score_tests,
 )
 from fanbu.feedback.recipe import FeedbackRecipe
-from fanbu.feedback.shared.context import FeedbackContext, Labeled, StrategyOutput, get_strategy
-from fanbu.models.artefact import Provenance
+from fanbu.feedback.shared.context import FeedbackContext, Labeled, get_strategy
 from fanbu.models.encoder import EncoderHandle
 from fanbu.registry import ModelRecord, Registry
 from fanbu.registry.workspace import UnknownModelError, Workspace
-
-# StrategyOutput.relation (a registry relation) -> the model card's base_model_relation (Hugging Face's
-# four): merges and mixtures combine weights, everything else trains the champion further.
-HF_RELATIONS: dict[str, str] = {
-    "merge": "merge",
-    "moe": "merge",
-    "adapter": "adapter",
-    "quantized": "quantized",
-}
 
 
 @dataclass
@@ -242,89 +232,6 @@ def record_sizes_and_experts(
         )
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-def register_candidate(
-    workspace: Workspace,
-    champion: ModelRecord,
-    parents: list[str],
-    name: str,
-    config: Any,
-    out: StrategyOutput,
-    fingerprints: dict[str, str],
-    seconds: float,
-    recipe: dict[str, Any],
-) -> ModelRecord:
-    """Save a strategy's candidate as the next version of the champion's name, status ``candidate``."""
-    provenance = Provenance(
-        recipe={"strategy": name, "settings": config.model_dump(mode="json"), "feedback": recipe},
-        parents=parents,
-        data_fingerprints=fingerprints,
-        base_model=champion.id,
-        base_model_relation=HF_RELATIONS.get(out.relation, "finetune"),
-        metrics=dict(out.metrics),
-    )
-    return workspace.save_and_register(
-        out.handle,
-        provenance,
-        name=champion.name,
-        relation=out.relation,
-        status="candidate",
-        metadata={
-            "strategy": name,
-            "seconds": seconds,
-            "metrics": _jsonable(out.metrics),
-            "details": _jsonable(out.details),
-            "params": param_count(out.handle.model),  # the report's size axis
-        },
-    )
-
-
-def decide(
-    registry: Registry,
-    champion: ModelRecord,
-    gated: list[tuple[ModelRecord, GateDecision]],
-    fingerprints: dict[str, str],
-    run_id: str,
-    reports: dict[str, ReportScores] | None = None,
-) -> str | None:
-    """Reject every candidate but the best that passed, then promote that one; its id.
-
-    The best has the highest mean **gate** score over the gated tasks; a tie goes to the earlier
-    strategy. Each candidate's gate evaluations are recorded with split ``gate`` and the gate
-    fingerprints, and its report (``reports``: candidate id -> its test scores, which the choice never
-    reads) with split ``test`` and the test fingerprints.
-    """
-    passed = [(d.candidate_mean, r.id) for r, d in gated if d.promoted]
-    best_mean, best = max(passed, key=lambda p: p[0]) if passed else (None, None)
-    gates = {k.removesuffix("/gate"): v for k, v in fingerprints.items() if k.endswith("/gate")}
-    tests = {k.removesuffix("/test"): v for k, v in fingerprints.items() if k.endswith("/test")}
-    order = sorted(
-        gated, key=lambda item: item[0].id == best
-    )  # the winner last: the champion stays till then
-    for record, decision in order:
-        if decision.promoted and record.id != best:
-            decision = dataclasses.replace(
-                decision,
-                promoted=False,
-                reason=f"rejected: passed the gate, but {best} was promoted (mean gate {decision.metric} "
-                f"{best_mean:.3f} vs {decision.candidate_mean:.3f}; a tie goes to the earlier strategy)",
-            )
-        apply_decision(
-            registry,
-            record,
-            champion,
-            decision,
-            split="gate",
-            fingerprints=gates,
-            run_id=run_id,
-            report=(reports or {}).get(record.id),
-            report_fingerprints=tests,
-        )
-    return best
-
 
 def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
     """Run every strategy of the recipe, gate each candidate, promote the best; the run's summary.
@@ -333,6 +240,10 @@ def run_feedback(recipe: FeedbackRecipe, registry: Registry) -> dict[str, Any]:
     gate splits only. The test splits are scored for the report rows (accuracy, PGR, forgetting and
     their intervals) once per model, after that candidate's gate verdict, and never reach the decision.
     """
+    if recipe.task == "causal_lm":
+        from fanbu.feedback.lm.pipeline import run_lm_feedback  # imports this module's registry steps
+
+        return run_lm_feedback(recipe, registry)
     workspace = Workspace(registry)
     champion, champion_record = load_champion(recipe, workspace)
     slices = load_slices(recipe, champion)

@@ -20,14 +20,35 @@ from fanbu.derive.stages import parse_stages
 from fanbu.errors import ConfigError
 from fanbu.execute import ExecutorConfig
 from fanbu.feedback.gate.promotion import GateConfig
+from fanbu.feedback.lm import LM_METHODS
+from fanbu.feedback.lm.recipe import LMFeedbackSettings
 from fanbu.feedback.shared.context import STRATEGIES
 
 
+def _named(item: Any) -> Any:
+    """The strategy name of one recipe list item (``name`` or ``{name: settings}``), else the item."""
+    if isinstance(item, dict) and len(item) == 1:
+        return next(iter(item))
+    return item
+
+
 def parse_strategies(raw: list[Any]) -> list[tuple[str, BaseModel]]:
-    """Validate ``[{strategy: {settings}}, ...]`` against each strategy's config, with field paths."""
+    """Validate ``[{strategy: {settings}}, ...]`` against each strategy's config, with field paths.
+
+    The classifiers' strategies come from :data:`STRATEGIES`, the causal-LM methods from
+    :data:`~fanbu.feedback.lm.LM_METHODS`; one list holds one kind.
+    """
     if not raw:
         raise ConfigError("strategies: empty; list at least one, e.g. [{merge: {method: ties}}]")
-    return STRATEGIES.parse(raw)
+    names = [_named(item) for item in raw]
+    lm = [n for n in names if isinstance(n, str) and n in LM_METHODS]
+    if lm and len(lm) < len(names):
+        others = [n for n in names if n not in lm]
+        raise ConfigError(
+            f"strategies: {lm} feed back causal LMs but {others} feed back classifiers; a recipe has one "
+            "task, so list only one kind"
+        )
+    return (LM_METHODS if lm else STRATEGIES).parse(raw)
 
 
 def check_strategies(strategies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -161,9 +182,47 @@ class FeedbackCore(Strict):
 
 
 class FeedbackRecipe(FeedbackCore):
-    """What ``fanbu feedback`` runs."""
+    """What ``fanbu feedback`` runs: classifiers (the default), or causal LMs with ``task: causal_lm``."""
 
+    task: Literal["classification", "causal_lm"] = Field(
+        "classification",
+        description="classification: encoder classifiers (data, experts, gate); causal_lm: language models "
+        "(the lm section and the lm_* strategies).",
+    )
     experts: ExpertsConfig = Field(default_factory=ExpertsConfig)
+    lm: LMFeedbackSettings | None = Field(
+        None, description="With task: causal_lm, its domains, experts and gate (default settings when omitted)."
+    )
+
+    @model_validator(mode="after")
+    def _task_fits(self) -> FeedbackRecipe:
+        lm_methods = set(LM_METHODS)
+        names = [name for name, _ in self.parsed_strategies()]
+        if self.task == "classification":
+            wrong = sorted(set(names) & lm_methods)
+            if wrong:
+                raise ValueError(
+                    f"strategies {wrong} feed back causal LMs, but the task is classification; set task: "
+                    "causal_lm (with an lm section and LM domains), or use merge, swarm_distill, sequential, ..."
+                )
+            if self.lm is not None:
+                raise ValueError("an lm section is given but task is classification; set task: causal_lm")
+            return self
+        wrong = sorted(set(names) - lm_methods)
+        if wrong:
+            raise ValueError(
+                f"strategies {wrong} feed back classifiers (classification domains), but task is causal_lm; "
+                f"use {', '.join(sorted(lm_methods))}"
+            )
+        misplaced = sorted({"data", "experts", "gate"} & self.model_fields_set)
+        if misplaced:
+            raise ValueError(
+                f"{misplaced} configure classification feedback; with task: causal_lm put them under lm "
+                "(lm.data, lm.experts, lm.gate)"
+            )
+        if self.lm is None:
+            self.lm = LMFeedbackSettings()
+        return self
 
     @model_validator(mode="after")
     def _same_architecture(self) -> FeedbackRecipe:
