@@ -30,7 +30,7 @@ FANBU_JSON = "fanbu.json"
 MODEL_CARD = "README.md"
 FORMAT_VERSION = 1
 RELATIONS = ("finetune", "adapter", "quantized", "merge")
-KINDS = ("encoder", "moe", "lora", "causal_lm", "module")
+KINDS = ("encoder", "moe", "lora", "causal_lm", "module", "adapter_stack")
 
 
 @dataclass
