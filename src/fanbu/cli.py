@@ -111,12 +111,18 @@ def derive(
 ) -> None:
     """脱胎: derive a small model per domain (finetune -> prune -> distill -> quantize ...), in parallel."""
     from fanbu.cycle.tables import print_small
-    from fanbu.derive.pipeline import DeriveRecipe, run_derive
+    from fanbu.derive.lm import LMDeriveRecipe
+    from fanbu.derive.pipeline import load_derive_recipe, run_any_derive
 
-    resolved = load_recipe(DeriveRecipe, recipe, overrides or [])
+    resolved = load_derive_recipe(recipe, overrides or [])  # task: causal_lm picks the LM path
     with _registry(home, db) as registry:
-        results = run_derive(resolved, registry)
-    print_small(console, results)
+        results = run_any_derive(resolved, registry)
+    if isinstance(resolved, LMDeriveRecipe):
+        for r in results:
+            console.print(f"{r['domain']}: {r['final']} test ppl {r['test']['ppl']:.2f}, {r['params']:,} parameters",
+                          highlight=False)
+    else:
+        print_small(console, results)
 
 
 @app.command()
@@ -461,6 +467,44 @@ def bench_unlabeled(
     from fanbu.bench.unlabeled import run_bench as run_unlabeled_bench
 
     run_unlabeled_bench(quick, out, console, seeds=seeds, work=work)
+    console.print(f"results written to {out}")
+
+
+@bench_app.command("lm")
+@friendly
+def bench_lm(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path("bench-lm.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer BBC domains, articles and steps; target 30 "
+                                        "minutes on 2 cores.")] = False,
+    sections: Annotated[list[str] | None, typer.Option("--section", help="Only these sections (repeatable): "
+                                                       "derive, feedback, serve.")] = None,
+) -> None:
+    """The causal-LM loop on SmolLM2-135M and BBC News: derive (students at 0.5 and 0.25 of the parameters,
+    scratch, tokens/s), feedback (LoRA merges, multi-teacher KD, sequential; PGR in log-perplexity) and serve
+    (time to first token and tokens/s at concurrency 1 and 4, streaming, the cascade)."""
+    from fanbu.bench.lm.run import SECTIONS, run_bench
+
+    run_bench(quick, out, console, tuple(sections) if sections else SECTIONS)
+    console.print(f"results written to {out}")
+
+
+@bench_app.command("structure")
+@friendly
+def bench_structure(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the JSON results.")] = Path(
+        "bench-structure.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="Six 20 Newsgroups leaves, capped slices; target 30 "
+                                        "minutes on 2 cores.")] = False,
+    sections: Annotated[list[str] | None, typer.Option("--section", help="Only these sections (repeatable): "
+                                                       "hierarchy, causal.")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="section.key=value override (repeatable), e.g. "
+                                                   "--set hierarchy.seeds=5.")] = None,
+) -> None:
+    """Hierarchical transfer on the 20 Newsgroups tree (flat, hierarchical, group alone at 8 and 32 labels per
+    class) and causal-rule transfer (a planted spurious token; feedback without and with invariance)."""
+    from fanbu.bench.structure.run import SECTIONS, run_bench
+
+    run_bench(quick, out, console, tuple(sections) if sections else SECTIONS, sets or [])
     console.print(f"results written to {out}")
 
 

@@ -14,6 +14,7 @@ from fanbu.config import load_recipe
 from fanbu.cycle.recipe import CycleRecipe
 from fanbu.demo.recipe import DemoRecipe
 from fanbu.derive.adapt import AdaptConfig
+from fanbu.derive.lm import LMDeriveRecipe
 from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.errors import ConfigError
 from fanbu.federated.recipe import FederatedRecipe
@@ -22,7 +23,7 @@ from fanbu.rl.recipe import RLRecipe
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "adapt": AdaptConfig, "cycle": CycleRecipe, "demo": DemoRecipe, "derive": DeriveRecipe,
-    "feedback": FeedbackRecipe, "federated": FederatedRecipe, "rl": RLRecipe,
+    "feedback": FeedbackRecipe, "federated": FederatedRecipe, "rl": RLRecipe, "lm-derive": LMDeriveRecipe,
 }
 
 
@@ -30,7 +31,10 @@ def kind_of(path: str | Path) -> str:
     """The recipe kind a file name implies (``demo-quick.yaml`` -> ``demo``; ``lm-feedback.yaml`` ->
     ``feedback``: the ``lm-`` prefix names the causal-LM recipes of a kind)."""
     parts = Path(path).stem.split("-")
-    stem = parts[1] if parts[0] == "lm" and len(parts) > 1 else parts[0]
+    if parts[0] == "lm" and len(parts) > 1:  # an LM schema of its own where the kind has one
+        stem = f"lm-{parts[1]}" if f"lm-{parts[1]}" in SCHEMAS else parts[1]
+    else:
+        stem = parts[0]
     if stem not in SCHEMAS:
         raise ConfigError(
             f"{path}: cannot tell the recipe kind from the file name; name it <kind>.yaml or "

@@ -32,7 +32,9 @@ import fanbu
 from fanbu.io import atomic_write_json
 
 #: The benches ``fanbu bench all`` runs, in this order; the demo runs after them.
-BENCHES = ("derive", "feedback", "federated", "serve", "loop", "reliability", "rl", "unlabeled", "adapt")
+BENCHES = (
+    "derive", "feedback", "federated", "serve", "loop", "reliability", "rl", "unlabeled", "adapt", "lm", "structure",
+)
 #: The files of ``DIR`` that are not a bench's report.
 SUITE_FILE, ENVIRONMENT_FILE, DEMO_FILE = "suite.json", "environment.json", "demo.json"
 DEMO_HOME = "demo-home"
@@ -135,6 +137,18 @@ def _adapt(s: SuiteSettings, out: Path, console: Console) -> Any:
     return run_bench(s.quick, out, console)  # 5 draws of the k examples per cell
 
 
+def _lm(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.lm.run import run_bench
+
+    return run_bench(s.quick, out, console)
+
+
+def _structure(s: SuiteSettings, out: Path, console: Console) -> Any:
+    from fanbu.bench.structure.run import run_bench
+
+    return run_bench(s.quick, out, console)
+
+
 #: Each bench's runner, by name (the tests put stand-ins here).
 RUNNERS: dict[str, Runner] = {
     "derive": _derive,
@@ -146,6 +160,8 @@ RUNNERS: dict[str, Runner] = {
     "rl": _rl,
     "unlabeled": _unlabeled,
     "adapt": _adapt,
+    "lm": _lm,
+    "structure": _structure,
 }
 
 

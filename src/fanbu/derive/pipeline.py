@@ -16,9 +16,10 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from torch import nn
 
-from fanbu.config import Strict
+from fanbu.config import Strict, apply_overrides, read_yaml, validate
 from fanbu.data.slices import domain_names
 from fanbu.derive.data import DeriveData, load_domain_data
+from fanbu.derive.lm import LMDeriveRecipe, run_lm_derive_recipe
 from fanbu.derive.presets import DERIVE_STAGES, copy_stages
 from fanbu.derive.stages import STAGES, StageContext, parse_stages
 from fanbu.errors import ConfigError
@@ -34,8 +35,11 @@ from fanbu.registry.workspace import Workspace
 
 
 class DeriveRecipe(Strict):
-    """What ``fanbu derive`` runs."""
+    """What ``fanbu derive`` runs for classification domains (``task: causal_lm``: :class:`LMDeriveRecipe`)."""
 
+    task: Literal["classification"] = Field(
+        "classification", description="classification (encoders); causal_lm recipes use LMDeriveRecipe."
+    )
     teacher: str = Field(
         "large",
         description="A registered model (an id like large:v0, or a name: its champion) or a source "
@@ -50,6 +54,16 @@ class DeriveRecipe(Strict):
         default_factory=lambda: copy_stages(DERIVE_STAGES), description="[{stage: {settings}}, ...]"
     )
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_an_lm_recipe(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("task") == "causal_lm":
+            raise ValueError(
+                "task: causal_lm is an LM derive recipe (see recipes/lm-derive.yaml): load it with "
+                "load_derive_recipe / LMDeriveRecipe, whose stages are finetune, prune, distill and export"
+            )
+        return data
 
     @model_validator(mode="after")
     def _stages_valid(self) -> DeriveRecipe:
@@ -179,3 +193,17 @@ def run_derive(recipe: DeriveRecipe, registry: Registry) -> list[dict[str, Any]]
         results = make_executor(recipe.executor).map(derive_domain, jobs, names=names)
         run.summary = {"domains": results}
     return results
+
+
+def load_derive_recipe(path: str | Path, overrides: list[str] | None = None) -> DeriveRecipe | LMDeriveRecipe:
+    """A derive recipe of either task, chosen by its ``task`` key (``classification`` by default)."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    schema = LMDeriveRecipe if isinstance(data, dict) and data.get("task") == "causal_lm" else DeriveRecipe
+    return validate(schema, data, source=str(path))
+
+
+def run_any_derive(recipe: DeriveRecipe | LMDeriveRecipe, registry: Registry) -> list[dict[str, Any]]:
+    """:func:`run_derive` for classification recipes, :func:`run_lm_derive_recipe` for causal-LM ones."""
+    if isinstance(recipe, LMDeriveRecipe):
+        return run_lm_derive_recipe(recipe, registry)
+    return run_derive(recipe, registry)

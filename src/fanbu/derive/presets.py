@@ -55,3 +55,57 @@ CLIENT_STAGES: Stages = [{"finetune": {}}, {"prune": CLIENT_PRUNE}, {"distill": 
 def copy_stages(preset: Stages) -> Stages:
     """A deep copy of ``preset``, for a recipe's default (a recipe may change its own list)."""
     return copy.deepcopy(preset)
+
+
+# ----------------------------------------------------------------------- causal LMs (SmolLM2-135M)
+# SmolLM2-135M: 30 layers, hidden 576, 9 query heads in 3 KV groups of head_dim 64, FFN 1536, a tied
+# 49,152 x 576 embedding (28.3M of its 134.5M parameters). Depth and width are pruned together, as
+# Minitron does; the tied embedding is cut by the hidden width, so the smaller student narrows it.
+LM_STUDENT_HALF: dict[str, Any] = {"layers": 16, "ffn": 896, "importance": "minitron"}  # 67.2M, 0.50
+LM_STUDENT_QUARTER: dict[str, Any] = {  # 34.2M, 0.25: 2 of 3 KV groups (6 heads), hidden 384
+    "layers": 12,
+    "heads": 6,
+    "hidden": 384,
+    "ffn": 768,
+    "importance": "minitron",
+}
+# LoRA on every projection (attention and MLP) for the domain teacher; merged for deployment.
+LM_DOMAIN_LORA: dict[str, Any] = {
+    "mode": "lora",
+    "lora": {
+        "r": 16,
+        "alpha": 32,
+        "dropout": 0.05,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    },
+    "train": {
+        "epochs": 1,
+        "batch_size": 8,
+        "lr": 2e-4,
+        "warmup_ratio": 0.05,
+        "metric": "score",
+        "mode": "max",
+    },
+}
+# Minitron's healing recipe scaled down: logit KL only (alpha 1 in their ablation; 0.9 here keeps a little
+# next-token loss for the short runs), top-64 cached teacher logits, packed windows, lr 1e-4..3e-4.
+LM_DISTILL: dict[str, Any] = {
+    "alpha": 0.9,
+    "temperature": 1.0,
+    "top_k": 64,
+    "window": 256,
+    "train": {
+        "epochs": 2,
+        "batch_size": 8,
+        "lr": 3e-4,
+        "warmup_ratio": 0.05,
+        "metric": "score",
+        "mode": "max",
+    },
+}
+LM_DERIVE_STAGES: Stages = [
+    {"finetune": LM_DOMAIN_LORA},
+    {"prune": {**LM_STUDENT_HALF, "calibration": 64}},
+    {"distill": LM_DISTILL},
+    {"export": {"int8": False, "ctranslate2": True, "gguf": "q8_0"}},  # torch int8: ~1.15x ppl on SmolLM2
+]

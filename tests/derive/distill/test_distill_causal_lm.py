@@ -32,7 +32,7 @@ def test_lm_distillation_lowers_validation_perplexity(trained_lm_teacher, lm_tex
     student = CausalLMHandle.tiny(hidden_size=32, num_layers=1, seed=7)
     validation = lm_texts["validation"]
     start_ppl, start_kl = ppl(student, validation), token_kl(student, teacher, validation)
-    config = LMDistillConfig(alpha=0.5, train=quick(epochs=4))
+    config = LMDistillConfig(alpha=0.5, top_k=None, train=quick(epochs=4))
     result = distill_causal_lm(student, teacher, lm_texts["train"], config, validation)
     end_ppl = ppl(student, validation)
     assert end_ppl < 0.5 * start_ppl
@@ -46,7 +46,7 @@ def test_lm_distillation_with_only_the_kl_term(trained_lm_teacher, lm_texts) -> 
     teacher = copy.deepcopy(trained_lm_teacher)
     student = CausalLMHandle.tiny(hidden_size=32, num_layers=1, seed=8)
     before = token_kl(student, teacher, lm_texts["validation"])
-    distill_causal_lm(student, teacher, lm_texts["train"], LMDistillConfig(alpha=1.0, train=quick(epochs=3)))
+    distill_causal_lm(student, teacher, lm_texts["train"], LMDistillConfig(alpha=1.0, top_k=None, train=quick(epochs=3)))
     assert token_kl(student, teacher, lm_texts["validation"]) < 0.5 * before
 
 

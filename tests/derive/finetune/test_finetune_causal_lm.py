@@ -52,3 +52,13 @@ def test_causal_lm_finetune_errors(causal_lm, lm_texts) -> None:
     finetune_causal_lm(causal_lm, lm_texts["train"][:4], lora)
     with pytest.raises(ModelError, match="already carries a LoRA adapter"):
         finetune_causal_lm(causal_lm, lm_texts["train"][:4], lora)
+
+
+def test_packed_full_finetune_trains_on_windows_and_lowers_perplexity() -> None:
+    texts = ["the team will play a great game on the first day of the year"] * 24
+    handle = CausalLMHandle.tiny(hidden_size=32, num_layers=1, seed=2)
+    before = perplexity(handle.model, handle.tokenizer, texts[:4], max_length=32)
+    config = FinetuneConfig(train=quick(epochs=5, batch_size=4, lr=3e-3))
+    _, result = finetune_causal_lm(handle, texts, config, pack_window=16, max_windows=20)
+    assert result.state.global_step == 25  # 20 windows / 4 per batch x 5 epochs
+    assert perplexity(handle.model, handle.tokenizer, texts[:4], max_length=32) < 0.5 * before

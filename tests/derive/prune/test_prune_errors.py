@@ -99,7 +99,7 @@ def test_sizes_beyond_the_model_are_explained(encoder, causal_lm) -> None:
         ({"layers": 0}, "layers=0: keep at least 1 layer"),
         ({"layers": []}, r"layers=\[\]: list at least one layer index"),
         ({"heads": 0}, "greater than or equal to 1"),
-        ({"importance": "random"}, "'magnitude', 'taylor' or 'activation'"),
+        ({"importance": "random"}, "'taylor', 'activation' or 'minitron'"),
     ],
 )
 def test_config_validation(settings, message) -> None:

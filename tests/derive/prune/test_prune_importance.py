@@ -12,8 +12,9 @@ from prune_helpers import (
     scale_llama_neuron,
     zero_hidden_channel,
 )
+from transformers import AutoModelForCausalLM
 
-from fanbu.derive.prune import Calibration, PruneConfig, prune_causal_lm, unit_importance
+from fanbu.derive.prune import Calibration, PruneConfig, PruneError, prune_causal_lm, unit_importance
 
 METHODS = ["magnitude", "taylor", "activation"]
 
@@ -59,7 +60,7 @@ def test_encoder_layer_scores(encoder, calibration, method) -> None:
     assert scores.layers.argmax() == 1
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [*METHODS, "minitron"])
 def test_llama_groups_neurons_and_layers(causal_lm, method) -> None:
     model = causal_lm.model
     scale_llama_group(model, 0, 0, 0.0)
@@ -79,7 +80,7 @@ def test_llama_groups_neurons_and_layers(causal_lm, method) -> None:
     assert scores.qk_channels == []
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [*METHODS, "minitron"])
 def test_pruning_keeps_the_scaled_up_group(causal_lm, method) -> None:
     scale_llama_group(causal_lm.model, 0, 1, 5.0)
     calibration = Calibration(texts=TEXTS, batch_size=4)
@@ -89,3 +90,29 @@ def test_pruning_keeps_the_scaled_up_group(causal_lm, method) -> None:
     assert torch.equal(new.k_proj.weight, old.k_proj.weight[8:16])
     assert torch.equal(new.q_proj.weight, old.q_proj.weight[16:32])
     assert torch.equal(new.o_proj.weight, old.o_proj.weight[:, 16:32])
+
+
+def test_minitron_scores_a_dead_hidden_channel_lowest_and_refuses_encoders(causal_lm, encoder) -> None:
+    with torch.no_grad():  # channel 5 is dead: every RMSNorm zeroes it
+        for name, param in causal_lm.model.named_parameters():
+            if name.endswith("norm.weight"):
+                param[5] = 0
+    scores = unit_importance(causal_lm, "minitron", Calibration(texts=TEXTS, batch_size=4))
+    assert scores.hidden().shape == (32,) and scores.hidden().argmin() == 5
+    assert scores.layers.shape == (2,) and bool((scores.layers >= 0).all())
+    with pytest.raises(PruneError, match="minitron"):
+        unit_importance(encoder, "minitron", Calibration(texts=TEXTS, batch_size=4))
+
+
+def test_minitron_width_and_depth_prune_reloads_and_generates(causal_lm, tmp_path) -> None:
+    config = PruneConfig(layers=1, heads=2, ffn=0.5, hidden=16, importance="minitron")
+    pruned = prune_causal_lm(causal_lm, config, Calibration(texts=TEXTS, batch_size=4))
+    model = pruned.model
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (1, 16)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = pruned.tokenize(["alpha beta"])["input_ids"]
+    out = reloaded.generate(ids, max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, ids.shape[1] + 4)
+    assert torch.allclose(reloaded(ids).logits, model(ids).logits, atol=1e-5)

@@ -1,28 +1,30 @@
 """Distil a causal-LM teacher into a student with the same vocabulary (e.g. a depth-pruned copy).
 
 Per-token ``KL(teacher_T || student_T)`` over the shared vocabulary, mixed with the next-token loss;
-padding never counts. The teacher runs live on the student's batches (caching full-vocabulary logits
-per token would cost more memory than recomputing them).
+padding never counts. With ``top_k`` set (the default) the text is packed and the teacher's top-k
+logits are cached once (:mod:`.cached`); with ``top_k: null`` the teacher runs live on the student's
+padded batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fanbu.derive.distill.cached import distill_cached
 from fanbu.derive.distill.config import LMDistillConfig
-from fanbu.errors import DomainError, ModelError
-from fanbu.evaluate.metrics import perplexity
+from fanbu.derive.distill.lm_checks import check_texts, check_vocabulary, perplexity_evaluator
 from fanbu.models.causal_lm import CausalLMHandle
 from fanbu.train.batching import TaskData, TextPlan
 from fanbu.train.loop import Trainer, TrainResult
 from fanbu.train.terms import Batch, CausalLMLoss, LossTerm, causal_lm_forward
 
 LM_TASK = "lm"
+__all__ = ["LM_TASK", "LMDistillation", "check_texts", "distill_causal_lm", "perplexity_evaluator", "token_kd_loss"]
 
 
 def token_kd_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor, temperature: float) -> Tensor:
@@ -74,50 +76,6 @@ class LMDistillation:
         return {"kd": self.alpha * token_kd_loss(student, teacher, mask, self.temperature)}
 
 
-def check_texts(texts: Sequence[str], what: str) -> list[str]:
-    """A non-empty list of strings, or a :class:`DomainError` that says which item is wrong."""
-    if isinstance(texts, str) or len(texts) == 0:
-        raise DomainError(f"{what}: pass a non-empty list of texts")
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise DomainError(f"{what}: item {index} is a {type(text).__name__}, not a str")
-    return list(texts)
-
-
-def perplexity_evaluator(
-    handle: CausalLMHandle, validation: Sequence[str], batch_size: int
-) -> Callable[[nn.Module], dict[str, float]]:
-    """Evaluation for causal-LM runs: ``ppl`` and ``score = -ppl`` (higher is better) on ``validation``."""
-    texts = check_texts(validation, "validation")
-
-    def evaluate(model: nn.Module) -> dict[str, float]:
-        ppl = perplexity(model, handle.tokenizer, texts, batch_size=batch_size, max_length=handle.max_length)
-        return {"ppl": ppl, "score": -ppl}
-
-    return evaluate
-
-
-def check_vocabulary(student: CausalLMHandle, teacher: CausalLMHandle) -> None:
-    """Raise unless the two models are distinct and share tokenizer and vocabulary."""
-    if student.model is teacher.model:
-        raise ModelError(
-            "student and teacher are the same model object; distil into a copy or a pruned model"
-        )
-    s_vocab, t_vocab = student.tokenizer.get_vocab(), teacher.tokenizer.get_vocab()
-    if s_vocab != t_vocab:
-        raise ModelError(
-            f"causal-LM distillation compares next-token distributions, so student ({len(s_vocab)} tokens) and "
-            f"teacher ({len(t_vocab)} tokens) need the same tokenizer; prune depth/width but keep the vocabulary"
-        )
-    needed = len(s_vocab)
-    for who, handle in (("student", student), ("teacher", teacher)):
-        size = int(handle.model.get_output_embeddings().weight.shape[0])
-        if size < needed:
-            raise ModelError(
-                f"the {who}'s output layer has {size} rows for a {needed}-token tokenizer; re-create it"
-            )
-
-
 def distill_causal_lm(
     student: CausalLMHandle,
     teacher: CausalLMHandle,
@@ -132,11 +90,13 @@ def distill_causal_lm(
         student: The model to train (same tokenizer as the teacher).
         teacher: The model to imitate; never updated.
         texts: Training text.
-        config: Temperature, KL weight and loop settings (metric ``score`` = -perplexity, or ``ppl``).
+        config: Temperature, KL weight, teacher cache and loop settings (metric ``score`` = -perplexity).
         validation: Texts whose perplexity is evaluated (and early-stopped on).
         checkpoint_dir: Checkpoints for resume; ``None``: off.
     """
     check_vocabulary(student, teacher)
+    if config.top_k is not None:
+        return distill_cached(student, teacher, texts, config, validation, checkpoint_dir)
     plan = TextPlan(
         [TaskData(LM_TASK, check_texts(texts, "train"))],
         student.tokenize,

@@ -53,19 +53,34 @@ class DistillConfig(Strict):
 class LMDistillConfig(Strict):
     """Distilling a causal-LM teacher into a student with the same vocabulary (per-token KL + LM loss).
 
-    The loss is ``(1 - alpha) * LM + alpha * T^2 * KL``; the evaluation ``score`` is minus the
-    validation perplexity (``ppl`` is reported too), so early stopping maximises ``score``.
+    The loss is ``(1 - alpha) * LM + alpha * T^2 * KL (+ hidden_weight * MSE)``; the evaluation
+    ``score`` is minus the validation perplexity (``ppl`` is reported too), so early stopping maximises
+    ``score``. With ``top_k`` set, the text is packed into windows and the teacher runs once, its top-k
+    logits cached (see :mod:`fanbu.derive.distill.topk_cache` for the approximation); with ``top_k:
+    null`` the teacher runs live on every padded batch of texts.
     """
 
     temperature: float = Field(2.0, gt=0, description="Softmax temperature T of the per-token KL.")
     alpha: float = Field(
         0.5, ge=0, le=1, description="Weight of the per-token KL; the next-token LM loss gets 1 - alpha."
     )
+    top_k: int | None = Field(
+        64, ge=1, description="Teacher logits cached per token (teacher runs once); null: a live teacher."
+    )
+    window: int = Field(256, ge=8, description="Tokens per packed training window (cached teacher only).")
+    hidden_weight: float = Field(
+        0.0, ge=0, description="Weight of last-hidden-state MSE through a learned projection (needs top_k)."
+    )
+    teacher_batch_size: int = Field(4, ge=1, description="Windows per teacher forward pass when caching.")
     train: TrainConfig = Field(default_factory=_lm_train, description="Settings of the training loop.")
 
     @model_validator(mode="after")
     def _check(self) -> LMDistillConfig:
         check_lm_metric(self.train)
+        if self.hidden_weight > 0 and self.top_k is None:
+            raise ValueError("hidden_weight > 0 needs the cached teacher: set top_k (e.g. 64)")
+        if self.alpha == 0 and self.hidden_weight == 0 and self.top_k is not None:
+            raise ValueError("alpha is 0, so the cached teacher would be unused; set top_k: null or alpha > 0")
         return self
 
 

@@ -7,13 +7,15 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from fanbu.derive.distill.causal_lm import LM_TASK, check_texts, perplexity_evaluator
+from fanbu.derive.distill.causal_lm import LM_TASK
+from fanbu.derive.distill.lm_checks import check_texts, perplexity_evaluator
+from fanbu.derive.distill.packing import PackedPlan, pack_texts
 from fanbu.derive.finetune.config import FinetuneConfig
 from fanbu.derive.finetune.lora import add_lora, merge_lora
 from fanbu.errors import ConfigError, DomainError, ModelError
 from fanbu.models.causal_lm import CausalLMHandle
 from fanbu.models.encoder import EncoderHandle
-from fanbu.train.batching import TaskData, TextPlan
+from fanbu.train.batching import BatchPlan, TaskData, TextPlan
 from fanbu.train.classify import train_heads
 from fanbu.train.loop import Trainer, TrainResult
 from fanbu.train.terms import CausalLMLoss, causal_lm_forward
@@ -84,10 +86,14 @@ def finetune_causal_lm(
     config: FinetuneConfig,
     validation: Sequence[str] | None = None,
     checkpoint_dir: str | Path | None = None,
+    pack_window: int | None = None,
+    max_windows: int | None = None,
 ) -> tuple[CausalLMHandle, TrainResult]:
     """Fine-tune a causal LM (in place) on ``texts`` with the next-token loss, fully or with LoRA.
 
     Evaluation reports ``ppl`` and ``score = -ppl`` on ``validation``; ``train.metric`` must be one of them.
+    With ``pack_window`` the texts are packed into windows of that many tokens (at most ``max_windows``;
+    every token trains, none is cut off), otherwise each text is one padded, truncated example.
 
     Returns:
         The handle (the same object, trained; merged unless ``lora.merge`` is false) and the run's result.
@@ -99,13 +105,18 @@ def finetune_causal_lm(
         )
     if isinstance(handle.model, PeftModel):
         raise ModelError("the model already carries a LoRA adapter; merge it (merge_and_unload) first")
-    plan = TextPlan(
-        [TaskData(LM_TASK, check_texts(texts, "train"))],
-        handle.tokenize,
-        batch_size=config.train.batch_size,
-        seed=config.train.seed,
-        group_by_length=config.train.group_by_length,
-    )
+    plan: BatchPlan
+    if pack_window is not None:
+        windows = pack_texts(handle.tokenizer, check_texts(texts, "train"), pack_window, max_windows)
+        plan = PackedPlan(windows, config.train.batch_size, config.train.seed)
+    else:
+        plan = TextPlan(
+            [TaskData(LM_TASK, check_texts(texts, "train"))],
+            handle.tokenize,
+            batch_size=config.train.batch_size,
+            seed=config.train.seed,
+            group_by_length=config.train.group_by_length,
+        )
     if config.mode == "lora":
         handle.model = add_lora(handle.model, config.lora, task_type="CAUSAL_LM")
     evaluate = (

@@ -3,7 +3,8 @@
 Activation statistics follow Wanda: forward hooks on every ``nn.Linear`` sum the squared inputs per
 input feature over real (non-padding) tokens, so ``||X_j||`` is known for each column ``j``. Layer
 scores follow ShortGPT's block influence: ``1 - cos(layer input, layer output)`` averaged over tokens,
-so a layer that barely changes the residual stream scores low.
+so a layer that barely changes the residual stream scores low. Mean absolute inputs per feature are
+kept too, for Minitron's activation importance (:mod:`.minitron`).
 """
 
 from __future__ import annotations
@@ -112,12 +113,18 @@ class ActivationStats:
 
     mask: Tensor | None = None
     squares: dict[str, Tensor] = field(default_factory=dict)
+    abs_sums: dict[str, Tensor] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
     influence: Tensor | None = None
     tokens: Tensor | None = None
 
     def input_norms(self) -> dict[str, Tensor]:
         """``||X_j||`` per input feature of each linear layer, keyed by module name."""
         return {name: sq.sqrt() for name, sq in self.squares.items()}
+
+    def mean_abs(self) -> dict[str, Tensor]:
+        """Mean ``|X_j|`` per input feature of each linear layer over the calibration tokens (Minitron)."""
+        return {name: total / max(self.rows[name], 1) for name, total in self.abs_sums.items()}
 
     def block_influence(self) -> Tensor:
         """``(layers,)`` mean ``1 - cos(input, output)`` over the calibration tokens."""
@@ -145,6 +152,8 @@ def collect_activations(model: nn.Module, layout: Layout) -> Iterator[Activation
             rows = stats._rows(args[0].detach().float())  # (tokens, in_features)
             squares = rows.pow(2).sum(dim=0).cpu()  # (in_features,)
             stats.squares[name] = stats.squares.get(name, 0) + squares
+            stats.abs_sums[name] = stats.abs_sums.get(name, 0) + rows.abs().sum(dim=0).cpu()  # (in_features,)
+            stats.rows[name] = stats.rows.get(name, 0) + int(rows.shape[0])
 
         return hook
 

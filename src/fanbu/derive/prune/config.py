@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
 
-ImportanceName = Literal["magnitude", "taylor", "activation"]
+ImportanceName = Literal["magnitude", "taylor", "activation", "minitron"]
 ScheduleName = Literal["oneshot", "iterative"]
 
 
@@ -54,7 +54,9 @@ class PruneConfig(Strict):
         "frequent in the calibration texts).",
     )
     importance: ImportanceName = Field(
-        "magnitude", description="Unit score: weight magnitude, first-order Taylor, or activation-weighted."
+        "magnitude",
+        description="Unit score: weight magnitude, first-order Taylor, Wanda activation-weighted, or "
+        "minitron (Llama: mean |activation| of each unit on calibration text; layers by block influence).",
     )
     schedule: ScheduleName = Field("oneshot", description="Prune at once, or in `steps` equal rounds.")
     steps: int = Field(1, ge=1, description="Iterative schedule: rounds, with `recover` called between them.")

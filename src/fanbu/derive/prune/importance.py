@@ -6,7 +6,8 @@ A *scorer* gives every parameter an elementwise score of its shape:
 - ``taylor``: ``|dL/dW * W|`` (first-order Taylor estimate of the loss change when ``W`` is removed),
   accumulated over calibration batches; the loss is the task loss (encoder) or the LM loss;
 - ``activation``: Wanda's ``|W_ij| * ||X_j||`` for each linear layer, ``||X_j||`` being the norm of
-  input feature ``j`` over the calibration tokens; layers are scored by block influence instead.
+  input feature ``j`` over the calibration tokens; layers are scored by block influence instead;
+- ``minitron`` (Llama only): unit scores straight from mean activations, see :mod:`.minitron`.
 
 :func:`reduce_scores` then sums the scores along each unit's axes (see :mod:`.layout`): a head's score
 is the sum over its query, key, value rows and output-projection columns, and so on. Any scorer
@@ -31,6 +32,7 @@ from fanbu.derive.prune.calibrate import (
 )
 from fanbu.derive.prune.config import Calibration, ImportanceName, PruneError
 from fanbu.derive.prune.layout import Family, Layout, encoder_layout, llama_layout
+from fanbu.derive.prune.minitron import minitron_scores
 from fanbu.models.causal_lm import CausalLMHandle
 from fanbu.models.encoder import EncoderHandle
 
@@ -189,14 +191,18 @@ def unit_importance(
 
     Args:
         handle: An encoder (BERT family) or causal LM (Llama family) handle; it is not modified.
-        importance: ``magnitude``, ``taylor`` or ``activation``.
+        importance: ``magnitude``, ``taylor``, ``activation`` or ``minitron`` (Llama only).
         calibration: Texts (and, for Taylor on an encoder, labels and head); needed by ``taylor`` and
             ``activation``.
 
     Raises:
         PruneError: unknown method, missing calibration, or an unsupported architecture.
     """
-    if importance not in SCORERS:
-        raise PruneError(f"importance {importance!r} is not one of {', '.join(SCORERS)}; pick one of them")
     layout = layout_of(handle)
+    if importance == "minitron":
+        m = minitron_scores(handle, calibration, layout)
+        return UnitImportance("minitron", m.layers, m.heads, [], [], m.ffn, m.hidden_by_layer, m.hidden_shared)
+    if importance not in SCORERS:
+        names = ", ".join([*SCORERS, "minitron"])
+        raise PruneError(f"importance {importance!r} is not one of {names}; pick one of them")
     return reduce_scores(layout, SCORERS[importance](handle, calibration, layout), importance)
