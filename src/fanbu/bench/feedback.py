@@ -148,6 +148,9 @@ SEEDS_LEGEND = (
     "\\[90% paired-bootstrap interval over its test texts]; cells: accuracy (PGR) averaged over the draws"
 )
 
+#: strategies measured by a bench of their own, not here
+OWN_BENCH = {"invariance": "fanbu bench structure --section causal"}
+
 
 @dataclass
 class BenchSetup:
@@ -449,10 +452,11 @@ def run_draw(
     shared = FeedbackContext.for_run(setup.large, setup.experts, setup, draw_dir, setup.seed)
     # this bench's experts are full-size fine-tunes: the strategies that read a pruned student's record
     # of where it sits in the champion (transplant, swarm_structure) run in `fanbu bench loop`
+    # invariance is measured where a shortcut exists to be found: `fanbu bench structure` (causal section)
     runs = [
         (n, n, SETTINGS.get(n, {}))
         for n in sorted(STRATEGIES)
-        if n != "sequential" and not get_strategy(n).has("pruned_experts")
+        if n != "sequential" and n not in OWN_BENCH and not get_strategy(n).has("pruned_experts")
     ]
     report: dict[str, Any] = {"seed": seed, "quick": quick, "strategies": [], "baselines": []}
     for kind, items in (("strategies", runs), ("baselines", BASELINES)):

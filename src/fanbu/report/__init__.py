@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fanbu.io import atomic_write_text
 from fanbu.registry import Registry
+from fanbu.report.attribution import model_attribution_sections
 from fanbu.report.data import ReportError, collect, feedback_views, size_points
 from fanbu.report.figures import accuracy_figure, size_figure
 from fanbu.report.lineage import lineage_figure
@@ -42,7 +43,7 @@ def build_report(registry: Registry) -> str:
                 accuracy_figure(views, statuses),
                 "For each feedback run: the champion it started from, each domain's expert on its own domain, "
                 "and the candidate of every strategy, on the test split of every domain and held-out task "
-                "(the scores the gate compared).",
+                "(scored for the report after the gate decided on the gate splits).",
             ),
         ),
         (
@@ -57,6 +58,7 @@ def build_report(registry: Registry) -> str:
         ("Feedback runs", feedback_table(views, statuses)),
         ("Cycle generations", cycle_table(snapshot)),
     ]
+    sections += model_attribution_sections(snapshot.models.values())  # invariance candidates' consensus reports
     return page("fanbu report", sections)
 
 

@@ -2,6 +2,7 @@
 
 from fanbu.feedback.strategies import (  # noqa: F401 (importing a strategy module registers it)
     graft,
+    invariance,
     merge,
     moe,
     multitask,

@@ -1,0 +1,100 @@
+"""fanbu bench lm and fanbu bench structure: sections run in order, targets merge, bad sections are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from fanbu.bench import suite
+from fanbu.bench.lm import run as lm_run
+from fanbu.bench.structure import run as structure_run
+from fanbu.cli import app
+from fanbu.errors import ConfigError
+
+
+def _target(name: str, met: bool) -> dict:
+    return {name: {"value": 1.0, "bar": 1.0, "met": met}}
+
+
+@pytest.fixture
+def lm_standins(monkeypatch):
+    calls: list[str] = []
+
+    def derive(settings, console, keep=None):
+        calls.append(f"derive:{','.join(settings.domains or [])}")
+        if keep is not None and not keep:
+            keep.update({"teacher": "T", "student_05": "S"})
+        return {"derive": [{"domain": "bbc-tech", "model": "teacher"}], "target": _target("student_speedup", True)}
+
+    def feedback(quick, console):
+        calls.append("feedback")
+        return {"feedback": [{"method": "lm_merge"}], "target": _target("feedback_pgr", False), "seconds": 1}
+
+    def serve(small, large, quick, console):
+        calls.append(f"serve:{small}>{large}")
+        return {"small": {}, "large": {}, "target": _target("serve_streaming", True)}
+
+    monkeypatch.setattr(lm_run, "run_lm_derive", derive)
+    monkeypatch.setattr(lm_run, "run_lm_feedback_bench", feedback)
+    monkeypatch.setattr(lm_run, "run_lm_serve_bench", serve)
+    for name in ("print_derive_rows", "print_lm_feedback_table", "print_lm_serve_table"):
+        monkeypatch.setattr(lm_run, name, lambda *a, **k: None)
+    return calls
+
+
+def test_lm_bench_runs_every_section_and_merges_targets(lm_standins, tmp_path: Path) -> None:
+    report = lm_run.run_bench(True, tmp_path / "lm.json", Console(quiet=True))
+    assert lm_standins == ["derive:bbc-tech", "feedback", "serve:S>T"]  # serve gets derive's student
+    assert set(report["target"]) == {"student_speedup", "feedback_pgr", "serve_streaming", "quick_seconds"}
+    saved = json.loads((tmp_path / "lm.json").read_text())
+    assert saved["derive"] and saved["feedback"] and "serve" in saved and saved["command"].startswith("fanbu bench lm")
+
+
+def test_lm_serve_alone_derives_its_student_first(lm_standins, tmp_path: Path) -> None:
+    report = lm_run.run_bench(True, tmp_path / "lm.json", Console(quiet=True), ("serve",))
+    assert lm_standins == ["derive:bbc-tech", "serve:S>T"]
+    assert "quick_seconds" not in report["target"]  # only the whole bench is timed against the bar
+    assert "--section serve" in report["command"]
+
+
+def test_unknown_sections_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="choose from"):
+        lm_run.run_bench(True, tmp_path / "x.json", Console(quiet=True), ("derive", "nope"))
+    with pytest.raises(ConfigError, match="choose from"):
+        structure_run.run_bench(True, tmp_path / "x.json", Console(quiet=True), ("bogus",))
+    with pytest.raises(ConfigError, match="name the section first"):
+        structure_run.run_bench(True, tmp_path / "x.json", Console(quiet=True), ("hierarchy",), ["seeds=5"])
+
+
+def test_structure_bench_passes_each_section_its_overrides(monkeypatch, tmp_path: Path) -> None:
+    seen: dict[str, object] = {}
+
+    def hierarchy(settings, log):
+        seen["hierarchy"] = settings.seeds
+        return {"hierarchy": [{"method": "flat"}], "target": _target("hierarchical_vs_flat_mean_k8", False)}
+
+    def causal(settings, log):
+        seen["causal"] = settings.seeds
+        return {"causal": [], "attribution": {"planted_token_rank": []}, "target": _target("plant_bites", True)}
+
+    monkeypatch.setattr(structure_run, "run_hierarchy", hierarchy)
+    monkeypatch.setattr(structure_run, "run_causal", causal)
+    monkeypatch.setattr(structure_run, "print_hierarchy", lambda *a: None)
+    monkeypatch.setattr(structure_run, "print_causal", lambda *a: None)
+    report = structure_run.run_bench(
+        True, tmp_path / "s.json", Console(quiet=True), sets=["hierarchy.seeds=5", "causal.seeds=2"]
+    )
+    assert seen == {"hierarchy": 5, "causal": 2}
+    assert {"hierarchical_vs_flat_mean_k8", "plant_bites", "quick_seconds"} <= set(report["target"])
+    assert "--set hierarchy.seeds=5" in report["command"]
+
+
+def test_both_benches_are_commands_and_in_the_suite() -> None:
+    for name in ("lm", "structure"):
+        result = CliRunner().invoke(app, ["bench", name, "--help"])
+        assert result.exit_code == 0 and "--section" in result.output
+        assert name in suite.BENCHES and name in suite.RUNNERS
