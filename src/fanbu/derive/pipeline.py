@@ -21,13 +21,13 @@ from fanbu.data.slices import domain_names
 from fanbu.derive.data import DeriveData, load_domain_data
 from fanbu.derive.lm import LMDeriveRecipe, run_lm_derive_recipe
 from fanbu.derive.presets import DERIVE_STAGES, copy_stages
+from fanbu.derive.stage_record import record_stage, stage_dir
 from fanbu.derive.stages import STAGES, StageContext, parse_stages
 from fanbu.errors import ConfigError
 from fanbu.evaluate.metrics import classification_metrics
 from fanbu.evaluate.speed import param_count
 from fanbu.execute import ExecutorConfig, make_executor
-from fanbu.io import check_path_name, safe_child
-from fanbu.models.artefact import Provenance
+from fanbu.io import check_path_name
 from fanbu.models.encoder import EncoderHandle
 from fanbu.models.moe import MoEHandle
 from fanbu.registry import Registry
@@ -120,26 +120,12 @@ def derive_domain(job: DomainJob) -> dict[str, Any]:
                 teacher = handle  # the model as it stands before the first student-making stage
                 if isinstance(handle, MoEHandle):
                     handle = handle.densify()  # students are dense; the mixture stays the teacher
-            work = safe_child(
-                Path(job.home) / "runs", job.run_id, data.name, f"{index}-{name}", what="domain name"
-            )
+            work = stage_dir(job.home, job.run_id, data.name, index, name)
             started = time.perf_counter()
             out = info.run(handle, StageContext(data, teacher, work, recipe.data.seed), config)
-            provenance = Provenance(
-                recipe={"stage": name, "settings": config.model_dump(mode="json"), "derive": job.recipe},
-                parents=[parent],
-                data_fingerprints=data.fingerprints,
-                base_model=parent,
-                base_model_relation=out.hf_relation,
-                metrics=out.metrics,
-            )
-            record = workspace.save_and_register(
-                out.handle,
-                provenance,
-                name=f"{data.name}.{name}",
-                relation=out.relation,
-                save=out.save,
-                metadata={"params": param_count(out.handle.model), "seconds": time.perf_counter() - started},
+            record = record_stage(
+                workspace, out, stage=name, config=config, derive_recipe=job.recipe, domain=data.name,
+                parent=parent, fingerprints=data.fingerprints, started=started,
             )
             scores = _score(out.handle, data.name, data.validation)
             registry.record_evaluation(

@@ -16,12 +16,12 @@ from typing import Any
 from fanbu.derive.lm.data import LMDomainData, lm_domain_names, load_lm_domain
 from fanbu.derive.lm.recipe import LMDeriveRecipe
 from fanbu.derive.lm.stages import LM_STAGES, LMStageContext, parse_lm_stages
+from fanbu.derive.stage_record import record_stage, stage_dir
 from fanbu.errors import ConfigError
 from fanbu.evaluate.metrics import perplexity
 from fanbu.evaluate.speed import param_count
 from fanbu.execute import make_executor
-from fanbu.io import check_path_name, safe_child
-from fanbu.models.artefact import Provenance
+from fanbu.io import check_path_name
 from fanbu.models.causal_lm import CausalLMHandle
 from fanbu.registry import Registry
 from fanbu.registry.workspace import Workspace, is_source
@@ -88,26 +88,12 @@ def derive_lm_domain(job: LMDomainJob) -> dict[str, Any]:
             info = LM_STAGES[name]
             if info.makes_student and teacher is None:
                 teacher = handle
-            work = safe_child(
-                Path(job.home) / "runs", job.run_id, data.name, f"{index}-{name}", what="domain name"
-            )
+            work = stage_dir(job.home, job.run_id, data.name, index, name)
             started = time.perf_counter()
             out = info.run(handle, LMStageContext(data, teacher, work, recipe.data.seed), config)
-            provenance = Provenance(
-                recipe={"stage": name, "settings": config.model_dump(mode="json"), "derive": job.recipe},
-                parents=[parent],
-                data_fingerprints=data.fingerprints,
-                base_model=parent,
-                base_model_relation=out.hf_relation,
-                metrics=out.metrics,
-            )
-            record = workspace.save_and_register(
-                out.handle,
-                provenance,
-                name=f"{data.name}.{name}",
-                relation=out.relation,
-                save=out.save,
-                metadata={"params": param_count(out.handle.model), "seconds": time.perf_counter() - started},
+            record = record_stage(
+                workspace, out, stage=name, config=config, derive_recipe=job.recipe, domain=data.name,
+                parent=parent, fingerprints=data.fingerprints, started=started,
             )
             registry.record_evaluation(
                 record.id,
