@@ -461,12 +461,16 @@ def bench_unlabeled(
                                        "batch order); every row is the mean with a 90% t-interval.")] = 3,
     work: Annotated[Path | None, typer.Option(help="Keep each finished seed here; a rerun with the same recipe "
                                               "and code reads it back.")] = None,
+    sections: Annotated[str, typer.Option("--sections", help="Comma-separated sections: da, augment.")] = "da,augment",
 ) -> None:
     """Learning without labels. Section da: 20 Newsgroups -> BBC News domain adaptation (source-only, DANN,
-    CORAL, MMD, self-training, target-supervised upper bound), gap closed and per-class F1."""
+    CORAL, MMD, self-training, target-supervised upper bound), gap closed and per-class F1. Section augment:
+    LM-generated (SmolLM2, expert-filtered) and conditional-GAN augmentation of head training and distillation
+    with at most 100 texts, at equal steps."""
     from fanbu.bench.unlabeled import run_bench as run_unlabeled_bench
 
-    run_unlabeled_bench(quick, out, console, seeds=seeds, work=work)
+    chosen = tuple(s.strip() for s in sections.split(",") if s.strip())
+    run_unlabeled_bench(quick, out, console, seeds=seeds, work=work, sections=chosen)
     console.print(f"results written to {out}")
 
 

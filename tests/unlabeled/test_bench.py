@@ -38,7 +38,7 @@ def toy_bench(monkeypatch, toy_sources):
 def test_the_da_section_runs_end_to_end_and_reads_finished_seeds_back(toy_bench, tmp_path):
     out, work = tmp_path / "unlabeled.json", tmp_path / "work"
     console = Console(record=True, width=200)
-    report = bench.run_bench(True, out, console, seeds=2, work=work)
+    report = bench.run_bench(True, out, console, seeds=2, work=work, sections=("da",))
     saved = json.loads(out.read_text())
     methods = [row["method"] for row in saved["da"]]
     assert methods == ["source_only", "dann", "coral", "mmd", "self_training", "target_supervised"]
@@ -53,7 +53,7 @@ def test_the_da_section_runs_end_to_end_and_reads_finished_seeds_back(toy_bench,
     assert all(row["steps"] == 10 for run in saved["runs"] for row in run["rows"])
     printed = console.export_text()
     assert "target_supervised" in printed and "target da_gap_closed" in printed
-    again = bench.run_bench(True, out, Console(quiet=True), seeds=2, work=work)
+    again = bench.run_bench(True, out, Console(quiet=True), seeds=2, work=work, sections=("da",))
     assert again["da"] == report["da"]  # both seeds read back from the work directory
 
 

@@ -1,29 +1,43 @@
 """``fanbu bench unlabeled``: learning from text without labels. Its ``da`` section: domain adaptation from
-20 Newsgroups (comp, rec.sport, talk.politics) to BBC News (tech, sports, politics).
+20 Newsgroups (comp, rec.sport, talk.politics) to BBC News (tech, sports, politics); its ``augment``
+section: generative augmentation (LM text, a conditional GAN) when real data is scarce.
 
 :mod:`~fanbu.bench.unlabeled.plan` holds the recipe, :mod:`~fanbu.bench.unlabeled.da` one seed,
-:mod:`~fanbu.bench.unlabeled.report` the rows, targets and table.
+:mod:`~fanbu.bench.unlabeled.report` the rows, targets and table; ``augment*`` modules the augment section.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from fanbu.bench.stats import INTERVAL_METHOD
+from fanbu.bench.unlabeled.augment_report import print_augment
+from fanbu.bench.unlabeled.augment_section import run_augment
 from fanbu.bench.unlabeled.da import UPPER, run_seed
-from fanbu.bench.unlabeled.plan import DEFAULT_SEEDS, QUICK_SECONDS, da_recipe
-from fanbu.bench.unlabeled.report import BEST_RULE, best_method, print_report, summarise, targets
+from fanbu.bench.unlabeled.plan import DEFAULT_SEEDS, QUICK_SECONDS, augment_settings, da_recipe
+from fanbu.bench.unlabeled.report import (
+    BEST_RULE,
+    best_method,
+    print_report,
+    quick_target,
+    summarise,
+    targets,
+)
 from fanbu.bench.work import WorkDir, source_fingerprint
 from fanbu.errors import ConfigError
 from fanbu.io import atomic_write_json
-from fanbu.unlabeled.features import FeatureStore, load_encoder
+from fanbu.models.causal_lm import CausalLMHandle
+from fanbu.unlabeled.features import FeatureConfig, FeatureStore, load_encoder
 
-__all__ = ["run_bench"]
+__all__ = ["SECTIONS", "run_bench"]
+
+SECTIONS = ("da", "augment")
 
 # the code a da seed runs: a change in it makes a kept seed again (other parts of fanbu.unlabeled do not)
 DA_CODE = ("fanbu.train", "fanbu.bench.unlabeled", *(f"fanbu.unlabeled.{m}" for m in
@@ -45,55 +59,71 @@ DA_LEGEND = {
 }
 
 
-def _command(quick: bool, out: Path, seeds: int) -> str:
+def _command(quick: bool, out: Path, seeds: int, sections: Sequence[str]) -> str:
+    chosen = f" --sections {','.join(sections)}" if tuple(sections) != SECTIONS else ""
     return (f"fanbu bench unlabeled{' --quick' if quick else ''}"
-            f"{f' --seeds {seeds}' if seeds != DEFAULT_SEEDS else ''} --out {out}")
+            f"{f' --seeds {seeds}' if seeds != DEFAULT_SEEDS else ''}{chosen} --out {out}")
+
+
+def load_generator(source: str) -> CausalLMHandle:
+    """The augment section's text generator (a seam for tests)."""
+    return CausalLMHandle.from_source(source, max_length=1024)
 
 
 def run_bench(quick: bool, out: Path, console: Console, *, seeds: int = DEFAULT_SEEDS,
-              work: Path | None = None) -> dict[str, Any]:
-    """Run the ``da`` section for seeds 0..``seeds``-1, print its table and write the JSON report to ``out``.
+              work: Path | None = None, sections: Sequence[str] = SECTIONS) -> dict[str, Any]:
+    """Run ``sections`` (``da``, ``augment``) for seeds 0..``seeds``-1, print their tables and write the JSON
+    report to ``out``.
 
-    ``work``: keep each finished seed there; a rerun with the same recipe and code reads it back.
+    ``work``: keep each finished da seed and the generated texts there; a rerun reads them back.
     """
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: run at least one seed")
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown or not sections:
+        raise ConfigError(f"--sections {','.join(sections)}: choose one or more of {', '.join(SECTIONS)}")
     started = time.perf_counter()
     recipe = da_recipe(quick)
-    code = source_fingerprint(*DA_CODE)
-    store: list[FeatureStore] = []  # the encoder loads only when a seed has to run
+    with tempfile.TemporaryDirectory(prefix="fanbu-bench-unlabeled-") as tmp:
+        workdir = WorkDir(work or Path(tmp), console)
+        report: dict[str, Any] = {"bench": "unlabeled", "quick": quick, "command": _command(quick, out, seeds, sections),
+                                  "seeds": list(range(seeds)), "sections": list(sections)}
+        if "da" in sections:
+            encode = _encoder(recipe.features)
+            runs = [
+                workdir.result(f"da-seed-{seed}", lambda seed=seed: run_seed(recipe, seed, encode),
+                               settings={"recipe": recipe.model_dump(mode="json"), "seed": seed,
+                                         "code": source_fingerprint(*DA_CODE)}, kind="da")
+                for seed in range(seeds)
+            ]
+            rows = summarise(runs)
+            report.update({"da": rows, "best": best_method(rows), "best_rule": BEST_RULE, "data": runs[0]["data"],
+                           "legend": DA_LEGEND, "runs": runs, "recipe": recipe.model_dump(mode="json")})
+        if "augment" in sections:
+            settings = augment_settings(quick)
+            section = run_augment(settings, workdir, _encoder(settings.features), seeds, load_generator)
+            report.update({"augment": section.pop("rows"), "augment_section": {**section,
+                                                                               "settings": settings.model_dump(mode="json")}})
+    seconds = time.perf_counter() - started
+    target = targets(report["da"], report["best"], seconds, quick, QUICK_SECONDS) if "da" in report else {}
+    target.update(report.get("augment_section", {}).get("target", {}))
+    if quick and "quick_seconds" not in target:
+        target["quick_seconds"] = quick_target(seconds, QUICK_SECONDS)
+    report.update({"target": target, "interval_method": INTERVAL_METHOD, "seconds": seconds})
+    atomic_write_json(out, report)
+    if "augment" in report:
+        print_augment({"rows": report["augment"], **report["augment_section"]}, console)
+    print_report(report, console)
+    return report
+
+
+def _encoder(config: FeatureConfig):
+    """Texts to frozen features; the encoder loads on the first call (not at all when every part is kept)."""
+    store: list[FeatureStore] = []
 
     def encode(texts: list[str]):
         if not store:
-            store.append(FeatureStore(load_encoder(recipe.features), recipe.features.batch_size))
+            store.append(FeatureStore(load_encoder(config), config.batch_size))
         return store[0](texts)
 
-    with tempfile.TemporaryDirectory(prefix="fanbu-bench-unlabeled-") as tmp:
-        workdir = WorkDir(work or Path(tmp), console)
-        runs = [
-            workdir.result(f"da-seed-{seed}", lambda seed=seed: run_seed(recipe, seed, encode),
-                           settings={"recipe": recipe.model_dump(mode="json"), "seed": seed, "code": code}, kind="da")
-            for seed in range(seeds)
-        ]
-    rows = summarise(runs)
-    best = best_method(rows)
-    seconds = time.perf_counter() - started
-    report = {
-        "bench": "unlabeled",
-        "quick": quick,
-        "command": _command(quick, out, seeds),
-        "seeds": list(range(seeds)),
-        "da": rows,
-        "best": best,
-        "best_rule": BEST_RULE,
-        "target": targets(rows, best, seconds, quick, QUICK_SECONDS),
-        "data": runs[0]["data"],
-        "legend": DA_LEGEND,
-        "interval_method": INTERVAL_METHOD,
-        "runs": runs,
-        "recipe": recipe.model_dump(mode="json"),
-        "seconds": seconds,
-    }
-    atomic_write_json(out, report)
-    print_report(report, console)
-    return report
+    return encode

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fanbu.bench.unlabeled.augment_data import AugmentBenchConfig
 from fanbu.unlabeled.recipe import AdaptationRecipe
 
 QUICK_SECONDS = 1800  # the whole quick bench on 2 CPU cores, at most
@@ -18,4 +19,18 @@ def da_recipe(quick: bool) -> AdaptationRecipe:
         "shift": {"max_source_per_class": 400 if quick else 1000, "max_validation_per_class": 100 if quick else 300},
         "features": {"max_length": 128 if quick else 256},
         "adapt": {"steps": 600},
+    })
+
+
+def augment_settings(quick: bool) -> AugmentBenchConfig:
+    """The augment section's settings.
+
+    Quick: 150 BBC train texts per label loaded, 12 generated texts per label of at most 48 new tokens,
+    128 encoder tokens; full: 400 per label, 40 texts per label of 96 tokens, 256 encoder tokens. Both: 8
+    public texts per label, a pool of 100, students of 300 steps.
+    """
+    return AugmentBenchConfig.model_validate({
+        "max_train_per_label": 150 if quick else 400,
+        "features": {"max_length": 128 if quick else 256},
+        "lm": {"per_label": 12 if quick else 40, "max_new_tokens": 48 if quick else 96},
     })
