@@ -15,7 +15,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from fanbu.serve.loadtest import latency_summary
+from fanbu.serve.loadtest import latency_summary, run_concurrently
 
 
 def read_stream(
@@ -119,13 +119,7 @@ def drive_stream(
         finally:
             connection.close()
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
+    seconds = run_concurrently(worker, concurrency)
     summary = latency_summary(firsts)
     return {
         "ok": len(firsts),

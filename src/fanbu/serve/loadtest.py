@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,13 +162,7 @@ def drive(
         finally:
             connection.close()
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - started
+    seconds = run_concurrently(worker, concurrency)
     if acks is not None:
         acks.close()
     return {
@@ -189,6 +184,17 @@ def _drop_if_closed(connection: http.client.HTTPConnection) -> None:
     sock = connection.sock
     if sock is not None and select.select([sock], [], [], 0)[0]:
         connection.close()
+
+
+def run_concurrently(worker: Callable[[], None], concurrency: int) -> float:
+    """Run ``worker`` in ``concurrency`` threads at once; the wall-clock seconds until the last one ends."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
 
 def latency_summary(latencies: list[float]) -> dict[str, float]:
