@@ -214,7 +214,12 @@ class FeedbackRecipe(FeedbackCore):
                 f"strategies {wrong} feed back classifiers (classification domains), but task is causal_lm; "
                 f"use {', '.join(sorted(lm_methods))}"
             )
-        misplaced = sorted({"data", "experts", "gate"} & self.model_fields_set)
+        # a section left at its default is not misplaced: a resolved recipe (every field written) re-validates
+        misplaced = sorted(
+            name
+            for name in {"data", "experts", "gate"} & self.model_fields_set
+            if getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True)
+        )
         if misplaced:
             raise ValueError(
                 f"{misplaced} configure classification feedback; with task: causal_lm put them under lm "

@@ -13,7 +13,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fanbu.serve.errors import ApiError, too_large
+from fanbu.serve.errors import OPENAI_PATHS, ApiError, too_large
 from fanbu.serve.metrics import Metrics
 from fanbu.serve.security import check_bearer
 
@@ -115,7 +115,7 @@ class Gate:
 
     async def _reject(self, error: ApiError, scope: Scope, receive: Receive, send: Send) -> None:
         self.metrics.rejected.labels(error.code).inc()
-        await error.response()(scope, receive, send)
+        await error.response(scope.get("path") in OPENAI_PATHS)(scope, receive, send)  # OpenAI clients: their shape
 
 
 def _unsupported(content_type: bytes) -> ApiError:

@@ -121,11 +121,12 @@ async def on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return ApiError(500, "internal_error", message).response(_openai(request))
 
 
-def _error_doc(description: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """An error response's OpenAPI entry: ``ErrorOut`` as JSON, and the headers (name -> meaning) it has."""
-    from fanbu.serve.schemas import ErrorOut
+def _error_doc(description: str, headers: dict[str, str] | None = None, openai: bool = False) -> dict[str, Any]:
+    """An error response's OpenAPI entry: ``ErrorOut`` (``openai``: ``OpenAIErrorOut``) as JSON, and the
+    headers (name -> meaning) it has."""
+    from fanbu.serve.schemas import ErrorOut, OpenAIErrorOut
 
-    doc: dict[str, Any] = {"description": description, "model": ErrorOut}
+    doc: dict[str, Any] = {"description": description, "model": OpenAIErrorOut if openai else ErrorOut}
     if headers:
         doc["headers"] = {
             name: {"description": text, "required": True, "schema": {"type": "string"}}
@@ -141,14 +142,21 @@ _INTERNAL = _error_doc("An internal failure, never the client's input: see the s
 AuthErrorResponses: dict[int | str, dict[str, Any]] = {401: _UNAUTHORIZED, 500: _INTERNAL}
 """What a route behind the token that reads no body may answer besides 200."""
 
-ErrorResponses: dict[int | str, dict[str, Any]] = {
-    401: _UNAUTHORIZED,
-    404: _error_doc("Unknown model or prediction id."),
-    413: _error_doc("Body over limits.max_body_bytes."),
-    415: _error_doc("Not a JSON body."),
-    422: _error_doc("Invalid request or a limit exceeded (the `limit` field names it)."),
-    429: _error_doc("Queue full: retry after the Retry-After header's seconds.", _RETRY),
-    500: _INTERNAL,
-    503: _error_doc("The logging store is unavailable: nothing was answered.", _RETRY),
-}
+def _body_errors(openai: bool) -> dict[int | str, dict[str, Any]]:
+    return {
+        401: _error_doc("Missing or wrong token.", {"WWW-Authenticate": "Always `Bearer`."}, openai),
+        404: _error_doc("Unknown model or prediction id.", None, openai),
+        413: _error_doc("Body over limits.max_body_bytes.", None, openai),
+        415: _error_doc("Not a JSON body.", None, openai),
+        422: _error_doc("Invalid request or a limit exceeded (the `limit` field names it).", None, openai),
+        429: _error_doc("Queue full: retry after the Retry-After header's seconds.", _RETRY, openai),
+        500: _error_doc("An internal failure, never the client's input: see the server log.", None, openai),
+        503: _error_doc("The logging store is unavailable: nothing was answered.", _RETRY, openai),
+    }
+
+
+ErrorResponses: dict[int | str, dict[str, Any]] = _body_errors(openai=False)
 """What a route behind the token that reads a JSON body may answer besides 200."""
+
+OpenAIErrorResponses: dict[int | str, dict[str, Any]] = _body_errors(openai=True)
+"""The same answers of the OpenAI-compatible routes, in OpenAI's error shape."""

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import StreamingResponse
 
-from fanbu.serve.errors import ApiError, ErrorResponses
+from fanbu.serve.errors import ApiError, ErrorResponses, OpenAIErrorResponses
 from fanbu.serve.lm_state import Job, LMService, Result
 from fanbu.serve.openai_schemas import (
     AssistantMessage,
@@ -116,7 +116,10 @@ def generation_router(service: LMService, secured: list[Any]) -> APIRouter:
         return _generate(await service.run(job))
 
     @router.post(
-        "/v1/completions", response_model=CompletionResponse, summary="OpenAI-compatible completions"
+        "/v1/completions",
+        response_model=CompletionResponse,
+        summary="OpenAI-compatible completions",
+        responses={**OpenAIErrorResponses, **_STREAM_DOC},
     )
     async def completions(body: CompletionRequest) -> Any:
         check_texts([body.prompt], limits)
@@ -149,7 +152,12 @@ def generation_router(service: LMService, secured: list[Any]) -> APIRouter:
             **_extras(r),
         )
 
-    @router.post("/v1/chat/completions", response_model=ChatResponse, summary="OpenAI-compatible chat")
+    @router.post(
+        "/v1/chat/completions",
+        response_model=ChatResponse,
+        summary="OpenAI-compatible chat",
+        responses={**OpenAIErrorResponses, **_STREAM_DOC},
+    )
     async def chat(body: ChatRequest) -> Any:
         check_texts([m.content for m in body.messages], limits)
         messages = [{"role": m.role, "content": m.content} for m in body.messages]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
@@ -141,6 +141,21 @@ class ErrorOut(BaseModel):
     error: str
     message: str
     limit: str | None = None
+
+
+class OpenAIErrorDetail(BaseModel):
+    """An error as OpenAI clients read it: the same code, message and limit as :class:`ErrorOut`."""
+
+    message: str
+    type: Literal["invalid_request_error", "server_error"]
+    param: str | None = None
+    code: str
+
+
+class OpenAIErrorOut(BaseModel):
+    """Every error of the OpenAI-compatible routes (``/v1/completions``, ``/v1/chat/completions``)."""
+
+    error: OpenAIErrorDetail
 
 
 class HealthResponse(BaseModel):

@@ -40,6 +40,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from fanbu.serve.errors import OPENAI_PATHS
+
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
 PROTECTED = ("/v1/", "/metrics")
 CHECKS = [
@@ -203,7 +205,7 @@ class ApiFuzzer:
                 if auth != "token" and protected:
                     assert status == 401, f"{status} without the right token: {response.text[:200]}"
                 if 400 <= status < 500:
-                    tally.errors[_check_error_shape(response)["error"]] += 1
+                    tally.errors[_check_error_shape(response, path)["error"]] += 1
                 elif path == "/v1/predict" and status == 200:
                     tally.prediction_ids.extend(p["id"] for p in response.json()["predictions"])
             except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - counted, the search goes on
@@ -264,10 +266,18 @@ def _header(response: Any, name: str) -> str:
     return ",".join(response.headers.get(name, []))
 
 
-def _check_error_shape(response: Any) -> dict[str, Any]:
-    """A 4xx is ``{"error": code, "message": text, "limit": name or null}``, as JSON, and nothing else."""
+def _check_error_shape(response: Any, path: str) -> dict[str, Any]:
+    """A 4xx is ``{"error": code, "message": text, "limit": name or null}``, as JSON, and nothing else; on
+    the OpenAI-compatible routes the same fields in OpenAI's shape, ``{"error": {message, type, param, code}}``
+    (returned in fanbu's shape, for the tally)."""
     assert _header(response, "content-type").startswith("application/json"), response.headers
     body = response.json()
+    if path in OPENAI_PATHS:
+        assert isinstance(body, dict) and set(body) == {"error"} and isinstance(body["error"], dict), body
+        inner = body["error"]
+        assert set(inner) == {"message", "type", "param", "code"}, body
+        assert inner["type"] == "invalid_request_error", body
+        body = {"error": inner["code"], "message": inner["message"], "limit": inner["param"]}
     assert isinstance(body, dict) and set(body) <= {"error", "message", "limit"}, body
     assert isinstance(body.get("error"), str) and body["error"], body
     assert isinstance(body.get("message"), str) and body["message"], body
@@ -287,6 +297,9 @@ PLAN = [
     ("POST", "/v1/predict", 320, 120, 50),
     ("POST", "/v1/feedback", 160, 80, 40),
     ("POST", "/v1/models/reload", 50, 40, 20),
+    ("POST", "/v1/generate", 60, 40, 15),
+    ("POST", "/v1/completions", 60, 40, 15),
+    ("POST", "/v1/chat/completions", 60, 40, 15),
 ]
 
 
