@@ -42,8 +42,8 @@ def parse_strategies(raw: list[Any]) -> list[tuple[str, BaseModel]]:
         raise ConfigError("strategies: empty; list at least one, e.g. [{merge: {method: ties}}]")
     names = [_named(item) for item in raw]
     lm = [n for n in names if isinstance(n, str) and n in LM_METHODS]
-    if lm and len(lm) < len(names):
-        others = [n for n in names if n not in lm]
+    others = [n for n in names if isinstance(n, str) and n in STRATEGIES]
+    if lm and others:  # a malformed entry is neither: the registry's parse names its path
         raise ConfigError(
             f"strategies: {lm} feed back causal LMs but {others} feed back classifiers; a recipe has one "
             "task, so list only one kind"
