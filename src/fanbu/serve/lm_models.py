@@ -122,7 +122,13 @@ def load_lm(record: ModelRecord) -> ServedLM:
 
 
 class LMPool:
-    """Loads each referenced causal LM once; safe to call from several threads."""
+    """Loads each referenced causal LM once; safe to call from several threads.
+
+    A ref without a version stays on the version it first resolved to until a reload
+    (:mod:`fanbu.serve.lm_reload`) loads a newer one with :meth:`load`, points the ref at it with
+    :meth:`pin` and drops the old one with :meth:`release`, as :class:`~fanbu.serve.models.ModelPool`
+    does for classifiers.
+    """
 
     def __init__(self, registry: Registry) -> None:
         self.workspace = Workspace(registry)
@@ -147,6 +153,33 @@ class LMPool:
                 self._by_ref[ref] = self._by_id.get(record.id) or load_lm(record)
                 self._by_id[record.id] = self._by_ref[ref]
             return self._by_ref[ref]
+
+    def load(self, record: ModelRecord) -> ServedLM:
+        """``record`` loaded and warmed up (or the copy already loaded), without pointing any ref at it.
+
+        Raises:
+            NotAnLMError: the model is not a causal LM, or its directory does not load.
+        """
+        served = self._by_id.get(record.id)
+        return served if served is not None else load_lm(record)
+
+    def pin(self, ref: str, served: ServedLM) -> None:
+        """Point ``ref`` at ``served`` (a reload's swap); later :meth:`get` calls return it."""
+        with self._lock:
+            self._by_id.setdefault(served.record.id, served)
+            self._by_ref[ref] = served
+
+    def release(self, model_id: str) -> bool:
+        """Drop ``model_id`` unless a ref still points to it; whether it was dropped."""
+        with self._lock:
+            if model_id not in self._by_id or any(s.record.id == model_id for s in self._by_ref.values()):
+                return False
+            del self._by_id[model_id]
+            return True
+
+    def loaded(self) -> list[str]:
+        """Ids of the loaded causal LMs."""
+        return sorted(self._by_id)
 
     def is_lm(self, ref: str) -> bool:
         """Whether ``ref`` resolves to a causal LM (blocking: reads the registry)."""

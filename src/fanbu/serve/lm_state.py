@@ -4,6 +4,12 @@ A generation runs in a worker thread (the event loop only passes its text on). E
 ``generation.workers`` generations at once; up to ``limits.max_queue`` more wait their turn, and a
 request beyond that is refused with 429 before it starts, so a stream never begins that cannot run.
 A completed generation is logged before the client gets its answer (or the end of its stream).
+
+A reload (:meth:`fanbu.serve.state.ServerState.reload`) swaps LM routes as it swaps classification
+routes: a request holds the route it was prepared on from :meth:`LMService.prepare` to the end of its
+generation, and no ``await`` lies between a route's last check in ``prepare`` and :meth:`LMService.admit`,
+so every request is either counted on the old route before :meth:`LMService.swap` or finds the new one
+after it. :meth:`LMService.drain` then waits for the old routes' generations, streams included.
 """
 
 from __future__ import annotations
@@ -18,15 +24,19 @@ from fanbu.collect.schema import new_prediction_id
 from fanbu.collect.store import LogStore, LogStoreError
 from fanbu.registry import Registry
 from fanbu.registry.workspace import UnknownModelError
+from fanbu.serve.batcher import DRAIN_TIMEOUT_S
 from fanbu.serve.config import ServeConfig
 from fanbu.serve.errors import ApiError
 from fanbu.serve.lm_cascade import Answered, LMRoute, to_generation, tune_threshold
 from fanbu.serve.lm_engine import Sampling
-from fanbu.serve.lm_models import LMPool, NotAnLMError, Prompt
+from fanbu.serve.lm_models import LMPool, NotAnLMError, Prompt, ServedLM
+from fanbu.serve.lm_reload import LMPlan, served_lm_refs
 from fanbu.serve.metrics import Metrics
 from fanbu.serve.openai_schemas import SamplingFields
 
 log = logging.getLogger("fanbu.serve")
+
+DRAIN_POLL_S = 0.01  # how often drain() looks whether the retired routes' generations have ended
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,8 @@ class LMService:
         self.config, self.store, self.metrics = config, store, metrics
         self.pool = LMPool(registry)
         self.routes: dict[str, LMRoute] = {}
-        self._running: dict[str, int] = {}
+        self._running: dict[str, int] = {}  # route name -> generations running or waiting
+        self._on_route: dict[int, int] = {}  # id of the LMRoute object -> its generations admitted, not ended
         self._slots: dict[str, asyncio.Semaphore] = {}
         self._lock = threading.Lock()
 
@@ -112,6 +123,37 @@ class LMService:
             raise ApiError(422, "not_a_language_model", str(exc)) from None
         return self.routes.setdefault(name, LMRoute(name, served))
 
+    # ------------------------------------------------------------------------------ reload
+
+    def serving(self) -> dict[str, ServedLM]:
+        """Every reference the LM routes generate with -> the LM it generates with now."""
+        return served_lm_refs(self.routes, self.config.lm_cascades)
+
+    def swap(self, plan: LMPlan) -> list[LMRoute]:
+        """Put ``plan``'s versions and routes in place in one step (no ``await``); the routes retired."""
+        for change in plan.changes:
+            self.pool.pin(change.ref, change.new)
+        retired = [self.routes[name] for name in plan.routes]
+        self.routes.update(plan.routes)
+        return retired
+
+    async def drain(self, retired: list[LMRoute], timeout_s: float = DRAIN_TIMEOUT_S) -> bool:
+        """Wait until the generations admitted on ``retired`` routes have ended; whether within ``timeout_s``.
+
+        Nothing is cancelled: a generation still running at the timeout finishes on its old version,
+        which stays in memory until then.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        keys = [id(route) for route in retired]
+        while any(self._on_route.get(key, 0) for key in keys):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(DRAIN_POLL_S)
+        return True
+
+    # ----------------------------------------------------------------------------- requests
+
     async def prepare(
         self,
         name: str,
@@ -143,7 +185,7 @@ class LMService:
             )
         route = await self.route(name)
 
-        def ready() -> tuple[list[Prompt], list[Sampling]]:
+        def ready(route: LMRoute) -> tuple[list[Prompt], list[Sampling]]:
             prompts = [m.prompt(text, messages) for m in route.models]
             budgets = [m.budget(p, asked, limits.default_max_tokens) for m, p in zip(route.models, prompts)]
             sampling = [
@@ -151,8 +193,12 @@ class LMService:
             ]
             return prompts, sampling
 
-        prompts, samplings = await asyncio.to_thread(ready)
-        return Job(new_prediction_id(), route, endpoint, prompts, samplings)
+        while True:
+            prompts, samplings = await asyncio.to_thread(ready, route)
+            current = await self.route(name)  # a loaded route: returns at once, no suspension
+            if current is route:
+                return Job(new_prediction_id(), route, endpoint, prompts, samplings)
+            route = current  # a reload swapped it meanwhile: ready the prompt for the new version
 
     def admit(self, job: Job) -> None:
         """Count ``job`` as running or waiting on its route; 429 when the route's queue is full."""
@@ -169,6 +215,7 @@ class LMService:
                     headers={"Retry-After": str(limits.retry_after_s)},
                 )
             self._running[name] = self._running.get(name, 0) + 1
+            self._on_route[id(job.route)] = self._on_route.get(id(job.route), 0) + 1
 
     async def run(
         self, job: Job, on_text: Callable[[str], None] | None = None, cancelled: threading.Event | None = None
@@ -184,6 +231,9 @@ class LMService:
         finally:
             with self._lock:
                 self._running[name] -= 1
+                left = self._on_route.pop(id(job.route)) - 1
+                if left:
+                    self._on_route[id(job.route)] = left
         result = Result(job.id, answers)
         if result.final.output.finish_reason == "cancelled":
             return result  # the client left: nothing was answered, nothing is logged

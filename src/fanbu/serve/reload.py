@@ -6,7 +6,8 @@ A reload re-resolves the references the server serves by the rule it used when i
 keep answering: it loads and warms up (one prediction) each new version and builds the routes that
 use them, cascades included, beside the old ones. Nothing is swapped unless every new version of the
 reload loaded; :meth:`fanbu.serve.state.ServerState.reload` then swaps them in one step on the event
-loop and drains the old routes' batchers (see its docstring).
+loop and drains the old routes' batchers (see its docstring). Served causal LMs are re-resolved by the
+same reload, with the same :func:`resolve` and :func:`load` (:mod:`fanbu.serve.lm_reload`).
 
 :func:`watch` is the optional registry watch (``ServeConfig.watch_seconds``): it polls the registry
 and reloads a served reference when it resolves to a newer version.
@@ -18,10 +19,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from fanbu.errors import ConfigError, FanbuError
 from fanbu.registry import ModelRecord
-from fanbu.registry.workspace import UnknownModelError, parse_ref
+from fanbu.registry.workspace import UnknownModelError, Workspace, parse_ref
 from fanbu.serve.cascade import Route
 from fanbu.serve.config import CascadeConfig
 from fanbu.serve.models import ModelPool, Served
@@ -33,6 +35,28 @@ REASON_CHARS = 500  # longest load error quoted in a reload's error message
 
 class ReloadError(FanbuError):
     """A reload could not use a new version; every old version keeps serving."""
+
+
+class Loaded(Protocol):
+    """A loaded model of either pool: a classifier (:class:`Served`) or a causal LM."""
+
+    @property
+    def record(self) -> ModelRecord:
+        """The registered version it was loaded from."""
+        ...
+
+
+L = TypeVar("L", bound=Loaded)
+
+
+class Pool(Protocol[L]):
+    """What a reload needs of a model pool: the workspace refs resolve in, and loading one version."""
+
+    workspace: Workspace
+
+    def load(self, record: ModelRecord) -> L:
+        """``record`` loaded and warmed up, without pointing any ref at it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -87,11 +111,11 @@ def plan_reload(
     """
     plan = Plan()
     for ref, current in refs.items():
-        record = _resolve(pool, ref, current)
+        record = resolve(pool, ref, current)
         if record.id == current.record.id:
             plan.unchanged[ref] = current.record.id
             continue
-        plan.changes.append(Change(ref, current, _load(pool, ref, record, current)))
+        plan.changes.append(Change(ref, current, load(pool, ref, record, current)))
     new = {change.ref: change.new for change in plan.changes}
     for name, route in routes.items():
         small_ref, large_ref = route_refs(name, cascades)
@@ -109,7 +133,8 @@ def plan_reload(
     return plan
 
 
-def _resolve(pool: ModelPool, ref: str, current: Served) -> ModelRecord:
+def resolve(pool: Pool[L], ref: str, current: Loaded) -> ModelRecord:
+    """The record ``ref`` resolves to now; a :class:`ReloadError` saying what to do if none."""
     try:
         return pool.workspace.resolve(ref)
     except UnknownModelError as exc:
@@ -119,7 +144,8 @@ def _resolve(pool: ModelPool, ref: str, current: Served) -> ModelRecord:
         ) from None
 
 
-def _load(pool: ModelPool, ref: str, record: ModelRecord, current: Served) -> Served:
+def load(pool: Pool[L], ref: str, record: ModelRecord, current: Loaded) -> L:
+    """``record`` loaded by ``pool``; a :class:`ReloadError` naming it, why and what to do if not."""
     try:
         return pool.load(record)
     except Exception as exc:  # noqa: BLE001 - a broken directory fails in many ways; each leaves the old one
@@ -138,7 +164,7 @@ def _ids(route: Route) -> str:
 
 async def watch(
     interval_s: float,
-    serving: Callable[[], dict[str, Served]],
+    serving: Callable[[], Mapping[str, Loaded]],
     resolve: Callable[[str], ModelRecord],
     reload: Callable[[str], Awaitable[object]],
 ) -> None:

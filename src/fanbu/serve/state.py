@@ -5,7 +5,9 @@ routes on the new versions beside the old ones, then swaps them in one step on t
 request picks its route and queues in that route's batcher with no ``await`` in between, so every
 request is either queued on the old route before the swap or finds the new one after it. The old
 routes' batchers are then drained (every request they hold is answered, on the old model) and
-stopped, and the old versions released.
+stopped, and the old versions released. Served causal LMs are re-resolved by the same reload, loaded in
+the same worker thread and swapped in the same step; generations already running on an old LM version,
+streams included, finish on it (see :mod:`fanbu.serve.lm_state`).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from fanbu.serve.batcher import MicroBatcher
 from fanbu.serve.cascade import Route, tune_threshold
 from fanbu.serve.config import ServeConfig
 from fanbu.serve.errors import ApiError
+from fanbu.serve.lm_models import ServedLM
+from fanbu.serve.lm_reload import LMPlan, lm_route_refs, plan_lm_reload
 from fanbu.serve.lm_state import LMService
 from fanbu.serve.metrics import Metrics
 from fanbu.serve.models import ModelPool, NotServableError, Served, read_labels
-from fanbu.serve.reload import ReloadError, plan_reload, route_refs, served_refs, watch
+from fanbu.serve.reload import Plan, ReloadError, plan_reload, route_refs, served_refs, watch
 from fanbu.serve.schemas import ModelChange, ReloadResponse
 
 log = logging.getLogger("fanbu.serve")
@@ -84,7 +88,7 @@ class ServerState:
         self._watch = asyncio.create_task(
             watch(
                 self.config.watch_seconds,
-                lambda: served_refs(self.routes, self.config.cascades),
+                lambda: {**self.lm.serving(), **served_refs(self.routes, self.config.cascades)},
                 self.pool.workspace.resolve,
                 self.reload,
             ),
@@ -104,11 +108,12 @@ class ServerState:
     # ----------------------------------------------------------------------------------- reload
 
     async def reload(self, target: str | None = None) -> ReloadResponse:
-        """Swap served references to the versions they resolve to now (all, or ``target``'s).
+        """Swap served references, causal LMs included, to the versions they resolve to now (all, or ``target``'s).
 
         New versions load and warm up in a worker thread while the old ones answer. If every one
-        loaded, the routes that use them are swapped at once; the old routes' batchers are drained
-        and the old versions released before this returns. If one failed, nothing is swapped.
+        loaded, the routes that use them are swapped at once; the old routes' batchers are drained,
+        the old LM routes' generations finish, and the old versions are released before this returns.
+        If one failed, nothing is swapped.
 
         Raises:
             ApiError: 404 if ``target`` is neither a served reference nor a route; 422 if a new
@@ -116,11 +121,17 @@ class ServerState:
         """
         async with self._route_lock:
             serving = served_refs(self.routes, self.config.cascades)
-            refs = self._reload_targets(target, serving)
-            try:
-                plan = await asyncio.to_thread(
-                    plan_reload, self.pool, dict(self.routes), self.config.cascades, refs
+            refs, lm_refs = self._reload_targets(target, serving, self.lm.serving())
+            routes, lm_routes = dict(self.routes), dict(self.lm.routes)
+
+            def plan_both() -> tuple[Plan, LMPlan]:
+                return (
+                    plan_reload(self.pool, routes, self.config.cascades, refs),
+                    plan_lm_reload(self.lm.pool, lm_routes, self.config.lm_cascades, lm_refs),
                 )
+
+            try:
+                plan, lm_plan = await asyncio.to_thread(plan_both)
             except ReloadError as exc:
                 self.metrics.reloads.labels("failed").inc()
                 raise ApiError(422, "reload_failed", str(exc)) from None
@@ -129,31 +140,49 @@ class ServerState:
             self.routes.update(plan.routes)
             retired = [b for (name, _), b in self.batchers.items() if name in plan.routes]
             self.batchers = {k: b for k, b in self.batchers.items() if k[0] not in plan.routes}
-        if not all(await asyncio.gather(*(batcher.drain() for batcher in retired))):
+            lm_retired = self.lm.swap(lm_plan)
+        *drained, lm_drained = await asyncio.gather(
+            *(batcher.drain() for batcher in retired), self.lm.drain(lm_retired)
+        )
+        if not all(drained):
             log.warning("reload: an old batcher did not drain in time; its last requests were cancelled")
-        released = sorted({c.old.record.id for c in plan.changes if self.pool.release(c.old.record.id)})
-        self.metrics.reloads.labels("changed").inc(len(plan.changes))
-        self.metrics.reloads.labels("unchanged").inc(len(plan.unchanged))
+        if not lm_drained:
+            log.warning("reload: generations on an old LM version still run; it is freed when they end")
+        released = {c.old.record.id for c in plan.changes if self.pool.release(c.old.record.id)}
+        released |= {c.old.record.id for c in lm_plan.changes if self.lm.pool.release(c.old.record.id)}
+        changes = [*plan.changes, *lm_plan.changes]
+        self.metrics.reloads.labels("changed").inc(len(changes))
+        self.metrics.reloads.labels("unchanged").inc(len(plan.unchanged) + len(lm_plan.unchanged))
         return ReloadResponse(
-            changed=[ModelChange(ref=c.ref, old=c.old.record.id, new=c.new.record.id) for c in plan.changes],
-            unchanged=plan.unchanged,
-            routes=sorted(plan.routes),
-            released=released,
+            changed=[ModelChange(ref=c.ref, old=c.old.record.id, new=c.new.record.id) for c in changes],
+            unchanged={**plan.unchanged, **lm_plan.unchanged},
+            routes=sorted({*plan.routes, *lm_plan.routes}),
+            released=sorted(released),
         )
 
-    def _reload_targets(self, target: str | None, serving: dict[str, Served]) -> dict[str, Served]:
-        """The served references a reload of ``target`` (``None``: all) re-resolves."""
+    def _reload_targets(
+        self, target: str | None, serving: dict[str, Served], lm_serving: dict[str, ServedLM]
+    ) -> tuple[dict[str, Served], dict[str, ServedLM]]:
+        """The served classifier and LM references a reload of ``target`` (``None``: all) re-resolves."""
         if target is None:
-            return serving
+            return serving, lm_serving
         if target in self.routes:
-            return {ref: serving[ref] for ref in route_refs(target, self.config.cascades) if ref is not None}
-        if target in serving:
-            return {target: serving[target]}
+            refs = route_refs(target, self.config.cascades)
+            return {ref: serving[ref] for ref in refs if ref is not None}, {}
+        if target in self.lm.routes:
+            refs = lm_route_refs(target, self.config.lm_cascades)
+            return {}, {ref: lm_serving[ref] for ref in refs if ref is not None}
+        if target in serving or target in lm_serving:
+            return (
+                {target: serving[target]} if target in serving else {},
+                {target: lm_serving[target]} if target in lm_serving else {},
+            )
+        served = sorted({*self.routes, *serving, *self.lm.routes, *lm_serving})
         raise ApiError(
             404,
             "unknown_model",
             f"model {target!r} is not served here, so there is nothing to reload (served: "
-            f"{', '.join(sorted({*self.routes, *serving})) or 'none'}); omit 'model' to reload all",
+            f"{', '.join(served) or 'none'}); omit 'model' to reload all",
         )
 
     # ---------------------------------------------------------------------------------- lookups
