@@ -201,14 +201,14 @@ def export_checks(handle: CausalLMHandle, texts: list[str], tokens: int) -> dict
     out: dict[str, Any] = {
         "int8": lm_parity(handle, torch_scorer(int8), torch_greedy(int8), texts, prompts).as_dict()
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        exported = export_ctranslate2(handle, tmp)
+    with tempfile.TemporaryDirectory() as tmp:  # one folder each: a GGUF beside CT2's config.json misloads
+        exported = export_ctranslate2(handle, Path(tmp) / "ctranslate2")
         out["ctranslate2"] = lm_parity(handle, exported.score, exported.greedy, texts, prompts).as_dict()
         ids = handle.tokenizer(prompts[0], add_special_tokens=False)["input_ids"][:32]
         started = time.perf_counter()
         exported.greedy(ids, tokens)
         out["ctranslate2"]["tokens_per_s"] = tokens / (time.perf_counter() - started)
-        gguf_path = export_gguf(handle, Path(tmp) / "model.gguf", "q8_0")
+        gguf_path = export_gguf(handle, Path(tmp) / "gguf" / "model.gguf", "q8_0")
         out["gguf_q8_0"] = gguf_parity(handle, gguf_path, texts, prompts).as_dict()
     return out
 
@@ -250,6 +250,7 @@ def run_lm_derive(
                     "tokens_per_s": speed,
                 }
             )
+            console.print(f"  {domain.name} {name}: ppl {ppl:.2f}, {speed:.1f} tokens/s", highlight=False)
         if settings.exports and not exports:
             exports = {
                 "domain": domain.name,
