@@ -74,7 +74,7 @@ def print_feedback(console: Console, summary: dict[str, Any], title: str | None 
             format_score(row, "pgr_mean"),
             format_score(row, "forgetting"),
             f"{row['seconds']:.0f}",
-            f"{row['gate']['status']}: {row['gate']['reason']}",
+            _decision(row["gate"]),
         )
     console.print(table)
     if any(row.get("interval") for row in summary["strategies"]):
@@ -84,3 +84,9 @@ def print_feedback(console: Console, summary: dict[str, Any], title: str | None 
         f"{promoted} is the new champion" if promoted else f"{summary['champion']} stays champion",
         highlight=False,
     )
+
+
+def _decision(gate: dict[str, Any]) -> str:
+    """``status: reason``, the status not repeated when the reason opens with it (``rejected: ...``)."""
+    status, reason = str(gate["status"]), str(gate["reason"])
+    return reason if reason.startswith(f"{status}:") else f"{status}: {reason}"
