@@ -90,10 +90,18 @@ def version() -> None:
 def demo(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. train.epochs=1")] = None,
     recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="A demo recipe YAML file.")] = None,
+    lm: Annotated[bool, typer.Option("--lm", help="The loop on language models: SmolLM2-135M-Instruct as large-lm:v0, "
+                  "a small LM for one BBC category, served, fed back behind the LM gate (recipes/lm-demo.yaml).")] = False,
     home: HomeOpt = Path(".fanbu"),
     db: DbOpt = None,
 ) -> None:
     """The main job on the built-in default: train large v0 on the public slices, evaluate, register."""
+    if lm:
+        from fanbu.demo.lm import load_lm_demo, run_lm_demo
+
+        with _registry(home, db) as registry:
+            run_lm_demo(load_lm_demo(recipe, overrides or []), registry, console)
+        return
     from fanbu.demo import DemoRecipe, run_demo
 
     resolved = load_recipe(DemoRecipe, recipe, overrides or [])
@@ -171,7 +179,8 @@ def feedback(
 @app.command()
 @friendly
 def cycle(
-    recipe: Annotated[Path, typer.Argument(help="A cycle recipe YAML (see recipes/cycle.yaml).")],
+    recipe: Annotated[Path, typer.Argument(
+        help="A cycle recipe YAML (recipes/cycle.yaml, or recipes/lm-cycle.yaml for causal LMs).")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     generations: Annotated[int | None, typer.Option("--generations", "-n", min=1,
                                                     help="Generations in all (default: the recipe's).")] = None,
@@ -179,11 +188,12 @@ def cycle(
     db: DbOpt = None,
 ) -> None:
     """Derive -> feed back -> gate, generation after generation; finished generations are not redone."""
-    from fanbu.cycle import CycleRecipe, run_cycle
+    from fanbu.cycle.dispatch import run_any_cycle
+    from fanbu.cycle.recipe import load_cycle_recipe
 
-    resolved = load_recipe(CycleRecipe, recipe, overrides or [])
+    resolved = load_cycle_recipe(recipe, overrides or [])  # task: causal_lm picks the LM cycle
     with _registry(home, db) as registry:
-        summaries = run_cycle(resolved, registry, generations, console)
+        summaries = run_any_cycle(resolved, registry, generations, console)
     last = summaries[-1]
     console.print(f"{len(summaries)} generation(s); champion: {last['champion_out']}", highlight=False)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from fanbu.config import load_recipe
+from fanbu.cycle.lm_recipe import LMCycleRecipe
 from fanbu.cycle.recipe import CycleRecipe
 from fanbu.demo.recipe import DemoRecipe
 from fanbu.derive.adapt import AdaptConfig
@@ -24,6 +25,7 @@ from fanbu.rl.recipe import RLRecipe
 SCHEMAS: dict[str, type[BaseModel]] = {
     "adapt": AdaptConfig, "cycle": CycleRecipe, "demo": DemoRecipe, "derive": DeriveRecipe,
     "feedback": FeedbackRecipe, "federated": FederatedRecipe, "rl": RLRecipe, "lm-derive": LMDeriveRecipe,
+    "lm-cycle": LMCycleRecipe, "lm-demo": LMCycleRecipe,
 }
 
 

@@ -10,12 +10,14 @@ architecture merge / moe / graft need).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from fanbu.config import Strict, validate
+from fanbu.config import Strict, apply_overrides, read_yaml, validate
 from fanbu.cycle.deploy import CycleDeployment
+from fanbu.cycle.lm_recipe import LMCycleRecipe
 from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.derive.presets import FAST_SMALL_STAGES, copy_stages
 from fanbu.errors import ConfigError
@@ -163,3 +165,15 @@ class CycleRecipe(FeedbackCore):
         generations, with ``on_no_promotion: continue`` or with another warning limit.
         """
         return self.model_dump(mode="json", exclude={"generations", "on_no_promotion", "gate_reuse_limit"})
+
+
+def load_cycle_recipe(path: str | Path, overrides: list[str] | None = None) -> CycleRecipe | LMCycleRecipe:
+    """A cycle recipe of either task, chosen by its ``task`` key (classification when there is none)."""
+    data = apply_overrides(read_yaml(path), overrides or [])
+    if data.get("task") == "causal_lm":
+        return validate(LMCycleRecipe, data, source=str(path))
+    if data.get("task") not in (None, "classification"):
+        raise ConfigError(
+            f"{path}: task {data['task']!r}: give causal_lm, or no task for a classification cycle"
+        )
+    return validate(CycleRecipe, {k: v for k, v in data.items() if k != "task"}, source=str(path))

@@ -30,6 +30,7 @@ from typing import Any
 from rich.console import Console
 
 from fanbu.cycle.deploy import deploy_and_adapt
+from fanbu.cycle.lm_recipe import LMCycleRecipe
 from fanbu.cycle.recipe import CycleRecipe
 from fanbu.cycle.tables import print_adapted, print_feedback, print_small
 from fanbu.derive.pipeline import run_derive
@@ -42,7 +43,7 @@ from fanbu.registry.workspace import Workspace, parse_ref
 RUN_KIND = "cycle"
 
 
-def cycle_id(recipe: CycleRecipe) -> str:
+def cycle_id(recipe: CycleRecipe | LMCycleRecipe) -> str:
     """The cycle's identity across reruns: a short hash of :meth:`CycleRecipe.key`."""
     return sha256_json(recipe.key())[:16]
 
@@ -90,7 +91,7 @@ def run_cycle(
             run = done[generation]
             summary = {**run.summary, "skipped": True}
             console.print(
-                f"generation {generation}: finished in run {run.id} ({_outcome(summary)}); not redone",
+                f"generation {generation}: finished in run {run.id} ({outcome(summary)}); not redone",
                 highlight=False,
             )
         else:
@@ -100,6 +101,11 @@ def run_cycle(
                     f"note: the champion is now {champion.id}, not {previous['champion_out']} "
                     "(changed since the last generation); continuing from it",
                     highlight=False,
+                )
+            if champion.kind == "causal_lm":
+                raise ConfigError(
+                    f"champion: {champion.id} is a causal LM, but this cycle recipe is a classification one; "
+                    "add task: causal_lm (see recipes/lm-cycle.yaml), or name an encoder classifier"
                 )
             summary = run_generation(recipe, registry, cycle, generation, champion, previous, console)
         summaries.append(summary)
@@ -191,7 +197,7 @@ def run_generation(
         }
         run.summary = summary
     print_feedback(console, feedback, title=f"generation {generation}: candidates from {champion.id}")
-    console.print(f"generation {generation}: {_outcome(summary)}", highlight=False)
+    console.print(f"generation {generation}: {outcome(summary)}", highlight=False)
     if reuse > recipe.gate_reuse_limit:
         console.print(
             f"[yellow]warning[/]: generation {generation} decided on the same gate splits as {reuse} earlier "
@@ -204,7 +210,8 @@ def run_generation(
     return summary
 
 
-def _outcome(summary: dict[str, Any]) -> str:
+def outcome(summary: dict[str, Any]) -> str:
+    """One line: who was promoted over whom, or that the champion stays."""
     if summary["promoted"]:
         return f"{summary['promoted']} promoted over {summary['champion_in']}"
     return f"no candidate passed; {summary['champion_in']} stays champion"
