@@ -97,4 +97,6 @@ def test_models_lists_language_models(lm_client: TestClient) -> None:
         "large": None,
         "threshold": None,
         "context_length": 64,
+        "runtime": "torch",
+        "large_runtime": None,
     }

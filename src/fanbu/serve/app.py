@@ -127,6 +127,8 @@ def create_app(config: ServeConfig, registry: Registry, store: LogStore, token_h
                     large=r.large.record.id if r.large else None,
                     threshold=r.threshold if r.large else None,
                     context_length=min(m.context_length for m in r.models),
+                    runtime=r.small.runtime,
+                    large_runtime=r.large.runtime if r.large else None,
                 )
                 for name, r in sorted(state.lm.routes.items())
             },

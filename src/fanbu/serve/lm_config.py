@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from fanbu.config import Strict
 
+LMRuntime = Literal["auto", "torch", "ctranslate2"]
+
 
 class GenerationLimits(Strict):
-    """What one generation request may ask for, and how many run at once."""
+    """How served language models generate: what one request may ask for, how many run at once, and on what."""
 
     max_tokens: int = Field(
         512, ge=1, description="Most new tokens one request may ask for (`max_tokens` above it: 422)."
@@ -22,6 +26,13 @@ class GenerationLimits(Strict):
         ge=1,
         description="Generations of one model run at once, each in its own thread; more wait their turn "
         "(up to limits.max_queue, then 429).",
+    )
+    runtime: LMRuntime = Field(
+        "auto",
+        description="What generates: `ctranslate2` runs the int8 CTranslate2 export that `fanbu derive` "
+        "writes under the model directory's ctranslate2/ (its export stage, `ctranslate2: true`); `torch` "
+        "the saved fp32 weights; `auto` the export where a model has one and ctranslate2 is installed, "
+        "else torch.",
     )
 
 

@@ -9,6 +9,9 @@ one completion whatever else the server runs at the time.
 
 The log-probability kept per token is the model's own (its softmax at temperature 1), whatever the
 request's temperature: it measures how sure the model is of what it wrote, not how it was sampled.
+
+This loop is the PyTorch :class:`Engine`; the CTranslate2 one (:mod:`fanbu.serve.lm_ct2`) keeps the same
+contract, and both turn tokens into text, stop strings and streamed pieces with :class:`TextStream`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from transformers import (
@@ -26,6 +30,8 @@ from transformers import (
     TopPLogitsWarper,
 )
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from fanbu.models.causal_lm import CausalLMHandle
 
 REPLACEMENT = "\ufffd"  # what decoding shows for a character whose bytes are not all generated yet
 
@@ -56,6 +62,23 @@ class Output:
         return sum(self.logprobs) / len(self.logprobs) if self.logprobs else 0.0
 
 
+class Engine(Protocol):
+    """What generates for a served LM: PyTorch (:class:`TorchEngine`) or CTranslate2 (:mod:`fanbu.serve.lm_ct2`)."""
+
+    runtime: str  # torch | ctranslate2
+
+    def run(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        eos_ids: frozenset[int],
+        on_text: Callable[[str], None] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Output:
+        """Complete ``prompt_ids`` (blocking; run it in a worker thread), calling ``on_text`` per new piece."""
+        ...
+
+
 def _held_back(text: str, stops: Sequence[str]) -> int:
     """How many trailing characters of ``text`` could still begin a stop string (not sent yet)."""
     hold = 0
@@ -82,12 +105,56 @@ def _pick(
     return int(torch.multinomial(probs, 1, generator=generator).item())
 
 
+class TextStream:
+    """Generated token ids turned into text as they come, for both runtimes.
+
+    Stop strings end a completion at a character, not a token. A new piece goes to ``on_text`` once it is
+    sure: text that could still begin a stop string is held back, and so is a trailing replacement
+    character (a character whose bytes are not all generated yet).
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        stops: Sequence[str],
+        out: Output,
+        on_text: Callable[[str], None] | None = None,
+    ) -> None:
+        self.tokenizer, self.stops, self.out, self.on_text = tokenizer, stops, out, on_text
+        self.sent = 0  # characters of out.text already passed to on_text
+
+    def add(self, token: int) -> bool:
+        """Append a generated (non-eos) ``token``; whether a stop string ended the completion."""
+        out = self.out
+        out.token_ids.append(token)
+        text = self.tokenizer.decode(out.token_ids, skip_special_tokens=True)
+        hit = [i for i in (text.find(s, max(0, self.sent - len(s))) for s in self.stops) if i >= 0]
+        if hit:
+            out.text = text[: min(hit)]
+            out.finish_reason = "stop"
+            return True
+        out.text = text
+        ready = len(text) - _held_back(text, self.stops)
+        while ready > self.sent and text[ready - 1] == REPLACEMENT:
+            ready -= 1
+        if self.on_text is not None and ready > self.sent:
+            self.on_text(text[self.sent : ready])
+            self.sent = ready
+        return False
+
+    def flush(self) -> None:
+        """Send what was held back for a stop string that never came."""
+        if self.on_text is not None and len(self.out.text) > self.sent:
+            self.on_text(self.out.text[self.sent :])
+            self.sent = len(self.out.text)
+
+
 def generate(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompt_ids: list[int],
     sampling: Sampling,
-    eos_ids: set[int],
+    eos_ids: set[int] | frozenset[int],
     on_text: Callable[[str], None] | None = None,
     cancelled: threading.Event | None = None,
 ) -> Output:
@@ -104,7 +171,7 @@ def generate(
     step_input = sequence
     cache = DynamicCache()
     out = Output(text="")
-    sent = 0
+    stream = TextStream(tokenizer, sampling.stop, out, on_text)
     with torch.inference_mode():
         for _ in range(sampling.max_tokens):
             if cancelled is not None and cancelled.is_set():
@@ -117,22 +184,31 @@ def generate(
             if token in eos_ids:
                 out.finish_reason = "stop"
                 break
-            out.token_ids.append(token)
             step_input = torch.tensor([[token]], dtype=torch.long)  # (1, 1)
             sequence = torch.cat([sequence, step_input], dim=1)  # (1, seq + 1)
-            text = tokenizer.decode(out.token_ids, skip_special_tokens=True)
-            hit = [i for i in (text.find(s, max(0, sent - len(s))) for s in sampling.stop) if i >= 0]
-            if hit:
-                out.text = text[: min(hit)]
-                out.finish_reason = "stop"
+            if stream.add(token):
                 break
-            out.text = text
-            ready = len(text) - _held_back(text, sampling.stop)
-            while ready > sent and text[ready - 1] == REPLACEMENT:
-                ready -= 1
-            if on_text is not None and ready > sent:
-                on_text(text[sent:ready])
-                sent = ready
-    if on_text is not None and len(out.text) > sent:
-        on_text(out.text[sent:])  # what was held back for a stop string that never came
+    stream.flush()
     return out
+
+
+class TorchEngine:
+    """Generation with the PyTorch model (fp32, the model as saved)."""
+
+    runtime = "torch"
+
+    def __init__(self, handle: CausalLMHandle) -> None:
+        self.handle = handle
+
+    def run(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        eos_ids: frozenset[int],
+        on_text: Callable[[str], None] | None = None,
+        cancelled: threading.Event | None = None,
+    ) -> Output:
+        """:func:`generate` with this engine's model (blocking)."""
+        return generate(
+            self.handle.model, self.handle.tokenizer, prompt_ids, sampling, eos_ids, on_text, cancelled
+        )

@@ -1,5 +1,11 @@
 """Served language models: registry refs of kind ``causal_lm`` loaded once, and prompts made ready.
 
+Each loaded model carries the engine that generates for it (``generation.runtime``): PyTorch on the
+saved fp32 weights (:class:`~fanbu.serve.lm_engine.TorchEngine`), or the CTranslate2 int8 export that
+``fanbu derive`` writes under ``ctranslate2/`` (:class:`~fanbu.serve.lm_ct2.CT2Engine`, which loads no
+PyTorch weights). ``auto`` takes the export where there is one and ctranslate2 is installed. A reload
+loads a new version the same way, so the version that answers after it says its own runtime.
+
 A prompt is a text (``/v1/generate``, ``/v1/completions``) or a list of chat messages rendered with the
 model's own chat template (``/v1/chat/completions``); either way it is checked against the model's
 context length before any token is generated, so a request that cannot fit is refused with a 422
@@ -10,23 +16,33 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from fanbu.errors import FanbuError, ModelError
+from fanbu.errors import ConfigError, FanbuError, ModelError
 from fanbu.models.causal_lm import CausalLMHandle
 from fanbu.models.loading import handle_kind
+from fanbu.models.sources import ResolvedSource, load_pretrained
 from fanbu.registry import ModelRecord, Registry
 from fanbu.registry.workspace import Workspace
 from fanbu.serve.errors import ApiError
-from fanbu.serve.lm_engine import Output, Sampling, generate
+from fanbu.serve.lm_config import GenerationLimits, LMRuntime
+from fanbu.serve.lm_ct2 import CT2_DIR, CT2Engine, ct2_export, ct2_installed
+from fanbu.serve.lm_engine import Engine, Output, Sampling, TorchEngine
 
 LM_KIND = "causal_lm"
 
 
 class NotAnLMError(FanbuError):
     """The model exists but is not a causal language model."""
+
+
+class NoRuntimeError(ConfigError):
+    """``generation.runtime`` names a runtime the model cannot run on (no export, or not installed)."""
 
 
 @dataclass(frozen=True)
@@ -39,16 +55,27 @@ class Prompt:
 
 @dataclass(frozen=True)
 class ServedLM:
-    """A loaded causal LM: its record, handle, context length and end-of-sequence tokens."""
+    """A loaded causal LM: its record, tokenizer, context length, end-of-sequence tokens and engine."""
 
     record: ModelRecord
-    handle: CausalLMHandle
+    tokenizer: PreTrainedTokenizerBase
     context_length: int
     eos_ids: frozenset[int]
+    engine: Engine
+
+    @property
+    def runtime(self) -> str:
+        """What generates: ``torch`` or ``ctranslate2``."""
+        return self.engine.runtime
+
+    @property
+    def handle(self) -> CausalLMHandle | None:
+        """The PyTorch model and tokenizer, when PyTorch generates (None on CTranslate2)."""
+        return self.engine.handle if isinstance(self.engine, TorchEngine) else None
 
     def prompt(self, text: str | None = None, messages: list[dict[str, str]] | None = None) -> Prompt:
         """``text``, or ``messages`` through the chat template, tokenized (blocking)."""
-        tokenizer = self.handle.tokenizer
+        tokenizer = self.tokenizer
         if messages is not None:
             if not getattr(tokenizer, "chat_template", None):
                 raise ApiError(
@@ -82,16 +109,8 @@ class ServedLM:
         return max_tokens if max_tokens is not None else min(default, room)
 
     def run(self, prompt: Prompt, sampling: Sampling, on_text: Any = None, cancelled: Any = None) -> Output:
-        """Generate (blocking; run in a worker thread)."""
-        return generate(
-            self.handle.model,
-            self.handle.tokenizer,
-            prompt.ids,
-            sampling,
-            set(self.eos_ids),
-            on_text,
-            cancelled,
-        )
+        """Generate with this model's engine (blocking; run in a worker thread)."""
+        return self.engine.run(prompt.ids, sampling, self.eos_ids, on_text, cancelled)
 
 
 def check_lm(record: ModelRecord) -> None:
@@ -104,25 +123,86 @@ def check_lm(record: ModelRecord) -> None:
         )
 
 
-def load_lm(record: ModelRecord) -> ServedLM:
-    """Load ``record``'s causal LM for serving: eval mode for good, warmed up by one token."""
+def choose_runtime(record: ModelRecord, runtime: LMRuntime) -> str:
+    """``torch`` or ``ctranslate2`` for ``record`` under ``generation.runtime`` = ``runtime``.
+
+    Raises:
+        NoRuntimeError: ``ctranslate2`` was asked for but the model has no export or the package is
+            missing; the message says what to do.
+    """
+    exported = ct2_export(record.path) is not None
+    if runtime == "auto":
+        return "ctranslate2" if exported and ct2_installed() else "torch"
+    if runtime == "ctranslate2" and not exported:
+        raise NoRuntimeError(
+            f"generation.runtime is ctranslate2 but model {record.id} has no CTranslate2 export "
+            f"({record.path}/{CT2_DIR}/model.bin): derive it with the export stage's `ctranslate2: true` "
+            "(fanbu derive), or set generation.runtime to auto or torch"
+        )
+    if runtime == "ctranslate2" and not ct2_installed():
+        raise NoRuntimeError(
+            "generation.runtime is ctranslate2 but the ctranslate2 package is not installed: "
+            "pip install 'fanbu[lm]', or set generation.runtime to auto or torch"
+        )
+    return runtime
+
+
+def _eos_ids(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    eos = config.eos_token_id
+    return frozenset({*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id} - {None})
+
+
+def load_lm(
+    record: ModelRecord,
+    runtime: LMRuntime = "auto",
+    threads: int | None = None,
+    workers: int = GenerationLimits().workers,
+) -> ServedLM:
+    """Load ``record``'s causal LM for serving on ``runtime``, warmed up by one token.
+
+    ``threads`` is CTranslate2's intra-op thread count (default: torch's, which the server's
+    ``threads`` sets for the process), ``workers`` its replicas (``generation.workers``).
+
+    Raises:
+        NotAnLMError: the model is not a causal LM, or its directory does not load.
+        NoRuntimeError: ``runtime`` is ctranslate2 and the model or the environment cannot run it.
+    """
     check_lm(record)
+    chosen = choose_runtime(record, runtime)
     try:
-        handle = CausalLMHandle.load(record.path)
+        if chosen == "torch":
+            return _load_torch(record)
+        return _load_ct2(record, threads or torch.get_num_threads(), workers)
     except ModelError as exc:
         raise NotAnLMError(f"model {record.id}: {exc}") from None
+
+
+def _load_torch(record: ModelRecord) -> ServedLM:
+    handle = CausalLMHandle.load(record.path)
     handle.model.eval()
     config = handle.model.config
-    eos = config.eos_token_id
-    eos_ids = {*(eos if isinstance(eos, list) else [eos]), handle.tokenizer.eos_token_id} - {None}
-    served = ServedLM(record, handle, int(config.max_position_embeddings), frozenset(eos_ids))
+    eos_ids = _eos_ids(config, handle.tokenizer)
+    served = ServedLM(
+        record, handle.tokenizer, int(config.max_position_embeddings), eos_ids, TorchEngine(handle)
+    )
     with torch.inference_mode():
         handle.model(input_ids=torch.tensor([[next(iter(eos_ids), 0)]]))  # (1, 1): builds lazy state once
     return served
 
 
+def _load_ct2(record: ModelRecord, threads: int, workers: int) -> ServedLM:
+    """The tokenizer and config from the model directory, the weights from its CTranslate2 export."""
+    resolved = ResolvedSource(str(Path(record.path).resolve()), None, "local", Path(record.path).name)
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, resolved)
+    config = load_pretrained(AutoConfig.from_pretrained, resolved)
+    eos_ids = _eos_ids(config, tokenizer)
+    engine = CT2Engine(Path(record.path) / CT2_DIR, tokenizer, workers, threads)
+    engine.warm_up(next(iter(eos_ids), 0))
+    return ServedLM(record, tokenizer, int(config.max_position_embeddings), eos_ids, engine)
+
+
 class LMPool:
-    """Loads each referenced causal LM once; safe to call from several threads.
+    """Loads each referenced causal LM once, on ``generation.runtime``; safe to call from several threads.
 
     A ref without a version stays on the version it first resolved to until a reload
     (:mod:`fanbu.serve.lm_reload`) loads a newer one with :meth:`load`, points the ref at it with
@@ -130,8 +210,12 @@ class LMPool:
     does for classifiers.
     """
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(
+        self, registry: Registry, generation: GenerationLimits | None = None, threads: int | None = None
+    ) -> None:
         self.workspace = Workspace(registry)
+        self.generation = generation or GenerationLimits()
+        self.threads = threads
         self._by_ref: dict[str, ServedLM] = {}
         self._by_id: dict[str, ServedLM] = {}
         self._lock = threading.Lock()
@@ -150,7 +234,7 @@ class LMPool:
             if ref not in self._by_ref:
                 record = self.workspace.resolve(ref)
                 check_lm(record)
-                self._by_ref[ref] = self._by_id.get(record.id) or load_lm(record)
+                self._by_ref[ref] = self._by_id.get(record.id) or self._load(record)
                 self._by_id[record.id] = self._by_ref[ref]
             return self._by_ref[ref]
 
@@ -161,7 +245,10 @@ class LMPool:
             NotAnLMError: the model is not a causal LM, or its directory does not load.
         """
         served = self._by_id.get(record.id)
-        return served if served is not None else load_lm(record)
+        return served if served is not None else self._load(record)
+
+    def _load(self, record: ModelRecord) -> ServedLM:
+        return load_lm(record, self.generation.runtime, self.threads, self.generation.workers)
 
     def pin(self, ref: str, served: ServedLM) -> None:
         """Point ``ref`` at ``served`` (a reload's swap); later :meth:`get` calls return it."""

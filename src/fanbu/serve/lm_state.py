@@ -29,7 +29,7 @@ from fanbu.serve.config import ServeConfig
 from fanbu.serve.errors import ApiError
 from fanbu.serve.lm_cascade import Answered, LMRoute, to_generation, tune_threshold
 from fanbu.serve.lm_engine import Sampling
-from fanbu.serve.lm_models import LMPool, NotAnLMError, Prompt, ServedLM
+from fanbu.serve.lm_models import LMPool, NoRuntimeError, NotAnLMError, Prompt, ServedLM
 from fanbu.serve.lm_reload import LMPlan, served_lm_refs
 from fanbu.serve.metrics import Metrics
 from fanbu.serve.openai_schemas import SamplingFields
@@ -68,7 +68,7 @@ class LMService:
 
     def __init__(self, config: ServeConfig, registry: Registry, store: LogStore, metrics: Metrics) -> None:
         self.config, self.store, self.metrics = config, store, metrics
-        self.pool = LMPool(registry)
+        self.pool = LMPool(registry, config.generation, config.threads)
         self.routes: dict[str, LMRoute] = {}
         self._running: dict[str, int] = {}  # route name -> generations running or waiting
         self._on_route: dict[int, int] = {}  # id of the LMRoute object -> its generations admitted, not ended
@@ -121,6 +121,8 @@ class LMService:
             raise ApiError(404, "unknown_model", str(exc)) from None
         except NotAnLMError as exc:
             raise ApiError(422, "not_a_language_model", str(exc)) from None
+        except NoRuntimeError as exc:
+            raise ApiError(422, "runtime_unavailable", str(exc)) from None
         return self.routes.setdefault(name, LMRoute(name, served))
 
     # ------------------------------------------------------------------------------ reload

@@ -100,6 +100,8 @@ class LMRouteOut(BaseModel):
     large: str | None = Field(description="An LM cascade's large model; null for a single model.")
     threshold: float | None = Field(description="Mean log-probability below which an LM cascade escalates.")
     context_length: int = Field(description="Most prompt plus completion tokens (the smaller model's).")
+    runtime: str = Field(description="What generates for the answering model: torch or ctranslate2.")
+    large_runtime: str | None = Field(None, description="An LM cascade's large model's runtime.")
 
 
 class ReloadRequest(Strict):

@@ -1,11 +1,20 @@
 """``fanbu bench lm``, serve rows: a small and a large causal LM streamed behind a real server.
 
-Both models are saved into a fresh registry and served by ``fanbu serve`` in its own process on
-127.0.0.1. For each model and concurrency (1 and 4), ``requests`` streamed greedy ``/v1/completions``
-requests are sent over HTTP (:func:`fanbu.serve.lm_loadtest.drive_stream`) with the openings of BBC News
-validation articles as prompts: p50 / p95 time to first token and tokens per second (all completion
-tokens over the phase's wall time). Streaming is checked on the way: each model's streamed greedy
-completions must equal its whole (non-streamed) answers to the same prompts.
+The small LM is measured as deployed: it is saved with its CTranslate2 int8 export under
+``ctranslate2/`` (:func:`fanbu.models.lm_export.export_ctranslate2`, as ``fanbu derive``'s export stage
+writes it), so the server (``generation.runtime: auto``) generates with CTranslate2; the same weights
+are also saved without the export as ``small_torch`` (PyTorch fp32), and the large LM runs on PyTorch
+fp32. All three are served by one ``fanbu serve`` in its own process on 127.0.0.1. For each model and
+concurrency (1 and 4), ``requests`` streamed greedy ``/v1/completions`` requests are sent over HTTP
+(:func:`fanbu.serve.lm_loadtest.drive_stream`) with the openings of BBC News validation articles as
+prompts: p50 / p95 time to first token and tokens per second (all completion tokens over the phase's
+wall time). Streaming is checked on the way, per runtime: each model's streamed greedy completions must
+equal its whole (non-streamed) answers to the same prompts.
+
+The target compares the small LM as deployed (CTranslate2 int8) with the large one (PyTorch fp32), as the
+classification serve bench compares the int8 ONNX small model with the large one;
+``ttft_p95_c4_ratio_same_runtime`` (small on PyTorch / large on PyTorch) is reported beside it, as
+information.
 
 The cascade row: a second server starts with an LM cascade whose threshold is tuned at start-up from
 the small model's logged mean log-probabilities on the validation prompts, for
@@ -36,12 +45,16 @@ from fanbu.config import Strict
 from fanbu.data.builtin import bbc_news_lm_domains
 from fanbu.models import Provenance
 from fanbu.models.causal_lm import CausalLMHandle
+from fanbu.models.lm_export import export_ctranslate2
 from fanbu.registry import Registry
+from fanbu.serve.lm_ct2 import CT2_DIR, ct2_installed
 from fanbu.serve.lm_loadtest import drive_stream
 from fanbu.serve.loadtest import ServerProcess, start_server
 
 TARGET_TTFT_RATIO = 0.5  # the small LM's p95 time to first token at c4 at most half the large one's
 CONCURRENCY = (1, 4)
+# the small LM as deployed (CTranslate2 int8), the same on PyTorch fp32, the large LM (PyTorch fp32)
+MODELS = ("small", "small_torch", "large")
 
 
 class LMServeBenchSettings(Strict):
@@ -81,10 +94,24 @@ def bbc_prompts(settings: LMServeBenchSettings) -> tuple[list[str], list[str]]:
     return validation[: settings.prompts], test[: settings.test_prompts]
 
 
-def _register(registry: Registry, name: str, handle: CausalLMHandle) -> str:
+def _register(registry: Registry, name: str, handle: CausalLMHandle, ct2: bool = False) -> str:
+    """Save ``handle`` as ``name`` (with its CTranslate2 int8 export under ``ctranslate2/`` if ``ct2``)."""
     version = registry.next_version(name)
     path = handle.save(registry.model_dir(name, version), Provenance(name=f"{name}:v{version}"))
+    if ct2:
+        export_ctranslate2(handle, Path(path) / CT2_DIR, "int8")
     return registry.register_model(name=name, path=path, kind="causal_lm", version=version).id
+
+
+def _runtimes(server: ServerProcess) -> dict[str, str]:
+    """What generates for each model: the server's word where ``/v1/models`` says it, else what ``auto`` picks."""
+    routes = httpx.get(f"{server.url}/v1/models", headers=server.headers).json()["lm_routes"]
+    picked = {
+        "small": "ctranslate2" if ct2_installed() else "torch",
+        "small_torch": "torch",
+        "large": "torch",
+    }
+    return {model: str(routes.get(model, {}).get("runtime") or picked[model]) for model in MODELS}
 
 
 def _whole(server: ServerProcess, model: str, prompts: list[str], max_tokens: int) -> list[str]:
@@ -98,13 +125,17 @@ def _whole(server: ServerProcess, model: str, prompts: list[str], max_tokens: in
 
 
 def _speed(server: ServerProcess, prompts: list[str], settings: LMServeBenchSettings) -> dict[str, Any]:
-    """Per model and concurrency, per seed: the streamed phases; and whether streams equal whole answers."""
+    """Per model and concurrency, per seed: the streamed phases; and whether streams equal whole answers
+    (per model, so per runtime); and the share of probe prompts the small LM answers alike on both runtimes."""
     rows: dict[str, Any] = {}
-    streaming_ok = True
-    for model in ("small", "large"):
+    answers: dict[str, list[str]] = {}
+    runtimes = _runtimes(server)
+    for model in MODELS:
+        ok = True
         probe = prompts[:4]
         whole = _whole(server, model, probe, settings.max_tokens)  # also warms the model up
-        rows[model] = {}
+        answers[model] = whole
+        rows[model] = {"runtime": runtimes[model]}
         for c in CONCURRENCY:
             runs = []
             for seed in range(settings.seeds):
@@ -116,12 +147,18 @@ def _speed(server: ServerProcess, prompts: list[str], settings: LMServeBenchSett
                 if run["errors"]:
                     raise RuntimeError(f"{model} at concurrency {c}: errors {run['errors']}")
                 streamed = {order[i]: t for i, t in run.pop("texts").items()}
-                streaming_ok &= all(streamed.get(p, w) == w for p, w in zip(probe, whole, strict=True))
+                ok &= all(streamed.get(p, w) == w for p, w in zip(probe, whole, strict=True))
                 runs.append(run)
             rows[model][f"c{c}"] = _summary(runs)
         check = drive_stream(server.url, server.token, model, probe, 1, len(probe), settings.max_tokens)
-        streaming_ok &= [check["texts"][i] for i in range(len(probe))] == whole
-    return {"rows": rows, "streaming_ok": streaming_ok}
+        ok &= [check["texts"][i] for i in range(len(probe))] == whole
+        rows[model]["streaming_ok"] = ok
+    same = sum(a == b for a, b in zip(answers["small"], answers["small_torch"], strict=True))
+    return {
+        "rows": rows,
+        "streaming_ok": all(rows[model]["streaming_ok"] for model in MODELS),
+        "small_greedy_same_as_torch": same / len(answers["small"]),
+    }
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -184,16 +221,23 @@ def run_lm_serve_bench(
         home = Path(tmp) / "home"
         registry = Registry.open(home)
         try:
-            ids = {"small": _register(registry, "small", small), "large": _register(registry, "large", large)}
+            ids = {
+                "small": _register(registry, "small", small, ct2=True),
+                "small_torch": _register(registry, "small_torch", small),
+                "large": _register(registry, "large", large),
+            }
         finally:
             registry.close()
         overrides = [
-            "models=[small, large]",
+            f"models=[{', '.join(MODELS)}]",
             f"threads={settings.threads}",
             f"generation.workers={settings.workers}",
             f"limits.max_queue={max(64, settings.requests)}",
         ]
-        console.print(f"[bold]lm serve[/]: {ids['small']} and {ids['large']} at concurrency {CONCURRENCY}")
+        console.print(
+            f"[bold]lm serve[/]: {ids['small']} (CTranslate2 int8), {ids['small_torch']} (the same on PyTorch) "
+            f"and {ids['large']} at concurrency {CONCURRENCY}"
+        )
         server = start_server(home, overrides, token, Path(tmp) / "serve.log")
         try:
             speed = _speed(server, validation, settings)
@@ -202,6 +246,10 @@ def run_lm_serve_bench(
         console.print("[bold]lm serve[/]: the cascade, tuned on the validation prompts' logs")
         cascade = _cascade(home, token, test, settings, Path(tmp) / "cascade.log")
     report: dict[str, Any] = {**speed["rows"], "cascade": cascade, "streaming_ok": speed["streaming_ok"]}
+    report["small_greedy_same_as_torch"] = speed["small_greedy_same_as_torch"]
+    report["ttft_p95_c4_ratio_same_runtime"] = (
+        report["small_torch"]["c4"]["ttft_p95_ms"] / report["large"]["c4"]["ttft_p95_ms"]
+    )
     report["models"] = ids
     report["settings"] = settings.model_dump(mode="json")
     report["interval_method"] = INTERVAL_METHOD
@@ -211,7 +259,8 @@ def run_lm_serve_bench(
 
 
 def lm_serve_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Streaming works; the small LM's p95 TTFT at c4 is at most half the large one's."""
+    """Streaming works; the small LM's p95 TTFT at c4, as deployed (CTranslate2 int8), is at most half the
+    large one's (PyTorch fp32)."""
     ratio = report["small"]["c4"]["ttft_p95_ms"] / report["large"]["c4"]["ttft_p95_ms"]
     return {
         "serve_streaming": {
@@ -230,13 +279,14 @@ def lm_serve_targets(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def print_lm_serve_table(report: dict[str, Any], console: Console) -> None:
     """The serve rows as a table."""
     table = Table(title="LM serving: streamed /v1/completions over HTTP (means over seeds)")
-    for column in ("model", "concurrency", "TTFT p50 ms", "TTFT p95 ms", "tokens/s"):
-        table.add_column(column, justify="right" if column != "model" else "left")
-    for model in ("small", "large"):
+    for column in ("model", "runtime", "concurrency", "TTFT p50 ms", "TTFT p95 ms", "tokens/s"):
+        table.add_column(column, justify="left" if column in ("model", "runtime") else "right")
+    for model in MODELS:
         for c in CONCURRENCY:
             row = report[model][f"c{c}"]
             table.add_row(
                 model,
+                report[model]["runtime"],
                 str(c),
                 f"{row['ttft_p50_ms']:.0f}",
                 f"{row['ttft_p95_ms']:.0f}",
@@ -248,6 +298,12 @@ def print_lm_serve_table(report: dict[str, Any], console: Console) -> None:
         f"cascade: threshold {cascade['threshold']:.3f} (mean log-prob), escalation rate "
         f"{cascade['escalation_rate']:.2f} on {cascade['prompts']} test prompts; streaming ok: "
         f"{report['streaming_ok']}",
+        highlight=False,
+    )
+    console.print(
+        f"same runtime (small on PyTorch / large), p95 TTFT at c4: {report['ttft_p95_c4_ratio_same_runtime']:.3f} "
+        f"(information); small greedy answers equal on CTranslate2 and PyTorch: "
+        f"{report['small_greedy_same_as_torch']:.2f} of the probe prompts",
         highlight=False,
     )
     for name, target in report["target"].items():
