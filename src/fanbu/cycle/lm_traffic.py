@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from fanbu.cycle.traffic import _post
+from fanbu.cycle.traffic import post
 from fanbu.errors import FanbuError
 
 #: Domain -> (prompt, true continuation) pairs its users send.
@@ -88,7 +88,7 @@ class LMTrafficReport:
 def _answer(client: httpx.Client, route: str, model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
     """(generation id, text, answering model, escalated) of one greedy request on ``route``."""
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
-    reply = _post(client, route, body)
+    reply = post(client, route, body)
     text = reply["text"] if route == "/v1/generate" else reply["choices"][0]["text"]
     return {"id": reply["id"], "text": text, "model": reply["model"], "escalated": bool(reply["escalated"])}
 
@@ -137,9 +137,9 @@ def send_lm_traffic(
             stats.judged += rating
             draw = rng.random()
             if draw < corrections:
-                _post(client, "/v1/feedback", {"prediction_id": answer["id"], "completion": truth})
+                post(client, "/v1/feedback", {"prediction_id": answer["id"], "completion": truth})
                 stats.corrected += 1
             elif draw < corrections + ratings:
-                _post(client, "/v1/feedback", {"prediction_id": answer["id"], "rating": rating})
+                post(client, "/v1/feedback", {"prediction_id": answer["id"], "rating": rating})
                 stats.rated += 1
     return LMTrafficReport(report, time.perf_counter() - started)

@@ -99,7 +99,7 @@ def send_traffic(
         for start in range(0, len(texts), batch_size):
             chunk, truth = texts[start : start + batch_size], labels[start : start + batch_size]
             body = {"model": routes[domain], "texts": chunk, "head": domain}
-            answers = _post(client, "/v1/predict", body)["predictions"]
+            answers = post(client, "/v1/predict", body)["predictions"]
             stats.sent += len(chunk)
             for answer, label in zip(answers, truth, strict=True):
                 stats.answered += 1
@@ -107,12 +107,13 @@ def send_traffic(
                 stats.escalated += bool(answer["escalated"])
                 stats.models[answer["model"]] = stats.models.get(answer["model"], 0) + 1
                 if rng.random() < corrections:
-                    _post(client, "/v1/feedback", {"prediction_id": answer["id"], "label": label})
+                    post(client, "/v1/feedback", {"prediction_id": answer["id"], "label": label})
                     stats.corrected += 1
     return TrafficReport(report, time.perf_counter() - started)
 
 
-def _post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+def post(client: httpx.Client, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST ``body`` to the served ``path`` and return its JSON; any status but 200 is an error."""
     response = client.post(path, json=body)
     if response.status_code != 200:
         raise FanbuError(f"{path} answered {response.status_code}: {response.text[:500]}")
