@@ -21,11 +21,10 @@ from fanbu.data.slices import domain_names
 from fanbu.derive.data import DeriveData, load_domain_data
 from fanbu.derive.lm import LMDeriveRecipe, run_lm_derive_recipe
 from fanbu.derive.presets import DERIVE_STAGES, copy_stages
-from fanbu.derive.stage_record import record_stage, stage_dir
+from fanbu.derive.stage_record import finish_domain, record_stage, stage_dir
 from fanbu.derive.stages import STAGES, StageContext, parse_stages
 from fanbu.errors import ConfigError
 from fanbu.evaluate.metrics import classification_metrics
-from fanbu.evaluate.speed import param_count
 from fanbu.execute import ExecutorConfig, make_executor
 from fanbu.io import check_path_name
 from fanbu.models.encoder import EncoderHandle
@@ -139,21 +138,9 @@ def derive_domain(job: DomainJob) -> dict[str, Any]:
             made.append(record.id)
             parent, handle = record.id, out.handle
         test = _score(handle, data.name, data.test)
-        registry.record_evaluation(
-            parent,
-            domain=data.name,
-            split="test",
-            metrics=test,
-            dataset_fingerprint=data.fingerprints["test"],
-            run_id=job.run_id,
+        return finish_domain(
+            registry, parent, handle, data.name, test, data.fingerprints["test"], job.run_id, made
         )
-        return {
-            "domain": data.name,
-            "models": made,
-            "final": parent,
-            "test": test,
-            "params": param_count(handle.model),
-        }
     finally:
         registry.close()
 

@@ -66,3 +66,20 @@ def record_stage(
         save=out.save,
         metadata={"params": param_count(out.handle.model), "seconds": time.perf_counter() - started},
     )
+
+
+def finish_domain(
+    registry: Any,
+    final: str,
+    handle: Any,
+    domain: str,
+    test: dict[str, float],
+    test_fingerprint: str,
+    run_id: str,
+    made: list[str],
+) -> dict[str, Any]:
+    """Record the last stage's ``test`` scores (once, for the report) and return the domain's summary."""
+    registry.record_evaluation(
+        final, domain=domain, split="test", metrics=test, dataset_fingerprint=test_fingerprint, run_id=run_id
+    )
+    return {"domain": domain, "models": made, "final": final, "test": test, "params": param_count(handle.model)}

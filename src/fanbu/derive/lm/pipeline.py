@@ -16,10 +16,9 @@ from typing import Any
 from fanbu.derive.lm.data import LMDomainData, lm_domain_names, load_lm_domain
 from fanbu.derive.lm.recipe import LMDeriveRecipe
 from fanbu.derive.lm.stages import LM_STAGES, LMStageContext, parse_lm_stages
-from fanbu.derive.stage_record import record_stage, stage_dir
+from fanbu.derive.stage_record import finish_domain, record_stage, stage_dir
 from fanbu.errors import ConfigError
 from fanbu.evaluate.metrics import perplexity
-from fanbu.evaluate.speed import param_count
 from fanbu.execute import make_executor
 from fanbu.io import check_path_name
 from fanbu.models.causal_lm import CausalLMHandle
@@ -106,21 +105,9 @@ def derive_lm_domain(job: LMDomainJob) -> dict[str, Any]:
             made.append(record.id)
             parent, handle = record.id, out.handle
         test = score_ppl(handle, data.test)
-        registry.record_evaluation(
-            parent,
-            domain=data.name,
-            split="test",
-            metrics=test,
-            dataset_fingerprint=data.fingerprints["test"],
-            run_id=job.run_id,
+        return finish_domain(
+            registry, parent, handle, data.name, test, data.fingerprints["test"], job.run_id, made
         )
-        return {
-            "domain": data.name,
-            "models": made,
-            "final": parent,
-            "test": test,
-            "params": param_count(handle.model),
-        }
     finally:
         registry.close()
 
