@@ -114,3 +114,25 @@ def test_search_stage_picks_a_shape_under_the_budget(setup):
     teacher_params = EncoderHandle.load(tmp_path / "teacher").model.encoder.num_parameters()
     assert searched.metadata["params"] < teacher_params
     registry.close()
+
+
+def test_the_ssl_stage_pretrains_on_the_domain_text_before_finetune(setup):
+    tmp_path, raw = setup
+    raw["stages"] = [
+        {"ssl": {"objective": "mlm", "steps": 6, "batch_size": 8, "pool": ["train"]}},
+        {"finetune": {"train": {"epochs": 1, "lr": 1e-3, "progress": False}}},
+    ]
+    registry = Registry.open(tmp_path / "home")
+    [result] = run_derive(DeriveRecipe.model_validate(raw), registry)
+    pretrained, tuned = (registry.get_model(i) for i in result["models"])
+    assert (pretrained.name, pretrained.relation) == ("sci.ssl", "pretrained")
+    assert tuned.parents == (pretrained.id,)
+    registry.close()
+
+
+def test_ssl_stage_settings_are_checked(setup):
+    _, raw = setup
+    with pytest.raises(ConfigError, match=r"stages.0.ssl.pool"):
+        load_recipe(DeriveRecipe, None, base={**raw, "stages": [{"ssl": {"pool": ["gate"]}}]})
+    with pytest.raises(ConfigError, match=r"stages.0.ssl.objective"):
+        load_recipe(DeriveRecipe, None, base={**raw, "stages": [{"ssl": {"objective": "gan"}}]})

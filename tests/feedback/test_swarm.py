@@ -263,3 +263,16 @@ def test_strategies_labelling_other_texts_share_a_cache_dir(make_context, monkey
 def test_config_rejects_bad_values(settings, field):
     with pytest.raises(ConfigError, match=field):
         validate(SwarmConfig, settings)
+
+
+@pytest.mark.parametrize("objective", ["mlm", "simcse"])
+def test_ssl_pretrains_the_start_on_the_pooled_text_and_leaves_the_champion(
+    make_context, large_v0, weights_of, objective
+):
+    before = weights_of(large_v0)
+    ssl = {"objective": objective, "steps": 4, "batch_size": 8}
+    output = run_swarm(make_context(), train=quick_dict(epochs=1), ssl=ssl)
+    assert output.details["ssl"]["objective"] == objective and output.details["ssl"]["steps"] == 4
+    assert output.details["ssl"]["texts"] > 0
+    assert all(torch.equal(v, before[k]) for k, v in weights_of(large_v0).items())
+    assert output.handle.labels == large_v0.labels

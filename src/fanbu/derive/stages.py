@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -98,6 +98,51 @@ def _finetune(handle: EncoderHandle, ctx: StageContext, config: FinetuneConfig) 
         save = lambda path, provenance: save_adapter(tuned, path, provenance)
         return StageOutput(tuned, "adapter", metrics, save=save, hf_relation="adapter")
     return StageOutput(tuned, "finetune", metrics, hf_relation="finetune")
+
+
+# --------------------------------------------------------------------------- ssl
+from fanbu.train.selfsup import SSLConfig, continue_pretraining
+
+SSLPool = Literal["train", "transfer"]
+
+
+class SSLStageConfig(SSLConfig):
+    """Self-supervised continued pretraining on the domain's unlabeled text, before fine-tuning or
+    distillation (its labels are never read)."""
+
+    pool: list[SSLPool] = Field(
+        default_factory=lambda: ["train", "transfer"],
+        min_length=1,
+        description="Which texts form the unlabeled pool: the private training texts (labels dropped) "
+        "and/or the transfer texts (data.transfer).",
+    )
+
+
+def ssl_pool(data: DomainData, pool: list[SSLPool]) -> list[str]:
+    """The texts of ``pool``'s parts of ``data``, in order (training texts first)."""
+    parts = {"train": list(data.train[0]), "transfer": list(data.transfer)}
+    return [text for part in dict.fromkeys(pool) for text in parts[part]]
+
+
+@register_stage(
+    "ssl",
+    summary="Self-supervised continued pretraining on the domain's unlabeled text (masked-LM with a tied "
+    "head, or SimCSE on pooled features) before fine-tuning or distillation.",
+    reference="https://arxiv.org/abs/2004.10964",
+    config=SSLStageConfig,
+)
+def _ssl(handle: EncoderHandle, ctx: StageContext, config: SSLStageConfig) -> StageOutput:
+    settings = SSLConfig(**config.model_dump(exclude={"pool"}))
+    texts = ssl_pool(ctx.data, config.pool)
+    result = continue_pretraining(
+        handle, texts, settings, seed=ctx.seed, setting=f"stage ssl (pool {config.pool})"
+    )
+    metrics = {
+        "ssl_texts": float(result.texts),
+        "ssl_first_loss": result.first_loss,
+        "ssl_last_loss": result.last_loss,
+    }
+    return StageOutput(handle, "pretrained", metrics, hf_relation="finetune")
 
 
 # --------------------------------------------------------------------------- prune

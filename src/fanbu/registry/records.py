@@ -23,6 +23,7 @@ RELATIONS: tuple[str, ...] = (
     "multitask",
     "continual",
     "federated",
+    "pretrained",
 )
 
 

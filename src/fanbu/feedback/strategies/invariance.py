@@ -129,7 +129,7 @@ def invariance(ctx: FeedbackContext, config: InvarianceConfig) -> StrategyOutput
     )
     if not targets:
         raise ConfigError("invariance: no transfer texts; give the context public slices or unlabeled texts")
-    start = config.starting_point(ctx)
+    start, started = config.starting_point(ctx)
     candidate = copy.deepcopy(ctx.large) if start is None else start
     if config.frozen_layers is not None:
         try:
@@ -170,6 +170,7 @@ def invariance(ctx: FeedbackContext, config: InvarianceConfig) -> StrategyOutput
         if penalty is not None:
             penalty.close()
     details: dict[str, Any] = {
+        **started,
         "selection": selection.as_details(),
         "flagged": flags,
         "counterfactual_rows": added,

@@ -37,6 +37,7 @@ class MultitaskConfig(SwarmTraining):
 def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
     """Train a copy of ``ctx.large`` on every head at once, with balanced sampling."""
     check_experts(ctx, "multitask")
+    start, started = config.starting_point(ctx)
     output = distil_swarm(
         ctx,
         "multitask",
@@ -48,9 +49,9 @@ def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
         config.train,
         balanced=config.balanced,
         relation="multitask",
-        start=config.starting_point(ctx),
+        start=start,
         frozen_layers=config.frozen_layers,
         layer_lr_floor=config.swarm_lr_floor,
     )
-    output.details.update({"balanced": config.balanced, "start": config.start})
+    output.details.update({"balanced": config.balanced, **started})
     return output

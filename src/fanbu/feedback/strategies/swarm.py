@@ -10,7 +10,8 @@ left out first.
 
 from __future__ import annotations
 
-from typing import Literal
+import copy
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +23,7 @@ from fanbu.feedback.shared.soft_targets import TeacherConfig
 from fanbu.feedback.strategies.merge import MergeConfig, merge_strategy
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.config import TrainConfig
+from fanbu.train.selfsup import SSLConfig, continue_pretraining
 
 
 def default_train() -> TrainConfig:
@@ -74,6 +76,12 @@ class SwarmTraining(Strict):
         default_factory=lambda: MergeConfig(method="average"),
         description="How the experts are merged when start is merge.",
     )
+    ssl: SSLConfig | None = Field(
+        None,
+        description="Self-supervised continued pretraining (masked-LM or SimCSE) of the starting model on "
+        "the swarm's pooled unlabeled text (the context's unlabeled and collected texts and the public "
+        "slices' texts, labels unread) before it is distilled; null: off.",
+    )
 
     @model_validator(mode="after")
     def _one_source_of_rates(self) -> SwarmTraining:
@@ -89,9 +97,15 @@ class SwarmTraining(Strict):
         """``layer_lr_floor`` when the layer rates come from the swarm, else ``None`` (one rate)."""
         return self.layer_lr_floor if self.layer_lr == "swarm" else None
 
-    def starting_point(self, ctx: FeedbackContext) -> EncoderHandle | None:
-        """The model distillation starts from: None for a copy of the champion, else the merged experts."""
-        return None if self.start == "champion" else merge_strategy(ctx, self.merge).handle
+    def starting_point(self, ctx: FeedbackContext) -> tuple[EncoderHandle | None, dict[str, Any]]:
+        """The model distillation starts from (None: a copy of the champion; else the merged experts),
+        after the ``ssl`` pretraining when it is on, and what that pretraining did (its details)."""
+        start = None if self.start == "champion" else merge_strategy(ctx, self.merge).handle
+        if self.ssl is None:
+            return start, {"start": self.start}
+        model = copy.deepcopy(ctx.large) if start is None else start
+        result = continue_pretraining(model, ctx.transfer_texts(), self.ssl, seed=ctx.seed, setting="ssl")
+        return model, {"start": self.start, "ssl": result.summary()}
 
 
 class SwarmConfig(SwarmTraining):
@@ -115,6 +129,7 @@ class SwarmConfig(SwarmTraining):
 def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
     """Distil the selected experts into a copy of ``ctx.large``."""
     check_experts(ctx, "swarm_distill")
+    start, started = config.starting_point(ctx)
     output = distil_swarm(
         ctx,
         "swarm_distill",
@@ -124,9 +139,9 @@ def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
         config.selection_tolerance,
         config.continual,
         config.train,
-        start=config.starting_point(ctx),
+        start=start,
         frozen_layers=config.frozen_layers,
         layer_lr_floor=config.swarm_lr_floor,
     )
-    output.details["start"] = config.start
+    output.details.update(started)
     return output

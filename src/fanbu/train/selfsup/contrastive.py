@@ -18,8 +18,10 @@ from fanbu.train.terms import Batch
 def simcse_loss(first: Tensor, second: Tensor, temperature: float = 0.05) -> Tensor:
     """Cross-entropy of row ``i`` of ``first`` against all rows of ``second``, the right answer being row ``i``."""
     if first.shape != second.shape or first.dim() != 2:
-        raise ValueError(f"two views of equal shape (batch, d) are needed, got {tuple(first.shape)} and "
-                         f"{tuple(second.shape)}")
+        raise ValueError(
+            f"two views of equal shape (batch, d) are needed, got {tuple(first.shape)} and "
+            f"{tuple(second.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     similarity = F.cosine_similarity(first.unsqueeze(1), second.unsqueeze(0), dim=-1)  # (batch, batch)

@@ -46,7 +46,9 @@ def mask_tokens(
     action = torch.rand(input_ids.shape, generator=generator)  # (batch, seq): which of 80/10/10
     masked = input_ids.clone()
     masked[chosen & (action < 0.8)] = mask_token_id
-    ordinary = torch.tensor([i for i in range(vocab_size) if i not in set(special_ids)], dtype=input_ids.dtype)
+    ordinary = torch.tensor(
+        [i for i in range(vocab_size) if i not in set(special_ids)], dtype=input_ids.dtype
+    )
     if len(ordinary) == 0:
         raise ValueError("every id of the vocabulary is special; nothing to draw random replacements from")
     swap = chosen & (action >= 0.8) & (action < 0.9)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fanbu.models.tiny import tiny_tokenizer
-from fanbu.unlabeled.masking import IGNORE, mask_tokens
+from fanbu.train.selfsup.masking import IGNORE, mask_tokens
 
 
 def batch(rows: int = 64, length: int = 40):

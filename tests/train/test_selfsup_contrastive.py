@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from fanbu.models.encoder import EncoderHandle
+from fanbu.train.selfsup.contrastive import SimCSELoss, simcse_loss
 from fanbu.train.terms import Batch
-from fanbu.unlabeled.contrastive import SimCSELoss, simcse_loss
 
 
 def test_identical_views_give_a_lower_loss_than_shuffled_views():
