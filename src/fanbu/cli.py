@@ -471,12 +471,13 @@ def bench_unlabeled(
                                        "batch order); every row is the mean with a 90% t-interval.")] = 3,
     work: Annotated[Path | None, typer.Option(help="Keep each finished seed here; a rerun with the same recipe "
                                               "and code reads it back.")] = None,
-    sections: Annotated[str, typer.Option("--sections", help="Comma-separated sections: da, augment.")] = "da,augment",
+    sections: Annotated[str, typer.Option("--sections", help="Comma-separated sections: da, augment, ssl.")] = "da,augment,ssl",
 ) -> None:
     """Learning without labels. Section da: 20 Newsgroups -> BBC News domain adaptation (source-only, DANN,
     CORAL, MMD, self-training, target-supervised upper bound), gap closed and per-class F1. Section augment:
     LM-generated (SmolLM2, expert-filtered) and conditional-GAN augmentation of head training and distillation
-    with at most 100 texts, at equal steps."""
+    with at most 100 texts, at equal steps. Section ssl: each domain's model fine-tuned on 100 labels and on its
+    whole slice, with and without self-supervised pretraining (masked LM, SimCSE) on its unlabeled text."""
     from fanbu.bench.unlabeled import run_bench as run_unlabeled_bench
 
     chosen = tuple(s.strip() for s in sections.split(",") if s.strip())

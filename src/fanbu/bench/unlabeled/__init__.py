@@ -20,7 +20,7 @@ from fanbu.bench.stats import INTERVAL_METHOD
 from fanbu.bench.unlabeled.augment_report import print_augment
 from fanbu.bench.unlabeled.augment_section import run_augment
 from fanbu.bench.unlabeled.da import UPPER, run_seed
-from fanbu.bench.unlabeled.plan import DEFAULT_SEEDS, QUICK_SECONDS, augment_settings, da_recipe
+from fanbu.bench.unlabeled.plan import DEFAULT_SEEDS, QUICK_SECONDS, augment_settings, da_recipe, ssl_settings
 from fanbu.bench.unlabeled.report import (
     BEST_RULE,
     best_method,
@@ -29,15 +29,21 @@ from fanbu.bench.unlabeled.report import (
     summarise,
     targets,
 )
+from fanbu.bench.unlabeled.ssl import LoadBase
+from fanbu.bench.unlabeled.ssl import run_seed as run_ssl_seed
+from fanbu.bench.unlabeled.ssl_report import CHOICE_RULE, chosen, print_ssl
+from fanbu.bench.unlabeled.ssl_report import summarise as summarise_ssl
+from fanbu.bench.unlabeled.ssl_report import targets as ssl_targets
 from fanbu.bench.work import WorkDir, source_fingerprint
 from fanbu.errors import ConfigError
 from fanbu.io import atomic_write_json
 from fanbu.models.causal_lm import CausalLMHandle
+from fanbu.models.encoder import EncoderHandle
 from fanbu.unlabeled.features import FeatureConfig, FeatureStore, load_encoder
 
 __all__ = ["SECTIONS", "run_bench"]
 
-SECTIONS = ("da", "augment")
+SECTIONS = ("da", "augment", "ssl")
 
 # the code a da seed runs: a change in it makes a kept seed again (other parts of fanbu.unlabeled do not)
 DA_CODE = ("fanbu.train", "fanbu.bench.unlabeled", *(f"fanbu.unlabeled.{m}" for m in
@@ -68,6 +74,30 @@ def _command(quick: bool, out: Path, seeds: int, sections: Sequence[str]) -> str
 def load_generator(source: str) -> CausalLMHandle:
     """The augment section's text generator (a seam for tests)."""
     return CausalLMHandle.from_source(source, max_length=1024)
+
+
+def load_base(source: str, max_length: int) -> EncoderHandle:
+    """The ssl section's large model (a seam for tests)."""
+    return EncoderHandle.from_source(source, max_length=max_length)
+
+
+# the code an ssl seed runs: a change in it makes a kept seed again
+SSL_CODE = ("fanbu.train", "fanbu.derive", "fanbu.models", "fanbu.bench.unlabeled.ssl")
+
+
+def _ssl_section(quick: bool, workdir: WorkDir, seeds: int, load: LoadBase) -> dict[str, Any]:
+    settings = ssl_settings(quick)
+    runs = [
+        workdir.result(f"ssl-seed-{seed}", lambda seed=seed: run_ssl_seed(settings, seed, load,
+                                                                          workdir.root / "ssl" / f"seed-{seed}"),
+                       settings={"settings": settings.model_dump(mode="json"), "seed": seed,
+                                 "code": source_fingerprint(*SSL_CODE)}, kind="ssl")
+        for seed in range(seeds)
+    ]
+    rows = summarise_ssl(runs, settings.objectives)
+    low = min(c for c in settings.labels if c is not None)
+    return {"rows": rows, "chosen": chosen(rows), "choice_rule": CHOICE_RULE, "target": ssl_targets(rows, low),
+            "settings": settings.model_dump(mode="json"), "runs": runs}
 
 
 def run_bench(quick: bool, out: Path, console: Console, *, seeds: int = DEFAULT_SEEDS,
@@ -104,15 +134,21 @@ def run_bench(quick: bool, out: Path, console: Console, *, seeds: int = DEFAULT_
             section = run_augment(settings, workdir, _encoder(settings.features), seeds, load_generator)
             report.update({"augment": section.pop("rows"), "augment_section": {**section,
                                                                                "settings": settings.model_dump(mode="json")}})
+        if "ssl" in sections:
+            section = _ssl_section(quick, workdir, seeds, load_base)
+            report.update({"ssl": section.pop("rows"), "ssl_section": section})
     seconds = time.perf_counter() - started
     target = targets(report["da"], report["best"], seconds, quick, QUICK_SECONDS) if "da" in report else {}
     target.update(report.get("augment_section", {}).get("target", {}))
+    target.update(report.get("ssl_section", {}).get("target", {}))
     if quick and "quick_seconds" not in target:
         target["quick_seconds"] = quick_target(seconds, QUICK_SECONDS)
     report.update({"target": target, "interval_method": INTERVAL_METHOD, "seconds": seconds})
     atomic_write_json(out, report)
     if "augment" in report:
         print_augment({"rows": report["augment"], **report["augment_section"]}, console)
+    if "ssl" in report:
+        print_ssl({"rows": report["ssl"], **report["ssl_section"]}, console)
     print_report(report, console)
     return report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fanbu.bench.unlabeled.augment_data import AugmentBenchConfig
+from fanbu.bench.unlabeled.ssl import SSLBenchConfig
 from fanbu.unlabeled.recipe import AdaptationRecipe
 
 QUICK_SECONDS = 1800  # the whole quick bench on 2 CPU cores, at most
@@ -33,4 +34,19 @@ def augment_settings(quick: bool) -> AugmentBenchConfig:
         "max_train_per_label": 150 if quick else 400,
         "features": {"max_length": 128 if quick else 256},
         "lm": {"per_label": 12 if quick else 40, "max_new_tokens": 48 if quick else 96},
+    })
+
+
+def ssl_settings(quick: bool) -> SSLBenchConfig:
+    """The ssl section's settings.
+
+    Quick: each domain's first 400 private examples are its pool and its full label count, 100 validation
+    and 400 test texts, 64 tokens, 100 pretraining steps; full: 1,000 examples, every test text, 128
+    tokens, 400 steps. Both: 100 and all labels, masked LM and SimCSE, a 5-epoch finetune stage.
+    """
+    return SSLBenchConfig.model_validate({
+        "data": {"source": "default", "max_train": 400 if quick else 1000, "max_validation": 100,
+                 "max_test": 400 if quick else None},
+        "max_length": 64 if quick else 128,
+        "ssl": {"steps": 100 if quick else 400},
     })
