@@ -3,14 +3,16 @@
 import itertools
 import json
 import random
+from pathlib import Path
 
 import pytest
 
 from fanbu.config import load_recipe
 from fanbu.derive.pipeline import DeriveRecipe, run_derive
 from fanbu.errors import ConfigError
+from fanbu.execute.base import ExecutionError
 from fanbu.models import EncoderHandle
-from fanbu.models.artefact import Provenance
+from fanbu.models.artefact import Provenance, read_provenance
 from fanbu.registry import Registry
 
 WORDS = {"space": "orbit rocket nasa launch moon", "med": "doctor patient disease drug clinic"}
@@ -136,3 +138,51 @@ def test_ssl_stage_settings_are_checked(setup):
         load_recipe(DeriveRecipe, None, base={**raw, "stages": [{"ssl": {"pool": ["gate"]}}]})
     with pytest.raises(ConfigError, match=r"stages.0.ssl.objective"):
         load_recipe(DeriveRecipe, None, base={**raw, "stages": [{"ssl": {"objective": "gan"}}]})
+
+
+def _augment_setup(tmp_path, monkeypatch, raw):
+    import functools
+
+    from fanbu.derive import pipeline
+    from fanbu.derive.augment import augment_domain
+    from fanbu.models.causal_lm import CausalLMHandle
+
+    teacher = EncoderHandle.tiny(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
+    teacher.add_head("sci", ["med", "space"], seed=0)
+    from fanbu.registry.workspace import Workspace
+
+    with Registry.open(tmp_path / "home") as registry:  # a registered model keeps its heads
+        Workspace(registry).save_and_register(teacher, Provenance(name="tiny"), name="teacher-sci")
+    generator = functools.partial(augment_domain, load_generator=lambda source: CausalLMHandle.tiny(max_length=256))
+    monkeypatch.setattr(pipeline, "augment_domain", generator)
+    lm = {"shots": 2, "per_label": 3, "max_new_tokens": 8, "batch_size": 6,
+          "filter": {"threshold": 0.0, "require_argmax": False, "min_tokens": 1, "jaccard": 1.0}}
+    return {**raw, "teacher": "teacher-sci:v0", "augment": {"kind": "lm", "lm": lm},
+            "stages": [{"finetune": {"train": {"epochs": 1, "lr": 1e-3, "progress": False}}}]}
+
+
+def test_augment_lm_adds_filtered_texts_registers_them_and_records_the_share(setup, monkeypatch):
+    tmp_path, raw = setup
+    recipe = DeriveRecipe.model_validate(_augment_setup(tmp_path, monkeypatch, raw))
+    registry = Registry.open(tmp_path / "home")
+    [result] = run_derive(recipe, registry)
+    [dataset] = [d for d in registry.list_datasets() if d.name.startswith("synthetic/")]
+    assert dataset.metadata["lineage"]["generator"] == recipe.augment.lm.generator
+    record = registry.get_model(result["final"])
+    share = read_provenance(Path(record.path))[0].data_fingerprints["synthetic"]
+    assert share["dataset"] == dataset.id and share["synthetic_rows"] > 0
+    assert share["synthetic_share"] == pytest.approx(share["synthetic_rows"] / (share["synthetic_rows"] + share["real_rows"]))
+    registry.close()
+
+
+def test_augment_needs_a_teacher_head_for_the_domain_and_refuses_the_gan(setup, monkeypatch):
+    tmp_path, raw = setup
+    registry = Registry.open(tmp_path / "home")
+    no_head = DeriveRecipe.model_validate({**raw, "augment": {"kind": "lm"}})
+    with pytest.raises(ExecutionError, match="teacher's head 'sci'"):
+        run_derive(no_head, registry)
+    gan = DeriveRecipe.model_validate({**_augment_setup(tmp_path, monkeypatch, raw), "augment": {"kind": "gan"}})
+    with pytest.raises(ExecutionError, match="use kind: lm here"):
+        run_derive(gan, registry)
+    assert registry.list_models(name="sci.finetune") == []  # nothing registered for a refused recipe
+    registry.close()

@@ -14,7 +14,7 @@ from fanbu.errors import ConfigError, DomainError, RegistryError
 from fanbu.models.artefact import Provenance, model_card
 from fanbu.models.causal_lm import CausalLMHandle
 from fanbu.registry import Registry
-from fanbu.unlabeled.augment import (
+from fanbu.synthetic import (
     AugmentConfig,
     Dedup,
     FilterConfig,
@@ -154,6 +154,6 @@ def test_the_switch_synthesises_per_kind_and_refuses_an_empty_pool() -> None:
 
 
 def test_an_echoed_example_label_is_stripped() -> None:
-    from fanbu.unlabeled.augment.text import clean
+    from fanbu.synthetic.text import clean
 
     assert clean("Example 3:  the team   won") == "the team won" and clean("The example given") == "The example given"

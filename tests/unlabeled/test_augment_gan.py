@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fanbu.errors import DomainError
-from fanbu.unlabeled.augment import GANConfig, train_gan
+from fanbu.synthetic import GANConfig, train_gan
 
 MEANS = torch.tensor([[3.0, 3.0], [-3.0, 2.0]])
 

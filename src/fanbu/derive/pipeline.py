@@ -18,6 +18,7 @@ from torch import nn
 
 from fanbu.config import Strict, apply_overrides, read_yaml, validate
 from fanbu.data.slices import domain_names
+from fanbu.derive.augment import augment_domain
 from fanbu.derive.data import DeriveData, load_domain_data
 from fanbu.derive.lm import LMDeriveRecipe, run_lm_derive_recipe
 from fanbu.derive.presets import DERIVE_STAGES, copy_stages
@@ -31,6 +32,7 @@ from fanbu.models.encoder import EncoderHandle
 from fanbu.models.moe import MoEHandle
 from fanbu.registry import Registry
 from fanbu.registry.workspace import Workspace
+from fanbu.synthetic import AugmentConfig
 
 
 class DeriveRecipe(Strict):
@@ -53,6 +55,12 @@ class DeriveRecipe(Strict):
         default_factory=lambda: copy_stages(DERIVE_STAGES), description="[{stage: {settings}}, ...]"
     )
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig,
+        description="Generative augmentation before the stages: kind lm adds label-conditioned texts from a "
+        "causal LM, kept when the teacher agrees with their label, to every stage's training data "
+        "(registered as a dataset; the share is in each model card); none: off.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -110,6 +118,10 @@ def derive_domain(job: DomainJob) -> dict[str, Any]:
         data = load_domain_data(recipe.data, job.domain)
         handle, parent = workspace.load_spec(recipe.teacher, recipe.max_length)
         handle.max_length, handle.truncation = recipe.max_length, recipe.truncation
+        if recipe.augment.kind != "none":  # filtered by the loaded model's own head for the domain
+            data, synthetic = augment_domain(recipe.augment, data, handle, registry)
+        else:
+            synthetic = None
         handle = keep_head(handle, data.name, data.label_names)
         teacher: EncoderHandle | None = None
         made = []
@@ -124,7 +136,7 @@ def derive_domain(job: DomainJob) -> dict[str, Any]:
             out = info.run(handle, StageContext(data, teacher, work, recipe.data.seed), config)
             record = record_stage(
                 workspace, out, stage=name, config=config, derive_recipe=job.recipe, domain=data.name,
-                parent=parent, fingerprints=data.fingerprints, started=started,
+                parent=parent, fingerprints=data.fingerprints, started=started, synthetic=synthetic,
             )
             scores = _score(out.handle, data.name, data.validation)
             registry.record_evaluation(

@@ -20,6 +20,7 @@ from fanbu.io import safe_child
 from fanbu.models.artefact import Provenance
 from fanbu.registry import ModelRecord
 from fanbu.registry.workspace import Workspace
+from fanbu.synthetic import with_synthetic_share
 
 
 class StageResult(Protocol):
@@ -48,8 +49,12 @@ def record_stage(
     parent: str,
     fingerprints: Mapping[str, str],
     started: float,
+    synthetic: Mapping[str, Any] | None = None,
 ) -> ModelRecord:
-    """Save ``out.handle`` as ``<domain>.<stage>`` with its provenance and register it under ``parent``."""
+    """Save ``out.handle`` as ``<domain>.<stage>`` with its provenance and register it under ``parent``.
+
+    ``synthetic``: how much of the training set was generated (dataset, rows, share), for the model card.
+    """
     provenance = Provenance(
         recipe={"stage": stage, "settings": config.model_dump(mode="json"), "derive": dict(derive_recipe)},
         parents=[parent],
@@ -58,6 +63,10 @@ def record_stage(
         base_model_relation=out.hf_relation,
         metrics=out.metrics,
     )
+    if synthetic is not None:
+        provenance = with_synthetic_share(
+            provenance, synthetic["dataset"], synthetic["real_rows"], synthetic["synthetic_rows"]
+        )
     return workspace.save_and_register(
         out.handle,
         provenance,

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from fanbu.bench.unlabeled.augment_data import AugmentBenchConfig, Encode, Prepared
-from fanbu.unlabeled.augment import GANConfig, Generated, train_gan
-from fanbu.unlabeled.augment.student import accuracy, one_hot, train_student
+from fanbu.synthetic import GANConfig, Generated, train_gan
+from fanbu.unlabeled.augment_student import accuracy, one_hot, train_student
 
 KINDS = ("none", "lm", "gan")
 TASKS = ("head", "distill")

@@ -23,8 +23,8 @@ from torch import Tensor
 from fanbu.config import Strict
 from fanbu.data.builtin import load_builtin
 from fanbu.data.domain import Domain
-from fanbu.unlabeled.augment import FilterConfig, GANConfig, Generated, LMAugmentConfig, filter_generated
-from fanbu.unlabeled.augment.student import StudentConfig, accuracy, one_hot, train_student
+from fanbu.synthetic import FilterConfig, GANConfig, Generated, LMAugmentConfig, filter_generated
+from fanbu.unlabeled.augment_student import StudentConfig, accuracy, one_hot, train_student
 from fanbu.unlabeled.features import FeatureClassifier, FeatureConfig
 
 Encode = Callable[[list[str]], Tensor]

@@ -18,7 +18,7 @@ from fanbu.bench.work import WorkDir
 from fanbu.io import sha256_json
 from fanbu.models.causal_lm import CausalLMHandle
 from fanbu.registry import Registry
-from fanbu.unlabeled.augment import Generated, SyntheticSet, build_prompt, generate_texts, register_synthetic
+from fanbu.synthetic import Generated, SyntheticSet, build_prompt, generate_texts, register_synthetic
 
 LEGEND = {
     "head": "a head over the frozen encoder's features trained on the labelled public slice (+ synthetic rows)",

@@ -20,7 +20,7 @@ from fanbu.errors import RegistryError
 from fanbu.io import atomic_directory, atomic_write_json, safe_child, sha256_json
 from fanbu.models.artefact import Provenance
 from fanbu.registry import DatasetRecord, Registry
-from fanbu.unlabeled.augment.text import Generated
+from fanbu.synthetic.text import Generated
 
 KIND = "synthetic"
 MANIFEST = "manifest.json"

@@ -15,7 +15,7 @@ import torch
 
 from fanbu.errors import DomainError
 from fanbu.models.causal_lm import CausalLMHandle
-from fanbu.unlabeled.augment.config import LMAugmentConfig
+from fanbu.synthetic.config import LMAugmentConfig
 
 
 @dataclass(frozen=True)

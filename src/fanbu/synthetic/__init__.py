@@ -3,12 +3,12 @@ against the real data) and a conditional GAN in pooled-feature space; synthetic 
 its lineage, and a trained model's provenance records how much of its training set was synthetic.
 """
 
-from fanbu.unlabeled.augment.apply import synthesise
-from fanbu.unlabeled.augment.config import AugmentConfig, FilterConfig, GANConfig, LMAugmentConfig
-from fanbu.unlabeled.augment.filter import Dedup, FilterResult, filter_generated, normalise
-from fanbu.unlabeled.augment.gan import ConditionalGAN, GANResult, train_gan
-from fanbu.unlabeled.augment.lineage import SyntheticSet, register_synthetic, with_synthetic_share
-from fanbu.unlabeled.augment.text import Generated, build_prompt, generate_texts
+from fanbu.synthetic.apply import synthesise
+from fanbu.synthetic.config import AugmentConfig, FilterConfig, GANConfig, LMAugmentConfig
+from fanbu.synthetic.filter import Dedup, FilterResult, filter_generated, normalise
+from fanbu.synthetic.gan import ConditionalGAN, GANResult, train_gan
+from fanbu.synthetic.lineage import SyntheticSet, register_synthetic, with_synthetic_share
+from fanbu.synthetic.text import Generated, build_prompt, generate_texts
 
 __all__ = [
     "AugmentConfig", "ConditionalGAN", "Dedup", "FilterConfig", "FilterResult", "GANConfig", "GANResult",

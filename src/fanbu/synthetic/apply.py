@@ -15,11 +15,11 @@ from torch import Tensor
 
 from fanbu.errors import ConfigError, DomainError
 from fanbu.models.causal_lm import CausalLMHandle
-from fanbu.unlabeled.augment.config import AugmentConfig
-from fanbu.unlabeled.augment.filter import Expert, filter_generated
-from fanbu.unlabeled.augment.gan import train_gan
-from fanbu.unlabeled.augment.lineage import SyntheticSet
-from fanbu.unlabeled.augment.text import build_prompt, generate_texts
+from fanbu.synthetic.config import AugmentConfig
+from fanbu.synthetic.filter import Expert, filter_generated
+from fanbu.synthetic.gan import train_gan
+from fanbu.synthetic.lineage import SyntheticSet
+from fanbu.synthetic.text import build_prompt, generate_texts
 
 
 def synthesise(config: AugmentConfig, domain: str, label_names: Sequence[str], *,

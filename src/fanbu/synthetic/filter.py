@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from fanbu.errors import ConfigError
-from fanbu.unlabeled.augment.config import FilterConfig
-from fanbu.unlabeled.augment.text import Generated
+from fanbu.synthetic.config import FilterConfig
+from fanbu.synthetic.text import Generated
 
 Expert = Callable[[Sequence[str]], np.ndarray]
 _WORD = re.compile(r"\w+")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fanbu.errors import DomainError
-from fanbu.unlabeled.augment.config import GANConfig
+from fanbu.synthetic.config import GANConfig
 
 
 class Generator(nn.Module):
