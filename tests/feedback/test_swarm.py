@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -276,3 +277,44 @@ def test_ssl_pretrains_the_start_on_the_pooled_text_and_leaves_the_champion(
     assert output.details["ssl"]["texts"] > 0
     assert all(torch.equal(v, before[k]) for k, v in weights_of(large_v0).items())
     assert output.handle.labels == large_v0.labels
+
+
+def _tiny_generator(monkeypatch):
+    from fanbu.feedback.shared import augment
+    from fanbu.models.causal_lm import CausalLMHandle
+
+    monkeypatch.setattr(augment, "load_generator", lambda source: CausalLMHandle.tiny(max_length=256))
+    return {"kind": "lm", "lm": {"shots": 2, "per_label": 2, "max_new_tokens": 8, "batch_size": 4,
+                                 "filter": {"threshold": 0.0, "require_argmax": False, "min_tokens": 1,
+                                            "jaccard": 1.0}}}
+
+
+def test_augment_adds_filtered_texts_per_domain_and_the_candidate_registers_them(
+    make_context, large_v0, monkeypatch, tmp_path
+):
+    from fanbu.feedback.candidates import register_candidate
+    from fanbu.models.artefact import Provenance, read_provenance
+    from fanbu.registry import Registry
+    from fanbu.registry.workspace import Workspace
+
+    augment = _tiny_generator(monkeypatch)
+    output = run_swarm(make_context(), train=quick_dict(epochs=1), augment=augment)
+    summary = output.details["augment"]
+    assert set(summary) == set(DOMAINS) and all(s["synthetic"] > 0 for s in summary.values())
+    assert [s.domain for s in output.synthetic] == sorted(DOMAINS)
+    with Registry.open(tmp_path / "home") as registry:
+        workspace = Workspace(registry)
+        champion = workspace.save_and_register(large_v0, Provenance(name="large"), name="large")
+        info = get_strategy("swarm_distill")
+        config = validate(info.config, {"train": quick_dict(epochs=1), "augment": augment})
+        record = register_candidate(workspace, champion, [champion.id], "swarm_distill", config, output, {}, 1.0, {})
+        datasets = [d for d in registry.list_datasets() if d.name.startswith("synthetic/")]
+        assert len(datasets) == len(DOMAINS)
+        assert {d.id for d in registry.model_datasets(record.id)} == {d.id for d in datasets}
+        share = read_provenance(Path(record.path))[0].data_fingerprints["synthetic"]
+        assert share["synthetic_rows"] == sum(s.rows for s in output.synthetic) and 0 < share["synthetic_share"] < 1
+
+
+def test_augment_gan_is_refused_with_the_reason(make_context, monkeypatch):
+    with pytest.raises(ConfigError, match="augment.kind 'gan' makes pooled-feature rows"):
+        run_swarm(make_context(), train=quick_dict(epochs=1), augment={"kind": "gan"})

@@ -15,6 +15,7 @@ from fanbu.feedback.shared.context import StrategyOutput
 from fanbu.models.artefact import Provenance
 from fanbu.registry import ModelRecord, Registry
 from fanbu.registry.workspace import Workspace
+from fanbu.synthetic import register_synthetic, with_synthetic_share
 
 # StrategyOutput.relation (a registry relation) -> the model card's base_model_relation (Hugging Face's
 # four): merges and mixtures combine weights, everything else trains the champion further.
@@ -50,6 +51,11 @@ def register_candidate(
         base_model_relation=HF_RELATIONS.get(out.relation, "finetune"),
         metrics=dict(out.metrics),
     )
+    datasets = [register_synthetic(workspace.registry, made).id for made in out.synthetic]
+    if datasets:  # the card records how much of the training set was generated
+        synthetic = sum(made.rows for made in out.synthetic)
+        real = sum(entry["real"] for entry in out.details.get("augment", {}).values())
+        provenance = with_synthetic_share(provenance, datasets, real, synthetic)
     return workspace.save_and_register(
         out.handle,
         provenance,
@@ -63,6 +69,7 @@ def register_candidate(
             "details": _jsonable(out.details),
             "params": param_count(out.handle.model),  # the report's size axis
         },
+        datasets=datasets or None,
     )
 
 

@@ -9,6 +9,7 @@ A synthetic set is a directory ``<home>/datasets/<name>/<fingerprint[:12]>/`` wi
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,15 @@ def register_synthetic(registry: Registry, synthetic: SyntheticSet, out: Path | 
     )
 
 
-def with_synthetic_share(provenance: Provenance, dataset: DatasetRecord | str, real_rows: int,
+def with_synthetic_share(provenance: Provenance, dataset: DatasetRecord | str | Sequence[str], real_rows: int,
                          synthetic_rows: int) -> Provenance:
     """``provenance`` that also records, in its data fingerprints (and so the model card), how much of the
-    training set was synthetic and which dataset it came from."""
+    training set was synthetic and which dataset (or datasets, comma-separated) it came from."""
     total = real_rows + synthetic_rows
-    dataset_id = dataset if isinstance(dataset, str) else dataset.id
+    if isinstance(dataset, DatasetRecord):
+        dataset_id = dataset.id
+    else:
+        dataset_id = dataset if isinstance(dataset, str) else ",".join(dataset)
     record = {"dataset": dataset_id, "synthetic_rows": synthetic_rows, "real_rows": real_rows,
               "synthetic_share": synthetic_rows / total if total else 0.0}
     return replace(provenance, data_fingerprints={**provenance.data_fingerprints, "synthetic": record})

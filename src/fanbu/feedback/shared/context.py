@@ -135,6 +135,7 @@ class StrategyOutput:
     relation: str  # lineage relation to the champion, one of fanbu.registry.RELATIONS
     metrics: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)  # e.g. which experts were selected and why
+    synthetic: list[Any] = field(default_factory=list)  # SyntheticSets it trained on (augment), registered with it
 
 
 StrategyFn = Callable[[FeedbackContext, Any], StrategyOutput]

@@ -106,6 +106,7 @@ def flagged_words(
 def invariance(ctx: FeedbackContext, config: InvarianceConfig) -> StrategyOutput:
     """Distil the selected experts into a copy of ``ctx.large`` without their flagged shortcuts."""
     check_experts(ctx, "invariance")
+    ctx, synthetic, augmented = config.augmented(ctx, "invariance")
     if len(ctx.domains) < 2:
         raise ConfigError(
             f"invariance: the swarm has one domain ({ctx.domains[0]}), so there are no environments to "
@@ -171,6 +172,7 @@ def invariance(ctx: FeedbackContext, config: InvarianceConfig) -> StrategyOutput
             penalty.close()
     details: dict[str, Any] = {
         **started,
+        **augmented,
         "selection": selection.as_details(),
         "flagged": flags,
         "counterfactual_rows": added,
@@ -180,4 +182,4 @@ def invariance(ctx: FeedbackContext, config: InvarianceConfig) -> StrategyOutput
         "consensus": report,
     }
     metrics = {"steps": float(result.state.global_step), **validation_metrics(ctx, candidate)}
-    return StrategyOutput(candidate, "distilled", metrics, details)
+    return StrategyOutput(candidate, "distilled", metrics, details, synthetic)

@@ -37,6 +37,7 @@ class MultitaskConfig(SwarmTraining):
 def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
     """Train a copy of ``ctx.large`` on every head at once, with balanced sampling."""
     check_experts(ctx, "multitask")
+    ctx, synthetic, augmented = config.augmented(ctx, "multitask")
     start, started = config.starting_point(ctx)
     output = distil_swarm(
         ctx,
@@ -53,5 +54,6 @@ def multitask(ctx: FeedbackContext, config: MultitaskConfig) -> StrategyOutput:
         frozen_layers=config.frozen_layers,
         layer_lr_floor=config.swarm_lr_floor,
     )
-    output.details.update({"balanced": config.balanced, **started})
+    output.details.update({"balanced": config.balanced, **started, **augmented})
+    output.synthetic = synthetic
     return output

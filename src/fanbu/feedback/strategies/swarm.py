@@ -16,12 +16,14 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from fanbu.config import Strict
+from fanbu.feedback.shared.augment import augment_context
 from fanbu.feedback.shared.context import FeedbackContext, StrategyOutput, check_experts, register_strategy
 from fanbu.feedback.shared.continual import ContinualConfig
 from fanbu.feedback.shared.fit import distil_swarm
 from fanbu.feedback.shared.soft_targets import TeacherConfig
 from fanbu.feedback.strategies.merge import MergeConfig, merge_strategy
 from fanbu.models.encoder import EncoderHandle
+from fanbu.synthetic import AugmentConfig
 from fanbu.train.config import TrainConfig
 from fanbu.train.selfsup import SSLConfig, continue_pretraining
 
@@ -76,6 +78,12 @@ class SwarmTraining(Strict):
         default_factory=lambda: MergeConfig(method="average"),
         description="How the experts are merged when start is merge.",
     )
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig,
+        description="Generative augmentation: kind lm adds label-conditioned texts to each domain's public "
+        "slice, kept when the domain's expert and the champion both agree with their label (registered as "
+        "datasets with the candidate); none: off.",
+    )
     ssl: SSLConfig | None = Field(
         None,
         description="Self-supervised continued pretraining (masked-LM or SimCSE) of the starting model on "
@@ -96,6 +104,10 @@ class SwarmTraining(Strict):
     def swarm_lr_floor(self) -> float | None:
         """``layer_lr_floor`` when the layer rates come from the swarm, else ``None`` (one rate)."""
         return self.layer_lr_floor if self.layer_lr == "swarm" else None
+
+    def augmented(self, ctx: FeedbackContext, what: str) -> tuple[FeedbackContext, list[Any], dict[str, Any]]:
+        """``ctx`` with the ``augment`` switch's synthetic texts, the synthetic sets and their summary."""
+        return augment_context(ctx, self.augment, what)
 
     def starting_point(self, ctx: FeedbackContext) -> tuple[EncoderHandle | None, dict[str, Any]]:
         """The model distillation starts from (None: a copy of the champion; else the merged experts),
@@ -129,6 +141,7 @@ class SwarmConfig(SwarmTraining):
 def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
     """Distil the selected experts into a copy of ``ctx.large``."""
     check_experts(ctx, "swarm_distill")
+    ctx, synthetic, augmented = config.augmented(ctx, "swarm_distill")
     start, started = config.starting_point(ctx)
     output = distil_swarm(
         ctx,
@@ -143,5 +156,6 @@ def swarm_distill(ctx: FeedbackContext, config: SwarmConfig) -> StrategyOutput:
         frozen_layers=config.frozen_layers,
         layer_lr_floor=config.swarm_lr_floor,
     )
-    output.details.update(started)
+    output.details.update({**started, **augmented})
+    output.synthetic = synthetic
     return output
