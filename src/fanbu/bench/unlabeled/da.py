@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -19,6 +20,7 @@ from fanbu.data.domain import Split
 from fanbu.unlabeled.adapt import AdaptResult, adapt, score
 from fanbu.unlabeled.methods import METHODS, AdaptConfig
 from fanbu.unlabeled.recipe import AdaptationRecipe
+from fanbu.unlabeled.selection import dev_risk, importance_weights, per_text_loss
 from fanbu.unlabeled.shift import DomainShift, load_shift
 
 UPPER = "target_supervised"
@@ -32,9 +34,13 @@ def _labelled(encode: Encode, split: Split) -> tuple[Tensor, Tensor]:
 
 
 def _row(method: str, result: AdaptResult, shift: DomainShift, test: tuple[Tensor, Tensor],
-         validation: tuple[Tensor, Tensor], validation_name: str) -> dict[str, Any]:
+         validation: tuple[Tensor, Tensor], validation_name: str, weights: np.ndarray | None = None) -> dict[str, Any]:
     scored = score(result.model, test, shift.labels)
     checked = score(result.model, validation, shift.labels)
+    risk = None
+    if weights is not None:  # DEV: the source validation losses weighted toward the target (no target label)
+        losses = per_text_loss(result.model.predict_proba(validation[0]), validation[1].numpy())
+        risk = dev_risk(losses, weights)
     return {
         "method": method,
         "target_acc": scored["acc"],
@@ -42,6 +48,7 @@ def _row(method: str, result: AdaptResult, shift: DomainShift, test: tuple[Tenso
         "f1": scored["f1"],
         "validation": validation_name,
         "validation_acc": checked["acc"],
+        "dev_risk": risk,
         "threshold": result.threshold,
         "pseudo_labelled": result.pseudo_labelled,
         "steps": result.steps,
@@ -53,11 +60,12 @@ def run_seed(recipe: AdaptationRecipe, seed: int, encode: Encode) -> dict[str, A
     shift = load_shift(recipe.shift, seed)
     source, validation = _labelled(encode, shift.source_train), _labelled(encode, shift.source_validation)
     pool, test = encode(list(shift.pool)), _labelled(encode, shift.target_test)
+    weights = importance_weights(source[0], pool, validation[0], seed)
     rows = []
     for method in METHODS.names():
         config = AdaptConfig.model_validate({**recipe.adapt.model_dump(), "method": method, "seed": seed})
         result = adapt(config, source, pool, validation, len(shift.labels))
-        rows.append(_row(method, result, shift, test, validation, "source"))
+        rows.append(_row(method, result, shift, test, validation, "source", weights))
     upper = AdaptConfig.model_validate({**recipe.adapt.model_dump(), "method": BASELINE, "seed": seed})
     target_validation = _labelled(encode, shift.target_validation)
     result = adapt(upper, _labelled(encode, shift.target_train), pool, target_validation, len(shift.labels))
@@ -74,4 +82,6 @@ def run_seed(recipe: AdaptationRecipe, seed: int, encode: Encode) -> dict[str, A
             "target_validation": len(shift.target_validation),
             "target_test": len(shift.target_test),
         },
+        "weights": {"mean": float(weights.mean()), "max": float(weights.max()),
+                    "effective_n": float(weights.sum() ** 2 / (weights ** 2).sum())},
     }
