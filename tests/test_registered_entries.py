@@ -133,6 +133,7 @@ def test_a_catalog_refuses_bad_registrations_and_names_what_it_knows() -> None:
 
 STAGE_DOMAIN = "topic"
 TINY_STAGES: dict[str, dict[str, Any]] = {
+    "ssl": {"steps": 4, "batch_size": 8},
     "prune": {"layers": 1, "heads": 2, "hidden": 16, "ffn": 0.5, "vocab": 200, "calibration": 32},
     "quantize": {"check_texts": 4},
     "search": {
