@@ -30,8 +30,8 @@ from fanbu.bench.unlabeled.report import (
     summarise,
     targets,
 )
-from fanbu.bench.unlabeled.ssl import LoadBase
-from fanbu.bench.unlabeled.ssl import run_seed as run_ssl_seed
+from fanbu.bench.unlabeled.ssl import LoadBase, join_seed, section_domains
+from fanbu.bench.unlabeled.ssl import run_domain as run_ssl_domain
 from fanbu.bench.unlabeled.ssl_report import CHOICE_RULE, chosen, print_ssl
 from fanbu.bench.unlabeled.ssl_report import summarise as summarise_ssl
 from fanbu.bench.unlabeled.ssl_report import targets as ssl_targets
@@ -89,13 +89,18 @@ SSL_CODE = ("fanbu.train", "fanbu.derive", "fanbu.models", "fanbu.bench.unlabele
 
 def _ssl_section(quick: bool, workdir: WorkDir, seeds: int, load: LoadBase) -> dict[str, Any]:
     settings = ssl_settings(quick)
-    runs = [
-        workdir.result(f"ssl-seed-{seed}", lambda seed=seed: run_ssl_seed(settings, seed, load,
-                                                                          workdir.root / "ssl" / f"seed-{seed}"),
-                       settings={"settings": settings.model_dump(mode="json"), "seed": seed,
-                                 "code": source_fingerprint(*SSL_CODE)}, kind="ssl")
-        for seed in range(seeds)
-    ]
+    code = source_fingerprint(*SSL_CODE)
+    runs = []
+    for seed in range(seeds):  # each domain of each seed is kept as it finishes: a rerun resumes there
+        parts = [
+            workdir.result(f"ssl-seed-{seed}-{name}",
+                           lambda seed=seed, name=name: run_ssl_domain(settings, seed, name, load,
+                                                                       workdir.root / "ssl" / f"seed-{seed}" / name),
+                           settings={"settings": settings.model_dump(mode="json"), "seed": seed, "domain": name,
+                                     "code": code}, kind="ssl")
+            for name in section_domains(settings)
+        ]
+        runs.append(join_seed(seed, parts))
     rows = summarise_ssl(runs, settings.objectives)
     low = min(c for c in settings.labels if c is not None)
     return {"rows": rows, "chosen": chosen(rows), "choice_rule": CHOICE_RULE, "target": ssl_targets(rows, low),

@@ -80,29 +80,42 @@ def _labelled(data: DomainData, count: int | None) -> DomainData:
                       data.fingerprints)
 
 
+def section_domains(config: SSLBenchConfig) -> list[str]:
+    """The domains the section runs, in the recipe's order."""
+    return domain_names(config.data)
+
+
+def run_domain(config: SSLBenchConfig, seed: int, name: str, load_base: LoadBase, work: Path) -> dict[str, Any]:
+    """One domain's rows for one seed: per label count, the test and validation accuracy of the fine-tuned
+    model without pretraining and after each objective's."""
+    started = time.perf_counter()
+    data = load_domain_data(config.data.model_copy(update={"seed": seed}), name)
+    start = keep_head(load_base(config.model, config.max_length), name, data.label_names)
+    starts: dict[str, EncoderHandle] = {"none": start}
+    pretraining: dict[str, dict[str, float]] = {}
+    for objective in config.objectives:
+        pretrained = copy.deepcopy(start)
+        stage = SSLStageConfig(**{**config.ssl.model_dump(), "objective": objective}, pool=["train"])
+        out = STAGES["ssl"].run(pretrained, StageContext(data, None, work / objective, seed), stage)
+        starts[objective], pretraining[objective] = out.handle, out.metrics
+    rows = []
+    for count in config.labels:
+        labelled = _labelled(data, count)
+        scores = {key: _finetune(model, labelled, config, seed, work / f"ft-{key}-{count}")
+                  for key, model in starts.items()}
+        rows.append({"domain": name, "labels": count if count is not None else "full",
+                     "labelled": len(labelled.train[0]), "pool": len(data.train[0]), "scores": scores,
+                     "pretraining": pretraining})
+    return {"seed": seed, "domain": name, "rows": rows, "seconds": time.perf_counter() - started}
+
+
 def run_seed(config: SSLBenchConfig, seed: int, load_base: LoadBase, work: Path) -> dict[str, Any]:
-    """Every domain's rows for one seed: per label count, the test and validation accuracy of the
-    fine-tuned model without pretraining and after each objective's."""
-    data_settings = config.data.model_copy(update={"seed": seed})
-    base = load_base(config.model, config.max_length)
-    rows, seconds = [], {}
-    for name in domain_names(data_settings):
-        started = time.perf_counter()
-        data = load_domain_data(data_settings, name)
-        start = keep_head(copy.deepcopy(base), name, data.label_names)
-        starts: dict[str, EncoderHandle] = {"none": start}
-        pretraining: dict[str, dict[str, float]] = {}
-        for objective in config.objectives:
-            pretrained = copy.deepcopy(start)
-            stage = SSLStageConfig(**{**config.ssl.model_dump(), "objective": objective}, pool=["train"])
-            out = STAGES["ssl"].run(pretrained, StageContext(data, None, work / name / objective, seed), stage)
-            starts[objective], pretraining[objective] = out.handle, out.metrics
-        for count in config.labels:
-            labelled = _labelled(data, count)
-            scores = {key: _finetune(model, labelled, config, seed, work / name / f"ft-{key}-{count}")
-                      for key, model in starts.items()}
-            rows.append({"domain": name, "labels": count if count is not None else "full",
-                         "labelled": len(labelled.train[0]), "pool": len(data.train[0]), "scores": scores,
-                         "pretraining": pretraining})
-        seconds[name] = time.perf_counter() - started
-    return {"seed": seed, "rows": rows, "seconds": seconds}
+    """Every domain's rows for one seed (:func:`run_domain` in turn)."""
+    parts = [run_domain(config, seed, name, load_base, work / name) for name in section_domains(config)]
+    return join_seed(seed, parts)
+
+
+def join_seed(seed: int, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One seed's record from its domains' parts."""
+    return {"seed": seed, "rows": [row for part in parts for row in part["rows"]],
+            "seconds": {part["domain"]: part["seconds"] for part in parts}}
