@@ -98,4 +98,4 @@ def test_the_augment_section_runs_end_to_end(toy_augment, tmp_path) -> None:
 def test_pgr_and_the_sections_setting(tmp_path) -> None:
     assert pgr(0.8, 0.6, 1.0) == pytest.approx(0.5) and pgr(0.8, 0.9, 0.9) is None
     with pytest.raises(ConfigError, match="--sections"):
-        bench.run_bench(True, tmp_path / "u.json", Console(quiet=True), sections=("ssl",))
+        bench.run_bench(True, tmp_path / "u.json", Console(quiet=True), sections=("bogus",))

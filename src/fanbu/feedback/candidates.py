@@ -51,9 +51,10 @@ def register_candidate(
         base_model_relation=HF_RELATIONS.get(out.relation, "finetune"),
         metrics=dict(out.metrics),
     )
-    datasets = [register_synthetic(workspace.registry, made).id for made in out.synthetic]
+    made_sets = getattr(out, "synthetic", [])  # LM strategies generate none
+    datasets = [register_synthetic(workspace.registry, made).id for made in made_sets]
     if datasets:  # the card records how much of the training set was generated
-        synthetic = sum(made.rows for made in out.synthetic)
+        synthetic = sum(made.rows for made in made_sets)
         real = sum(entry["real"] for entry in out.details.get("augment", {}).values())
         provenance = with_synthetic_share(provenance, datasets, real, synthetic)
     return workspace.save_and_register(
