@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fanbu.config import Strict
 from fanbu.train.config import TrainConfig
@@ -74,9 +74,14 @@ class LMDistillConfig(Strict):
     teacher_batch_size: int = Field(4, ge=1, description="Windows per teacher forward pass when caching.")
     train: TrainConfig = Field(default_factory=_lm_train, description="Settings of the training loop.")
 
+    @field_validator("train")
+    @classmethod
+    def _lm_metric(cls, train: TrainConfig) -> TrainConfig:
+        check_lm_metric(train)  # as a field check, the error's location is the train section itself
+        return train
+
     @model_validator(mode="after")
     def _check(self) -> LMDistillConfig:
-        check_lm_metric(self.train)
         if self.hidden_weight > 0 and self.top_k is None:
             raise ValueError("hidden_weight > 0 needs the cached teacher: set top_k (e.g. 64)")
         if self.alpha == 0 and self.hidden_weight == 0 and self.top_k is not None:
