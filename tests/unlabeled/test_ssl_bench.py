@@ -85,8 +85,8 @@ def test_the_headline_objective_is_chosen_on_validation_not_test():
 
 def test_more_labels_than_the_slice_holds_is_refused(toy_ssl, tmp_path):
     settings = bench.ssl_settings(True).model_copy(update={"labels": [500]})
-    from fanbu.bench.unlabeled.ssl import run_seed
+    from fanbu.bench.unlabeled.ssl import run_domain
     from fanbu.errors import ConfigError
 
     with pytest.raises(ConfigError, match="lower labels or raise data.max_train"):
-        run_seed(settings, 0, bench.load_base, tmp_path)
+        run_domain(settings, 0, "sci", bench.load_base, tmp_path)

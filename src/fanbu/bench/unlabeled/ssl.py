@@ -109,12 +109,6 @@ def run_domain(config: SSLBenchConfig, seed: int, name: str, load_base: LoadBase
     return {"seed": seed, "domain": name, "rows": rows, "seconds": time.perf_counter() - started}
 
 
-def run_seed(config: SSLBenchConfig, seed: int, load_base: LoadBase, work: Path) -> dict[str, Any]:
-    """Every domain's rows for one seed (:func:`run_domain` in turn)."""
-    parts = [run_domain(config, seed, name, load_base, work / name) for name in section_domains(config)]
-    return join_seed(seed, parts)
-
-
 def join_seed(seed: int, parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One seed's record from its domains' parts."""
     return {"seed": seed, "rows": [row for part in parts for row in part["rows"]],
