@@ -118,6 +118,31 @@ def test_search_stage_picks_a_shape_under_the_budget(setup):
     registry.close()
 
 
+def test_a_search_warm_starts_from_an_earlier_domains_study(setup):
+    tmp_path, raw = setup
+    space = {"layers": [1, 2], "heads": [2, 4], "ffn": [0.5], "vocab": [200]}
+    search = {"trials": 2, "budget": {"max_param_ratio": 0.95}, "trial_examples": 24, "trial": "probe",
+              "importance": "magnitude", "space": space}
+    raw["stages"] = [{"search": search}]
+    registry = Registry.open(tmp_path / "home")
+    run_derive(DeriveRecipe.model_validate(raw), registry)
+    [study] = (tmp_path / "home" / "runs").glob("*/sci/0-search/study.json")
+    first = json.loads(study.read_text())
+    assert first["domain"] == "sci" and len(first["trials"]) == 2 and first["warm_start"] == []
+    raw["stages"] = [{"search": {**search, "warm_start": {"studies": [str(study)], "enqueue": 1}}}]
+    [result] = run_derive(DeriveRecipe.model_validate(raw), registry)
+    [second] = [p for p in (tmp_path / "home" / "runs").glob("*/sci/0-search/study.json") if p != study]
+    warm = json.loads(second.read_text())
+    best = max((t for t in first["trials"] if t["score"] is not None), key=lambda t: t["score"])
+    assert warm["warm_start"] == [{k: best["params"][k] for k in space}]
+    assert {k: warm["trials"][0]["params"][k] for k in space} == warm["warm_start"][0]  # tried first
+    assert registry.get_model(result["models"][0]).relation == "pruned"
+    raw["stages"] = [{"search": {**search, "warm_start": {"studies": [str(tmp_path / "missing.json")]}}}]
+    with pytest.raises(ExecutionError, match="missing.json does not exist"):
+        run_derive(DeriveRecipe.model_validate(raw), registry)
+    registry.close()
+
+
 def test_the_ssl_stage_pretrains_on_the_domain_text_before_finetune(setup):
     tmp_path, raw = setup
     raw["stages"] = [

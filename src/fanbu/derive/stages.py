@@ -227,7 +227,15 @@ def parse_stages(raw: list[Any]) -> list[tuple[str, BaseModel]]:
 
 
 # --------------------------------------------------------------------------- search
-from fanbu.derive.search import SearchConfig, search
+from fanbu.derive.search import (
+    SearchConfig,
+    WarmStart,
+    load_study,
+    probe_accuracy,
+    save_study,
+    search,
+    warm_configs,
+)
 from fanbu.evaluate.speed import measure_latency, param_count
 
 
@@ -240,6 +248,17 @@ class SearchStageConfig(SearchConfig):
         300, ge=8, description="Private training examples per trial's short distillation."
     )
     trial_epochs: int = Field(2, ge=1, description="Epochs of each trial's short distillation.")
+    trial: Literal["distill", "probe"] = Field(
+        "distill",
+        description="How a trial is scored on validation: a short distillation (distill), or a logistic "
+        "regression on the pruned model's frozen pooled features (probe: no training, many times faster).",
+    )
+    warm_start: WarmStart | None = Field(
+        None,
+        description="Learn from earlier domains' finished studies: their best architectures, ranked by "
+        "mean score relative to each study's best, are tried first. Every search writes its study.json "
+        "in its stage directory.",
+    )
 
 
 @register_stage(
@@ -266,6 +285,8 @@ def _search(handle: EncoderHandle, ctx: StageContext, config: SearchStageConfig)
         return prune_encoder(handle, candidate, calibration)
 
     def score(candidate: EncoderHandle) -> float:
+        if config.trial == "probe":
+            return probe_accuracy(candidate, subset[ctx.data.name], ctx.data.validation)
         result = distill(candidate, handle, subset, short, {ctx.data.name: ctx.data.validation})
         return float(result.state.best or 0.0)
 
@@ -275,6 +296,13 @@ def _search(handle: EncoderHandle, ctx: StageContext, config: SearchStageConfig)
         return measure_latency(predict, sample, batch_size=1, iterations=10).p50_ms
 
     settings = SearchConfig(**config.model_dump(include=set(SearchConfig.model_fields)))
-    result = search(build, score, settings, param_count(handle.model), latency, base)
+    warm = []
+    if config.warm_start is not None:
+        studies = [load_study(path) for path in config.warm_start.studies]
+        warm = warm_configs(studies, settings.space, config.warm_start.enqueue)
+    result = search(build, score, settings, param_count(handle.model), latency, base, warm_start=warm)
+    save_study(ctx.work_dir / "study.json", ctx.data.name, result)
     pruned = prune_encoder(handle, result.best, calibration)
-    return StageOutput(pruned, "pruned", {"search_best_val_acc": result.best_score})
+    return StageOutput(pruned, "pruned", {"search_best_val_acc": result.best_score,
+                                          "search_trials": float(len(result.trials)),
+                                          "search_warm_started": float(len(warm))})

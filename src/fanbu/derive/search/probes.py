@@ -68,3 +68,25 @@ def batch1_latency(
         return stats.p50_ms
 
     return measure
+
+
+def probe_accuracy(
+    candidate: Any, train: tuple[Sequence[str], Sequence[int]], validation: tuple[Sequence[str], Sequence[int]]
+) -> float:
+    """A training-free score of a pruned encoder: a logistic regression on its frozen pooled features of
+    ``train``, scored on ``validation`` (accuracy). Cheap (forward passes only), so a search can try many
+    shapes; it ranks how much of the domain's signal a shape keeps before any recovery training.
+
+    Raises:
+        SearchError: the candidate has no ``encode``, or ``train`` holds a single label.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    if not callable(getattr(candidate, "encode", None)):
+        raise SearchError(f"probe scoring needs an encoder handle with .encode, got {type(candidate).__name__}")
+    if len(set(train[1])) < 2:
+        raise SearchError("probe scoring needs training examples of at least two labels; raise trial_examples")
+    fit_x, _ = candidate.encode(list(train[0]))  # (n, hidden)
+    val_x, _ = candidate.encode(list(validation[0]))
+    model = LogisticRegression(max_iter=2000).fit(fit_x.numpy(), list(train[1]))
+    return float((model.predict(val_x.numpy()) == list(validation[1])).mean())

@@ -33,6 +33,14 @@ class SearchResult:
     best_score: float
     trials: list[TrialRecord] = field(default_factory=list)
     searched: tuple[str, ...] = ("layers", "heads", "head_dim", "ffn", "vocab")
+    warm_start: list[dict[str, Any]] = field(default_factory=list)  # architectures enqueued first
+
+    def trials_to_reach(self, value: float) -> int | None:
+        """How many distinct trials the search ran until one scored at least ``value`` (None: never)."""
+        for index, trial in enumerate(self.trials, start=1):
+            if trial.state == "complete" and trial.score is not None and trial.score >= value:
+                return index
+        return None
 
     @property
     def best_trial(self) -> TrialRecord:
@@ -46,6 +54,7 @@ class SearchResult:
             "best": self.best.model_dump(mode="json"),
             "best_score": self.best_score,
             "trials": [asdict(t) for t in self.trials],
+            "warm_start": self.warm_start,
         }
 
     def table(self) -> Table:

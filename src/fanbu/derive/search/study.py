@@ -14,7 +14,7 @@ import gc
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import optuna
@@ -148,9 +148,14 @@ class _Objective:
         return record.score
 
 
-def _optimize(objective: _Objective, config: SearchConfig, progress: bool) -> None:
+def _optimize(
+    objective: _Objective, config: SearchConfig, progress: bool, warm: Sequence[Mapping[str, Any]] = ()
+) -> None:
     """Run TPE until ``config.trials`` distinct candidates were tried, the space is exhausted, the
-    timeout passes, or ``_ATTEMPTS_PER_TRIAL * trials`` samples were drawn (repeats cost no build)."""
+    timeout passes, or ``_ATTEMPTS_PER_TRIAL * trials`` samples were drawn (repeats cost no build).
+
+    ``warm`` architectures are enqueued: they are the first trials, in place of as many random start-up
+    trials (the start-up count is the same with or without them)."""
     space_size = math.prod(len(values) for values in config.space.choices().values())
     target = min(config.trials, space_size)
     deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
@@ -165,6 +170,8 @@ def _optimize(objective: _Objective, config: SearchConfig, progress: bool) -> No
         startup = min(10, max(2, config.trials // 3))  # random trials before TPE models the results
         sampler = optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=startup)
         study = optuna.create_study(direction="maximize", sampler=sampler)
+        for params in warm:
+            study.enqueue_trial(dict(params), skip_if_exists=True)
         task = bar.add_task("search", total=target, best="")
         for _ in range(_ATTEMPTS_PER_TRIAL * config.trials):
             done = len(objective.records)
@@ -189,6 +196,7 @@ def search(
     *,
     count_params: Callable[[H], int] = candidate_params,
     progress: bool = True,
+    warm_start: Sequence[Mapping[str, Any]] = (),
 ) -> SearchResult:
     """Find the prune config whose candidate scores best within the budget.
 
@@ -202,6 +210,8 @@ def search(
         base: Settings every candidate shares (importance, schedule...); the space overrides its fields.
         count_params: Parameter count of a candidate; the default handles modules and handles.
         progress: Show a rich progress bar.
+        warm_start: Architectures to try first (e.g. :func:`~fanbu.derive.search.warm.warm_configs` of
+            earlier domains' studies), each a mapping of the space's fields to one of their choices.
 
     Raises:
         SearchError: a setting is missing, or no candidate fit the budget (the message says what to relax).
@@ -222,8 +232,17 @@ def search(
     def run(record: TrialRecord, prune_config: PruneConfig) -> float | None:
         return _run_trial(record, prune_config, build, score, check, count_params, measure_latency)
 
+    choices = config.space.choices()
+    for params in warm_start:
+        wrong = {k: v for k, v in params.items() if k not in choices or v not in choices[k]}
+        if wrong or set(params) != set(choices):
+            raise SearchError(
+                f"warm_start architecture {dict(params)} does not fit the search space (fields "
+                f"{sorted(choices)}, each one of its choices; off: {wrong or sorted(set(choices) - set(params))}); "
+                "enqueue only architectures of this space"
+            )
     objective = _Objective(config, base, run)
-    _optimize(objective, config, progress)
+    _optimize(objective, config, progress, warm_start)
     records = objective.records
     complete = [r for r in records if r.state == "complete" and r.score is not None]
     if not complete:
@@ -237,4 +256,5 @@ def search(
         best_score=float(best.score),  # type: ignore[arg-type]
         trials=records,
         searched=searched,
+        warm_start=[dict(p) for p in warm_start],
     )
