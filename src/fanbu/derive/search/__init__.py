@@ -7,7 +7,14 @@ from fanbu.derive.search.probes import batch1_latency, candidate_params, probe_a
 from fanbu.derive.search.result import SearchResult, TrialRecord
 from fanbu.derive.search.study import search
 from fanbu.derive.search.swarm import SwarmChoice, swarm_architecture, swarm_candidates
-from fanbu.derive.search.warm import Study, WarmStart, load_study, rank_architectures, save_study, warm_configs
+from fanbu.derive.search.warm import (
+    Study,
+    WarmStart,
+    load_study,
+    rank_architectures,
+    save_study,
+    warm_configs,
+)
 
 __all__ = [
     "Budget",
