@@ -41,6 +41,7 @@ from rich.console import Console
 
 from fanbu.bench.adapt.plan import QUICK_SECONDS, AdaptBenchSettings, bench_settings
 from fanbu.bench.adapt.report import print_report, summarise, targets
+from fanbu.bench.adapt.search import load_search_domains, run_search_section, search_targets
 from fanbu.bench.adapt.setting import TaskData, hashed_words, run_setting
 from fanbu.bench.stats import INTERVAL_METHOD
 from fanbu.bench.work import WorkDir, source_fingerprint
@@ -108,6 +109,17 @@ def run_settings(data: dict[str, TaskData], settings: AdaptBenchSettings, work: 
     return results
 
 
+def run_search(handle: EncoderHandle, settings: AdaptBenchSettings, work: WorkDir) -> dict[str, Any]:
+    """The search section (cold and warm searches, the swarm architecture), kept in ``work``."""
+    domains = load_search_domains(settings.search)
+    key = {"search": settings.search.model_dump(mode="json"), "encoder": settings.encoder,
+           "max_length": settings.max_length, "truncation": settings.truncation,
+           "code": source_fingerprint("fanbu.derive.search", "fanbu.derive.prune", "fanbu.bench.adapt"),
+           "data": {n: d.fingerprints() for n, d in domains.items()}}
+    return work.result("search", lambda: run_search_section(domains, handle, settings.search, work.console.print),
+                       settings=key, kind="adapt")
+
+
 def run_bench(quick: bool, out: Path, console: Console, *, draws: int | None = None, work: Path | None = None,
               overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the bench, print its table and write its JSON report to ``out``."""
@@ -117,16 +129,21 @@ def run_bench(quick: bool, out: Path, console: Console, *, draws: int | None = N
     with tempfile.TemporaryDirectory(prefix="fanbu-bench-adapt-") as tmp:
         root = work or Path(tmp)
         workdir = WorkDir(root, console)
-        domains = load_domains(settings)
         handle = EncoderHandle.from_source(settings.encoder, max_length=settings.max_length)
         handle.truncation = settings.truncation
-        data = {}
-        for name, domain in domains.items():
-            t = time.perf_counter()
-            data[name] = task_data(domain, handle, settings, root / "features")
-            console.print(f"features of {name}: {time.perf_counter() - t:.0f} s", highlight=False)
+        data: dict[str, TaskData] = {}
+        results: list[dict[str, Any]] = []
+        if "shots" in settings.sections:
+            for name, domain in load_domains(settings).items():
+                t = time.perf_counter()
+                data[name] = task_data(domain, handle, settings, root / "features")
+                console.print(f"features of {name}: {time.perf_counter() - t:.0f} s", highlight=False)
         feature_seconds = time.perf_counter() - started
-        results = run_settings(data, settings, workdir)
+        if "shots" in settings.sections:
+            results = run_settings(data, settings, workdir)
+        section = None
+        if "search" in settings.sections:
+            section = run_search(handle, settings, workdir)
     seconds = time.perf_counter() - started
     adapt = summarise([row for r in results for row in r["rows"]])
     default_draws = AdaptBenchSettings().draws if not quick else bench_settings(True).draws
@@ -135,7 +152,8 @@ def run_bench(quick: bool, out: Path, console: Console, *, draws: int | None = N
         "quick": quick,
         "command": _command(quick, settings.draws, default_draws, out, overrides),
         "adapt": adapt,
-        "target": targets(adapt, seconds, quick, QUICK_SECONDS),
+        "target": {**(targets(adapt, seconds, quick, QUICK_SECONDS) if adapt else {}),
+                   **(search_targets(section) if section else {})},
         "methods": LEGEND,
         "interval_method": INTERVAL_METHOD.replace("seeds", "draws of the k examples"),
         "settings_runs": [{k: v for k, v in r.items() if k != "rows"} for r in results],
@@ -145,7 +163,11 @@ def run_bench(quick: bool, out: Path, console: Console, *, draws: int | None = N
         "torch_threads": torch.get_num_threads(),
         "feature_seconds": feature_seconds,
         "seconds": seconds,
+        **(section or {}),
     }
+    if quick and not adapt:  # the time target, which targets() adds when the shots section ran
+        report["target"]["quick_seconds"] = {"value": seconds, "bar": QUICK_SECONDS, "met": seconds <= QUICK_SECONDS,
+                                             "rule": "wall-clock seconds of the whole bench, <= bar"}
     atomic_write_json(out, report)
     print_report(report, console)
     return report

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
+from fanbu.bench.adapt.search import SearchBenchSettings
 from fanbu.config import Strict, load_recipe
 from fanbu.data.builtin import FEEDBACK_GROUPS
 from fanbu.meta.adapt import AdaptConfig
@@ -19,6 +20,7 @@ from fanbu.models.tokenize import Truncation
 
 QUICK_SECONDS = 1800  # the budget for --quick on 2 cores
 HELD_OUT = ("bbc-news", "reuters-r8")
+SECTIONS = ("shots", "search")
 
 
 class AdaptBenchSettings(Strict):
@@ -41,6 +43,11 @@ class AdaptBenchSettings(Strict):
     reptile: MetaConfig = Field(MetaConfig(method="reptile"), description="Reptile settings.")
     adapt: AdaptConfig = Field(AdaptConfig(), description="Adaptation of every top network (all init rows).")
     forest: MetaForestConfig = Field(MetaForestConfig(), description="The meta decision forest.")
+    sections: list[str] = Field(list(SECTIONS), min_length=1,
+                                description="shots: few-shot adaptation rows; search: warm vs cold architecture "
+                                            "search and the swarm architecture.")
+    search: SearchBenchSettings = Field(default_factory=SearchBenchSettings,
+                                        description="The search section (seed technique 19).")
 
     @field_validator("shots")
     @classmethod
@@ -51,6 +58,8 @@ class AdaptBenchSettings(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> AdaptBenchSettings:
+        if set(self.sections) - set(SECTIONS):
+            raise ValueError(f"sections {self.sections}: choose from {', '.join(SECTIONS)}")
         if self.fomaml.method != "fomaml" or self.reptile.method != "reptile":
             raise ValueError("fomaml.method must be fomaml and reptile.method reptile")
         unknown = [d for d in self.domains if d not in FEEDBACK_GROUPS]
@@ -71,6 +80,7 @@ _QUICK = {
     "fomaml": {"method": "fomaml", "iterations": 150}, "reptile": {"method": "reptile", "iterations": 150},
     "adapt": {"selection_episodes": 3, "selection_query": 4},
     "forest": {"trees": 48},
+    "search": {"domains": ["comp", "rec", "politics"], "examples_per_label": 60, "max_test_per_label": 40},
 }
 
 

@@ -85,7 +85,18 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                 continue
             table.add_row(method, str(k), *("-" if v is None else f"{v:.3f}" for v in values),
                           f"{statistics.fmean(known):.3f}")
-    console.print(table)
+    if report["adapt"]:
+        console.print(table)
+    if "search" in report:
+        search = Table("domain", "cold trials to its best", "warm trials to the cold best", "own arch retention",
+                       "swarm arch retention", title="architecture search, cold vs warm (means over seeds)")
+        swarm = report["swarm_arch"]
+        for domain, row in report["search"].items():
+            own = swarm["domains"][domain]
+            search.add_row(domain, f"{row['cold_trials_to_best']:.2f}", f"{row['warm_trials_to_best']:.2f}",
+                           f"{own['own_retention']:.3f}", f"{own['swarm_retention']:.3f}")
+        console.print(search)
+        console.print(f"swarm architecture: {swarm['params']}", highlight=False)
     for name, t in report["target"].items():
         value = "-" if t["value"] is None else f"{t['value']:.3f}"
         console.print(f"target {name}: {value} ({t['rule']}, bar {t['bar']:.3g}): {'met' if t['met'] else 'SHORT'}",
