@@ -29,6 +29,16 @@ def test_meta_init_round_trip(tasks, tmp_path, one_thread) -> None:
     assert loaded.extra["meta"]["meta_domains"] == ["a", "b"]
 
 
+def test_a_metasgd_body_keeps_its_rate_profile_through_save_and_load(tasks, tmp_path, one_thread) -> None:
+    result = meta_train(tasks[:2], MetaConfig(method="metasgd", hidden=6, k_shot=2, query=2, iterations=3,
+                                              meta_batch=1, inner_steps=1, meta_lr=0.1))
+    provenance = meta_provenance(result, "package:all-MiniLM-L6-v2", {"max_length": 128}, {"a": "f1", "b": "f2"})
+    body, _ = load_meta_init(save_meta_init(result.body, tmp_path / "metasgd", provenance))
+    assert body.learned_lr
+    for name, value in result.body.rate_profile().items():
+        assert torch.equal(body.rate_profile()[name], value)
+
+
 def test_forest_round_trip(tmp_path) -> None:
     domains = [DomainData(t.name, t.features.numpy(), t.labels.numpy()) for t in (toy_task("a", 3), toy_task("b", 4))]
     config = MetaForestConfig(trees=3, depth=2, tree_features=6, node_features=2, thresholds=3, min_node=4, basis_dims=8)

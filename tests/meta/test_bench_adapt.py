@@ -34,6 +34,7 @@ def _settings() -> AdaptBenchSettings:
         "domains": ["comp", "rec", "sci"], "held_out": ["bbc-news"], "shots": [2, 4], "draws": 2,
         "scratch_features": 16, "random_forest_trees": 5, "forest_max_per_label": 8,
         "fomaml": {"method": "fomaml", **meta}, "reptile": {"method": "reptile", **meta},
+        "metasgd": {"method": "metasgd", **meta},
         "adapt": {"steps": 3, "lr_grid": [0.1, 0.5], "selection_episodes": 1, "selection_query": 2},
         "forest": {"trees": 3, "depth": 2, "tree_features": 6, "node_features": 2, "thresholds": 3, "min_node": 4,
                    "basis_dims": 8},

@@ -61,10 +61,11 @@ class Adapted:
 
 
 def adapt(body: MetaBody, x: Tensor, y: Tensor, n_way: int, lr: float, steps: int, inner: Inner = "all") -> Adapted:
-    """Adapt ``body`` (its weights as the initialisation) and a zero head to ``(x, y)``."""
+    """Adapt ``body`` (its weights as the initialisation) and a zero head to ``(x, y)`` (a Meta-SGD body
+    scales ``lr`` by its learned per-parameter profile)."""
     if int(y.max()) >= n_way or int(y.min()) < 0:
         raise ConfigError(f"labels must lie in 0..{n_way - 1} for a {n_way}-way head; renumber them")
-    params = adapt_params(body, body_params(body), n_way, x, y, lr, steps, inner)
+    params = adapt_params(body, body_params(body), n_way, x, y, body.learning_rates(lr), steps, inner)
     return Adapted(body, {k: v.detach() for k, v in params.items()})
 
 
@@ -78,7 +79,7 @@ def episode_accuracy(body: MetaBody, train: FeatureTask, validation: FeatureTask
     out = []
     for lr in lrs:
         def one(sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor, lr: float = lr) -> Tensor:
-            phi = adapt_params(body, theta, n_way, sx, sy, lr, config.steps, config.inner)
+            phi = adapt_params(body, theta, n_way, sx, sy, body.learning_rates(lr), config.steps, config.inner)
             return (logits(body, phi, qx).argmax(dim=-1) == qy).float().mean()
 
         with torch.no_grad():

@@ -45,7 +45,8 @@ def meta_provenance(result: MetaResult, encoder: str, features: dict[str, Any],
 
 def save_meta_init(body: MetaBody, path: str | Path, provenance: Provenance, overwrite: bool = False) -> Path:
     """Save the meta-initialised body as a module model (safetensors + provenance)."""
-    handle = ModuleHandle(body, {"in_dim": body.in_dim, "hidden": body.hidden}, BODY_FACTORY)
+    config = {"in_dim": body.in_dim, "hidden": body.hidden, **({"learned_lr": True} if body.learned_lr else {})}
+    handle = ModuleHandle(body, config, BODY_FACTORY)
     return handle.save(path, provenance, overwrite=overwrite)
 
 

@@ -5,6 +5,11 @@
   as the meta-gradient (second-order terms dropped), average over the meta-batch, one Adam step.
 * Reptile (Nichol et al. 2018, https://arxiv.org/abs/1803.02999): adapt on the whole episode (support
   and query), then ``theta <- theta + eps * (mean(phi) - theta)``, ``eps`` annealed linearly.
+* Meta-SGD (Li et al. 2017, https://arxiv.org/abs/1707.09835): MAML that also learns a per-parameter
+  inner learning rate. Here the rate is ``inner_lr * exp(s)`` with ``s`` learned per element of the body
+  and per column of the head; the meta-gradient runs through the inner loop (second order, ``torch.func``
+  ``grad`` of ``grad``). The body keeps ``exp(s)`` as its rate profile, which scales whatever rate later
+  adaptation uses.
 
 Each meta-iteration draws one domain and ``meta_batch`` episodes of it (one shape), adapted together
 under ``torch.func.vmap``.
@@ -20,21 +25,32 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 from torch import Tensor
-from torch.func import grad, vmap
+from torch.func import grad, grad_and_value, vmap
 
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
 from fanbu.meta.episodes import Episode, FeatureTask, check_shots, sample_episode, stack_episodes
-from fanbu.meta.network import HEAD_KEYS, Inner, MetaBody, Params, adapt_params, body_params, loss, new_body
+from fanbu.meta.network import (
+    HEAD_KEYS,
+    LR_SHAPES,
+    Inner,
+    MetaBody,
+    Params,
+    adapt_params,
+    body_params,
+    loss,
+    new_body,
+)
 from fanbu.train.anneal import linear_anneal
 
-Method = Literal["fomaml", "reptile"]
+Method = Literal["fomaml", "reptile", "metasgd"]
 
 
 class MetaConfig(Strict):
     """How the top network is meta-learned over the meta-training domains' episodes."""
 
-    method: Method = Field("fomaml", description="fomaml (first-order MAML) or reptile.")
+    method: Method = Field("fomaml", description="fomaml (first-order MAML), reptile, or metasgd (MAML with a "
+                           "learned per-parameter inner learning rate, second order).")
     hidden: int = Field(256, ge=1, description="Width of the meta-learned projection of the pooled features.")
     n_way: int = Field(5, ge=2, description="Labels per episode (a domain with fewer uses all of its labels).")
     k_shot: int = Field(8, ge=1, description="Support examples per label in a meta-training episode.")
@@ -45,7 +61,7 @@ class MetaConfig(Strict):
     inner_lr: float = Field(0.5, gt=0, description="Learning rate of the inner loop.")
     inner: Inner = Field("all", description="Adapt body and head in the inner loop (all), or the head only "
                          "(head: ANIL).")
-    meta_lr: float = Field(1e-3, gt=0, description="FOMAML: Adam learning rate of the outer step.")
+    meta_lr: float = Field(1e-3, gt=0, description="FOMAML, Meta-SGD: Adam learning rate of the outer step.")
     step_size: float = Field(0.5, gt=0, le=1, description="Reptile: eps at the first iteration.")
     final_step_size: float = Field(0.05, ge=0, le=1, description="Reptile: eps at the last iteration (linear).")
     seed: int = Field(0, description="Seeds the initial body and every episode drawn.")
@@ -82,6 +98,32 @@ def fomaml_gradient(body: MetaBody, theta: Params, episodes: Episode, n_way: int
         return {k: g[k] for k in theta}, query_loss
 
     grads, losses = vmap(one)(episodes.support_x, episodes.support_y, episodes.query_x, episodes.query_y)
+    return {k: g.mean(dim=0) for k, g in grads.items()}, losses.mean()
+
+
+RATE = "rate/"  # prefix of the log rate factors in Meta-SGD's joint parameter dict
+
+
+def log_rates(theta: Params, hidden: int) -> Params:
+    """Meta-SGD's learned log rate factors at zero (every rate starts at ``inner_lr``)."""
+    out = {RATE + k: torch.zeros_like(v) for k, v in theta.items()}
+    out.update({RATE + k: torch.zeros(tuple(hidden if d == -1 else d for d in shape)) for k, shape in LR_SHAPES.items()})
+    return out
+
+
+def metasgd_gradient(body: MetaBody, params: Params, episodes: Episode, n_way: int, lr: float, steps: int,
+                     inner: Inner = "all") -> tuple[Params, Tensor]:
+    """Meta-SGD's meta-gradient, through the inner loop, of the body and the log rate factors together
+    (``params``: the body's weights and :func:`log_rates`), and the mean query loss."""
+    params = {k: v.detach() for k, v in params.items()}
+
+    def episode_loss(p: Params, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> Tensor:
+        theta = {k: v for k, v in p.items() if not k.startswith(RATE)}
+        rates = {k[len(RATE):]: lr * v.exp() for k, v in p.items() if k.startswith(RATE)}
+        return loss(body, adapt_params(body, theta, n_way, sx, sy, rates, steps, inner), qx, qy)
+
+    grads, losses = vmap(grad_and_value(episode_loss), in_dims=(None, 0, 0, 0, 0))(
+        params, episodes.support_x, episodes.support_y, episodes.query_x, episodes.query_y)
     return {k: g.mean(dim=0) for k, g in grads.items()}, losses.mean()
 
 
@@ -124,9 +166,11 @@ def meta_train(tasks: Sequence[FeatureTask], config: MetaConfig) -> MetaResult:
     for task in tasks:
         check_shots(task, config.k_shot, setting="meta.k_shot", extra=config.query)
     rng = np.random.default_rng(config.seed)
-    body = new_body(tasks[0].features.shape[1], config.hidden, config.seed)
+    body = new_body(tasks[0].features.shape[1], config.hidden, config.seed, learned_lr=config.method == "metasgd")
     theta = body_params(body)
-    optimiser = torch.optim.Adam(list(theta.values()), lr=config.meta_lr) if config.method == "fomaml" else None
+    if config.method == "metasgd":
+        theta.update(log_rates(theta, config.hidden))
+    optimiser = torch.optim.Adam(list(theta.values()), lr=config.meta_lr) if config.method != "reptile" else None
     if optimiser is not None:
         for value in theta.values():
             value.requires_grad_(True)
@@ -137,8 +181,8 @@ def meta_train(tasks: Sequence[FeatureTask], config: MetaConfig) -> MetaResult:
         batch = stack_episodes([sample_episode(task, n_way, config.k_shot, config.query, rng)
                                 for _ in range(config.meta_batch)])
         if optimiser is not None:
-            grads, value = fomaml_gradient(body, theta, batch, n_way, config.inner_lr, config.inner_steps,
-                                           config.inner)
+            gradient = metasgd_gradient if config.method == "metasgd" else fomaml_gradient
+            grads, value = gradient(body, theta, batch, n_way, config.inner_lr, config.inner_steps, config.inner)
             optimiser.zero_grad()
             for k, p in theta.items():
                 p.grad = grads[k]
@@ -151,4 +195,6 @@ def meta_train(tasks: Sequence[FeatureTask], config: MetaConfig) -> MetaResult:
     with torch.no_grad():
         for name, p in body.named_parameters():
             p.copy_(theta[name].detach())
+    if config.method == "metasgd":  # the profile relative to inner_lr: later adaptation scales its own rate
+        body.set_rate_profile({k[len(RATE):]: v.detach().exp() for k, v in theta.items() if k.startswith(RATE)})
     return MetaResult(body, config, [t.name for t in tasks], history)

@@ -27,24 +27,58 @@ Inner = Literal["all", "head"]
 HEAD_KEYS = ("head.weight", "head.bias")
 
 
-class MetaBody(nn.Module):
-    """The meta-learned projection of pooled features: ``Linear(in_dim, hidden) -> ReLU``."""
+LR_SHAPES = {"head.weight": (1, -1), "head.bias": (1,)}  # one rate per head column / for every bias:
+# the head's row count (the task's labels) differs between tasks, so its rates broadcast over the rows
 
-    def __init__(self, in_dim: int, hidden: int) -> None:
+
+class MetaBody(nn.Module):
+    """The meta-learned projection of pooled features: ``Linear(in_dim, hidden) -> ReLU``.
+
+    With ``learned_lr`` (Meta-SGD) it also carries a learned *rate profile*: per parameter of the body
+    (and per column of the task head), a positive factor on the adaptation learning rate, kept as buffers
+    (saved with the weights, never trained by an optimiser outside meta-learning).
+    """
+
+    def __init__(self, in_dim: int, hidden: int, learned_lr: bool = False) -> None:
         super().__init__()
-        self.in_dim, self.hidden = int(in_dim), int(hidden)
+        self.in_dim, self.hidden, self.learned_lr = int(in_dim), int(hidden), bool(learned_lr)
         self.proj = nn.Linear(self.in_dim, self.hidden)
+        if self.learned_lr:
+            self.rates = nn.Module()  # buffers named like the parameters, "." -> "_"
+            for name, p in self.proj.named_parameters():
+                self.rates.register_buffer(f"proj_{name}", torch.ones_like(p))
+            self.rates.register_buffer("head_weight", torch.ones(1, self.hidden))
+            self.rates.register_buffer("head_bias", torch.ones(1))
 
     def forward(self, x: Tensor) -> Tensor:
         """``(batch, in_dim)`` features to ``(batch, hidden)``."""
         return torch.relu(self.proj(x))
 
+    def rate_profile(self) -> dict[str, Tensor] | None:
+        """Parameter name -> its learned rate factor (Meta-SGD), or None for a plain body."""
+        if not self.learned_lr:
+            return None
+        return {name.replace("_", ".", 1): buffer for name, buffer in self.rates.named_buffers()}
 
-def new_body(in_dim: int, hidden: int, seed: int) -> MetaBody:
+    def learning_rates(self, lr: float) -> float | dict[str, Tensor]:
+        """The adaptation learning rate(s): ``lr`` times the learned profile, or ``lr`` alone."""
+        profile = self.rate_profile()
+        return lr if profile is None else {k: lr * v for k, v in profile.items()}
+
+    @torch.no_grad()
+    def set_rate_profile(self, profile: Mapping[str, Tensor]) -> None:
+        """Store a learned profile (parameter name -> positive factors of the parameter's shape)."""
+        if not self.learned_lr:
+            raise ValueError("this body has no rate profile: build it with learned_lr=True")
+        for name, value in profile.items():
+            getattr(self.rates, name.replace(".", "_", 1)).copy_(value.detach())
+
+
+def new_body(in_dim: int, hidden: int, seed: int, learned_lr: bool = False) -> MetaBody:
     """A body at PyTorch's standard initialisation, drawn from ``seed`` only."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MetaBody(in_dim, hidden)
+        return MetaBody(in_dim, hidden, learned_lr)
 
 
 def body_params(body: MetaBody) -> Params:
@@ -70,16 +104,18 @@ def loss(body: MetaBody, params: Mapping[str, Tensor], x: Tensor, y: Tensor) -> 
 
 
 def adapt_params(body: MetaBody, theta: Mapping[str, Tensor], n_way: int, x: Tensor, y: Tensor,
-                 lr: Tensor | float, steps: int, inner: Inner = "all") -> Params:
+                 lr: Tensor | float | Mapping[str, Tensor], steps: int, inner: Inner = "all") -> Params:
     """``steps`` full-batch SGD steps on ``(x, y)`` from ``theta`` and a zero head; the adapted body + head.
 
+    ``lr`` is one rate, or one per parameter name (Meta-SGD: tensors that broadcast to the parameter).
     ``inner="head"`` keeps the body at ``theta`` and adapts the head only (ANIL).
     """
     params: Params = {**theta, **zero_head(body.hidden, n_way, x)}
+    rates = lr if isinstance(lr, Mapping) else dict.fromkeys(params, lr)
     step = grad(lambda p, xs, ys: loss(body, p, xs, ys))
     for _ in range(steps):
         g = step(params, x, y)
-        params = {k: (p - lr * g[k]) if (inner == "all" or k in HEAD_KEYS) else p for k, p in params.items()}
+        params = {k: (p - rates[k] * g[k]) if (inner == "all" or k in HEAD_KEYS) else p for k, p in params.items()}
     return params
 
 

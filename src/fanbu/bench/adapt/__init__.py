@@ -12,7 +12,7 @@ mean, rows scaled to norm sqrt(384)) are computed once per text and cached under
 
 **Rows** (:data:`LEGEND`):
 
-* ``fomaml`` / ``reptile``: the top network (:class:`~fanbu.meta.network.MetaBody`, a projection
+* ``fomaml`` / ``reptile`` / ``metasgd``: the top network (:class:`~fanbu.meta.network.MetaBody`, a projection
   384 -> 256 + ReLU, with a head re-initialised at zero per task) meta-learned on episodes of the
   meta-training domains, then adapted to the k examples (body and head, ``adapt.steps`` full-batch SGD
   steps);
@@ -27,6 +27,9 @@ mean, rows scaled to norm sqrt(384)) are computed once per text and cached under
 
 Each init row's adaptation learning rate is chosen per k on the meta-training domains' validation
 splits; no choice reads a test task.
+
+**Search section** (``sections`` holds ``search``): warm against cold architecture search across domains
+and one swarm architecture (seed technique 19); see :mod:`fanbu.bench.adapt.search`.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ __all__ = ["LEGEND", "run_bench", "run_settings"]
 LEGEND = {
     "fomaml": "top network (projection + zero head) meta-learned with first-order MAML, adapted by SGD",
     "reptile": "top network meta-learned with Reptile, adapted by SGD",
+    "metasgd": "top network meta-learned with Meta-SGD (MAML with learned per-parameter inner rates, second order), "
+    "adapted by SGD with its learned rate profile scaling the chosen rate",
     "v0_init": "same top network at standard random init on the same frozen v0 (MiniLM) features, adapted "
     "with the same steps and a learning rate chosen the same way",
     "scratch": "same top network shape at random init on hashed bag-of-words features (no pretrained "

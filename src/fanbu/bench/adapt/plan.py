@@ -41,6 +41,8 @@ class AdaptBenchSettings(Strict):
     scratch_features: int = Field(4096, ge=16, description="Hashed bag-of-words dimensions of the scratch row.")
     fomaml: MetaConfig = Field(MetaConfig(method="fomaml"), description="First-order MAML settings.")
     reptile: MetaConfig = Field(MetaConfig(method="reptile"), description="Reptile settings.")
+    metasgd: MetaConfig = Field(MetaConfig(method="metasgd"), description="Meta-SGD settings (learned per-parameter "
+                                "inner learning rates).")
     adapt: AdaptConfig = Field(AdaptConfig(), description="Adaptation of every top network (all init rows).")
     forest: MetaForestConfig = Field(MetaForestConfig(), description="The meta decision forest.")
     sections: list[str] = Field(list(SECTIONS), min_length=1,
@@ -60,8 +62,8 @@ class AdaptBenchSettings(Strict):
     def _check(self) -> AdaptBenchSettings:
         if set(self.sections) - set(SECTIONS):
             raise ValueError(f"sections {self.sections}: choose from {', '.join(SECTIONS)}")
-        if self.fomaml.method != "fomaml" or self.reptile.method != "reptile":
-            raise ValueError("fomaml.method must be fomaml and reptile.method reptile")
+        if self.fomaml.method != "fomaml" or self.reptile.method != "reptile" or self.metasgd.method != "metasgd":
+            raise ValueError("fomaml.method must be fomaml, reptile.method reptile and metasgd.method metasgd")
         unknown = [d for d in self.domains if d not in FEEDBACK_GROUPS]
         if unknown:
             raise ValueError(f"domains {unknown} are not feedback domains ({', '.join(FEEDBACK_GROUPS)})")
@@ -78,6 +80,7 @@ _QUICK = {
     "max_length": 128, "max_train_per_label": 48, "max_test_per_label": 40, "forest_max_per_label": 43,
     "random_forest_trees": 100,
     "fomaml": {"method": "fomaml", "iterations": 150}, "reptile": {"method": "reptile", "iterations": 150},
+    "metasgd": {"method": "metasgd", "iterations": 150},
     "adapt": {"selection_episodes": 3, "selection_query": 4},
     "forest": {"trees": 48},
     "search": {"domains": ["comp", "rec", "politics"], "examples_per_label": 60, "max_test_per_label": 40},

@@ -13,7 +13,7 @@ from rich.table import Table
 from fanbu.bench.adapt.setting import METHODS
 from fanbu.bench.stats import mean_interval
 
-META_ROWS = ("fomaml", "reptile")
+META_ROWS = ("fomaml", "reptile", "metasgd")
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,8 +29,9 @@ from fanbu.meta.learn import meta_train
 from fanbu.meta.network import MetaBody, new_body
 from fanbu.models.artefact import Provenance
 
-METHODS = ("fomaml", "reptile", "v0_init", "scratch", "logistic_regression", "random_forest", "meta_forest")
-INIT_ROWS = ("fomaml", "reptile", "v0_init", "scratch")
+METHODS = ("fomaml", "reptile", "metasgd", "v0_init", "scratch", "logistic_regression", "random_forest", "meta_forest")
+INIT_ROWS = ("fomaml", "reptile", "metasgd", "v0_init", "scratch")
+META_METHODS = ("fomaml", "reptile", "metasgd")
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ def _init_bodies(meta: Sequence[TaskData], settings: AdaptBenchSettings, save_di
     """The meta-learned bodies (saved under ``save_dir`` with provenance) and their training summaries."""
     tasks = [d.features["train"] for d in meta]
     bodies, info = {}, {}
-    for method, config in (("fomaml", settings.fomaml), ("reptile", settings.reptile)):
+    for method, config in (("fomaml", settings.fomaml), ("reptile", settings.reptile), ("metasgd", settings.metasgd)):
         result = meta_train(tasks, config)
         bodies[method] = result.body
         losses = [h["query_loss"] for h in result.history if "query_loss" in h]
@@ -84,8 +85,7 @@ def run_setting(test: str, test_data: TaskData, meta: dict[str, TaskData], setti
     bodies, info = _init_bodies(ordered, settings, save_dir, log)
     dim = test_data.features["train"].features.shape[1]
     hidden = settings.fomaml.hidden
-    chooser = {"fomaml": bodies["fomaml"], "reptile": bodies["reptile"],
-               "v0_init": new_body(dim, hidden, settings.fomaml.seed)}
+    chooser = {**{m: bodies[m] for m in META_METHODS}, "v0_init": new_body(dim, hidden, settings.fomaml.seed)}
     pairs = [(d.features["train"], d.features["validation"]) for d in ordered]
     lrs = {m: choose_lr(b, pairs, settings.shots, settings.adapt, seed=17) for m, b in chooser.items()}
     word_pairs = [(d.words["train"], d.words["validation"]) for d in ordered]
@@ -120,7 +120,7 @@ def _draw(data: TaskData, k: int, draw: int, bodies: dict[str, MetaBody], lrs: d
     gold = test.labels.numpy()
     steps, inner, hidden = settings.adapt.steps, settings.adapt.inner, settings.fomaml.hidden
     out = {}
-    for method in ("fomaml", "reptile"):
+    for method in META_METHODS:
         out[method] = accuracy(adapt(bodies[method], x, y, n_way, lrs[method], steps, inner).predict(test.features), gold)
     v0 = new_body(x.shape[1], hidden, seed=draw)
     out["v0_init"] = accuracy(adapt(v0, x, y, n_way, lrs["v0_init"], steps, inner).predict(test.features), gold)
