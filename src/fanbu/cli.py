@@ -136,16 +136,27 @@ def derive(
 @app.command()
 @friendly
 def adapt(
-    recipe: Annotated[Path, typer.Argument(help="An adapt recipe YAML (see recipes/adapt.yaml).")],
+    recipe: Annotated[str, typer.Argument(
+        help="An adapt recipe YAML (see recipes/adapt.yaml); with --shots, the new DOMAIN's name.")],
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. model=comp.quantize")] = None,
+    shots: Annotated[int | None, typer.Option(
+        "--shots", help="Few-shot: adapt --model to DOMAIN from this many labelled examples per class.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="With --shots: the model to adapt (registry id or name, package:NAME, directory).")] = None,
     home: HomeOpt = Path(".fanbu"),
     db: DbOpt = None,
 ) -> None:
     """A deployed small model keeps learning: fine-tune it on its domain's collected traffic (with replay of
-    its own training slice) into the next version of the same name, int8 deployment included."""
+    its own training slice) into the next version of the same name, int8 deployment included. With
+    --shots K DOMAIN --model M: take M to a new domain from K labelled examples per class."""
+    if shots is not None:
+        _adapt_fewshot(recipe, shots, model, overrides or [], home, db)
+        return
+    if model is not None:
+        raise typer.BadParameter("--model goes with --shots; an adapt recipe names its model itself", param_hint="--model")
     from fanbu.derive.adapt import AdaptConfig, run_adapt
 
-    resolved = load_recipe(AdaptConfig, recipe, overrides or [])
+    resolved = load_recipe(AdaptConfig, Path(recipe), overrides or [])
     with _registry(home, db) as registry:
         summary = run_adapt(resolved, registry)
     table = Table("domain", *summary["examples"], "replay", "val acc before", "val acc after", "seconds")
@@ -155,6 +166,23 @@ def adapt(
     console.print(table)
     console.print(f"{summary['model']} (from {summary['parent']} and dataset {summary['collected']})",
                   highlight=False, soft_wrap=True)
+
+
+def _adapt_fewshot(domain: str, shots: int, model: str | None, overrides: list[str], home: Path,
+                   db: str | None) -> None:
+    from fanbu.derive.adapt.fewshot import FewShotConfig, run_fewshot
+
+    if model is None:
+        raise typer.BadParameter("--shots needs --model: the registered model to adapt (e.g. large, "
+                                 "comp.distill:v0, package:all-MiniLM-L6-v2)", param_hint="--model")
+    resolved = load_recipe(FewShotConfig, None, overrides, base={"model": model, "domain": domain, "shots": shots})
+    with _registry(home, db) as registry:
+        summary = run_fewshot(resolved, registry)
+    table = Table("domain", "shots", "examples", "val acc", "test acc", "seconds")
+    table.add_row(summary["domain"], str(summary["shots"]), str(summary["examples"]),
+                  f"{summary['validation_accuracy']:.3f}", f"{summary['test_accuracy']:.3f}", f"{summary['seconds']:.0f}")
+    console.print(table)
+    console.print(f"{summary['model']} (from {summary['parent']})", highlight=False, soft_wrap=True)
 
 
 @app.command()
