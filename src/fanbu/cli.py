@@ -170,7 +170,7 @@ def adapt(
 
 def _adapt_fewshot(domain: str, shots: int, model: str | None, overrides: list[str], home: Path,
                    db: str | None) -> None:
-    from fanbu.derive.adapt.fewshot import FewShotConfig, run_fewshot
+    from fanbu.meta.fewshot import FewShotConfig, run_fewshot
 
     if model is None:
         raise typer.BadParameter("--shots needs --model: the registered model to adapt (e.g. large, "

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from torch import nn
 
 from fanbu.config import Strict, apply_overrides, read_yaml, validate
 from fanbu.data.slices import domain_names
@@ -28,7 +27,7 @@ from fanbu.errors import ConfigError
 from fanbu.evaluate.metrics import classification_metrics
 from fanbu.execute import ExecutorConfig, make_executor
 from fanbu.io import check_path_name
-from fanbu.models.encoder import EncoderHandle
+from fanbu.models.encoder import EncoderHandle, keep_head
 from fanbu.models.moe import MoEHandle
 from fanbu.registry import Registry
 from fanbu.registry.workspace import Workspace
@@ -90,23 +89,6 @@ class DomainJob:
     home: str
     db_url: str = field(repr=False)  # may hold a password: kept out of reprs and error messages
     run_id: str
-
-
-def keep_head(handle: EncoderHandle, name: str, label_names: tuple[str, ...]) -> EncoderHandle:
-    """Restrict ``handle`` to the head ``name`` (added fresh when missing or when its labels differ)."""
-    kept = (
-        handle.model.heads[name]
-        if name in handle.labels and handle.labels[name] == list(label_names)
-        else None
-    )
-    handle.model.heads = nn.ModuleDict()
-    handle.labels = {}
-    if kept is None:
-        handle.add_head(name, label_names)
-    else:
-        handle.model.heads[name] = kept
-        handle.labels[name] = list(label_names)
-    return handle
 
 
 def derive_domain(job: DomainJob) -> dict[str, Any]:

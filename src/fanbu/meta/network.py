@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -124,3 +125,29 @@ def predict_proba(body: MetaBody, params: Mapping[str, Tensor], x: Tensor, batch
     """Class probabilities ``(n, n_way)`` of features ``x`` ``(n, in_dim)``."""
     out = [torch.softmax(logits(body, params, x[i:i + batch_size]), dim=-1) for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else x.new_zeros(0, params["head.bias"].shape[-1])
+
+
+class AdaptedNet(nn.Module):
+    """A meta-initialised body adapted to one task, with its head: features ``(batch, in_dim)`` to logits
+    ``(batch, n_way)``. A plain module (saved as safetensors through a module handle)."""
+
+    def __init__(self, in_dim: int, hidden: int, n_way: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(int(in_dim), int(hidden))
+        self.head = nn.Linear(int(hidden), int(n_way))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.relu(self.proj(x)))
+
+    @torch.no_grad()
+    def predict_proba(self, features: Tensor | np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, n_way)`` (the :class:`~fanbu.meta.predictor.FeatureModel` protocol)."""
+        self.eval()
+        return torch.softmax(self(torch.as_tensor(features, dtype=torch.float32)), dim=-1).numpy()
+
+    @classmethod
+    def from_params(cls, body: MetaBody, params: Mapping[str, Tensor]) -> AdaptedNet:
+        """The network of ``params`` (an adapted body and head, as :func:`adapt_params` returns)."""
+        net = cls(body.in_dim, body.hidden, int(params["head.bias"].shape[-1]))
+        net.load_state_dict({k: v.detach() for k, v in params.items()})
+        return net

@@ -405,3 +405,20 @@ def read_sidecar(directory: Path) -> Sidecar | None:
     except (OSError, ValueError, SafetensorError) as exc:
         raise ModelError(f"{path} or {SUBNETWORK_FILE}: unreadable ({exc}); re-save the model") from None
     return Sidecar(meta, tensors)
+
+
+def keep_head(handle: EncoderHandle, name: str, label_names: tuple[str, ...]) -> EncoderHandle:
+    """Restrict ``handle`` to the head ``name`` (added fresh when missing or when its labels differ)."""
+    kept = (
+        handle.model.heads[name]
+        if name in handle.labels and handle.labels[name] == list(label_names)
+        else None
+    )
+    handle.model.heads = nn.ModuleDict()
+    handle.labels = {}
+    if kept is None:
+        handle.add_head(name, label_names)
+    else:
+        handle.model.heads[name] = kept
+        handle.labels[name] = list(label_names)
+    return handle

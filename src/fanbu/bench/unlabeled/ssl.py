@@ -25,10 +25,9 @@ from fanbu.config import Strict
 from fanbu.data.slices import domain_names
 from fanbu.derive.data import DeriveData, DomainData, load_domain_data
 from fanbu.derive.finetune import FinetuneConfig
-from fanbu.derive.pipeline import keep_head
 from fanbu.derive.stages import STAGES, SSLStageConfig, StageContext
 from fanbu.errors import ConfigError
-from fanbu.models.encoder import EncoderHandle
+from fanbu.models.encoder import EncoderHandle, keep_head
 from fanbu.train.config import TrainConfig
 from fanbu.train.selfsup import SSLConfig
 

@@ -6,12 +6,13 @@ import json
 import random
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from fanbu.cli import app
 from fanbu.data.domain import Split
-from fanbu.derive.adapt.fewshot import FewShotConfig, draw_shots, run_fewshot
 from fanbu.errors import ConfigError
+from fanbu.meta.fewshot import FewShotConfig, draw_shots, run_fewshot
 from fanbu.models import EncoderHandle
 from fanbu.models.artefact import Provenance
 from fanbu.registry import Registry
@@ -80,3 +81,26 @@ def test_the_cli_runs_few_shot_and_names_what_is_missing(setup, one_thread):
     unknown = runner.invoke(app, ["adapt", "nowhere", "--shots", "2", "--model", str(tmp_path / "base"),
                                   "--home", str(home)])
     assert unknown.exit_code != 0 and "not a built-in domain" in unknown.output
+
+
+def test_a_meta_initialisation_adapts_on_its_encoders_features(setup, one_thread):
+    from fanbu.meta.artefacts import save_meta_init
+    from fanbu.meta.network import new_body
+    from fanbu.models.module import ModuleHandle
+
+    tmp_path, data = setup
+    provenance = Provenance(name="meta-reptile", base_model=str(tmp_path / "base"), base_model_relation="adapter",
+                            extra={"meta": {"encoder": str(tmp_path / "base"), "features": {"max_length": 32}}})
+    save_meta_init(new_body(32, 8, seed=0), tmp_path / "meta", provenance)
+    registry = Registry.open(tmp_path / "home")
+    config = FewShotConfig(model=str(tmp_path / "meta"), domain="news", data=data, shots=4,
+                           meta_adapt={"steps": 5, "lr_grid": [0.1, 1.0]})
+    summary = run_fewshot(config, registry)
+    made = registry.get_model(summary["model"])
+    assert made.kind == "module" and made.relation == "finetune" and made.metadata["lr"] in (0.1, 1.0)
+    assert set(made.metadata["lr_validation"]) == {"0.1", "1.0"}  # every rate scored on validation
+    source = registry.get_model(made.parents[0])
+    assert source.kind == "module" and source.metadata["role"] == "meta-initialisation"
+    net = ModuleHandle.load(made.path).module
+    assert net.predict_proba(torch.zeros(2, 32)).shape == (2, 3)
+    registry.close()
