@@ -74,3 +74,24 @@ def test_config_checks() -> None:
 def test_raw_basis_splits_on_the_features() -> None:
     raw = MetaForest.fit_meta(_domains(), CONFIG.model_copy(update={"basis": "raw"}))
     assert raw.projection is None and raw.feature.max() < 12
+
+
+def test_regrow_splits_the_top_levels_again_on_the_new_domain_and_keeps_the_rest() -> None:
+    config = CONFIG.model_copy(update={"regrow": 1})
+    forest = MetaForest.fit_meta(_domains(), config)
+    new = toy_task("c", 3, seed=3)
+    x, y = new.features.numpy(), new.labels.numpy()
+    shots = np.concatenate([np.flatnonzero(y == c)[:4] for c in range(3)])
+    adapted = forest.adapt(x[shots], y[shots], new.label_names)
+    # the levels below the regrown one keep the meta-learned splits
+    assert np.array_equal(adapted.feature[:, 1:], forest.feature[:, 1:])
+    assert np.array_equal(adapted.threshold[:, 1:], forest.threshold[:, 1:])
+    # the root splits again, on features its tree already split on, where the new classes separate
+    assert not np.array_equal(adapted.threshold[:, 0], forest.threshold[:, 0])
+    for t in range(config.trees):
+        assert adapted.feature[t, 0] in set(forest.feature[t][np.isfinite(forest.threshold[t])])
+    plain = MetaForest(CONFIG, forest.feature, forest.threshold, forest.meta_domains,
+                       projection=forest.projection).adapt(x[shots], y[shots], new.label_names)
+    assert np.array_equal(plain.threshold, forest.threshold)  # regrow 0 keeps every split
+    with pytest.raises(ValueError, match="regrow 4 exceeds depth 3"):
+        MetaForestConfig(trees=6, depth=3, tree_features=8, node_features=3, basis_dims=10, regrow=4)

@@ -39,6 +39,9 @@ class MetaForestConfig(Strict):
     min_node: int = Field(8, ge=2, description="A node with fewer meta-training examples does not split.")
     subsample: float = Field(0.7, gt=0, le=1, description="Share of each domain's examples each tree grows on.")
     shrinkage: float = Field(4.0, ge=0, description="Hierarchical shrinkage strength lam of adaptation.")
+    regrow: int = Field(0, ge=0, description="Levels at the top of every tree whose splits adaptation chooses "
+                        "again on the new domain's k examples (among the features the tree splits on); the "
+                        "levels below keep the meta-learned splits. 0: keep every split.")
     basis: Literal["raw", "discriminant"] = Field(
         "discriminant", description="Split on the raw features, or on discriminant directions shared by the "
         "meta-training domains (generalised eigenvectors of their pooled between- and within-class scatter).")
@@ -51,6 +54,9 @@ class MetaForestConfig(Strict):
         if self.node_features > self.tree_features:
             raise ValueError(f"node_features {self.node_features} exceeds tree_features {self.tree_features}: "
                              "a node tries features of its tree's subset; lower node_features")
+        if self.regrow > self.depth:
+            raise ValueError(f"regrow {self.regrow} exceeds depth {self.depth}: a tree has {self.depth} levels of "
+                             "splits; lower regrow")
         if self.basis == "discriminant" and self.tree_features > self.basis_dims:
             raise ValueError(f"tree_features {self.tree_features} exceeds basis_dims {self.basis_dims}: a tree "
                              "splits on directions of the basis; lower tree_features or raise basis_dims")
@@ -148,14 +154,17 @@ class MetaForest:
 
     @staticmethod
     def _grow(x: np.ndarray, y: np.ndarray, starts: np.ndarray, rows: np.ndarray, subset: np.ndarray,
-              config: MetaForestConfig, rng: np.random.Generator, feature: np.ndarray, threshold: np.ndarray) -> None:
-        """Choose every internal node's split of one tree (in place), breadth first."""
+              config: MetaForestConfig, rng: np.random.Generator, feature: np.ndarray, threshold: np.ndarray,
+              levels: int | None = None, min_node: int | None = None) -> None:
+        """Choose the internal nodes' splits of one tree (in place), breadth first: every level, or the top
+        ``levels`` (the nodes below keep theirs)."""
         members: list[np.ndarray] = [rows]
         quantiles = (np.arange(config.thresholds) + 1) / (config.thresholds + 1)
-        for node in range(2**config.depth - 1):
+        smallest = config.min_node if min_node is None else min_node
+        for node in range(2 ** (config.depth if levels is None else levels) - 1):
             idx = members[node]
-            if len(idx) >= config.min_node:
-                feats = rng.choice(subset, size=config.node_features, replace=False)
+            if len(idx) >= smallest:
+                feats = rng.choice(subset, size=min(config.node_features, len(subset)), replace=False)
                 values = x[np.ix_(idx, feats)]  # (n, f)
                 cuts = np.quantile(values, quantiles, axis=0).T  # (f, q)
                 left = (values[:, :, None] <= cuts[None]).reshape(len(idx), -1)  # (n, f*q)
@@ -201,9 +210,10 @@ class MetaForest:
         if len(labels) == 0 or labels.min() < 0 or labels.max() >= len(names):
             raise ConfigError(f"labels must be ids in 0..{len(names) - 1} (one per example, at least one); "
                               "renumber them to index label_names")
+        forest = self._regrown(features, labels, len(names)) if self.config.regrow else self
         nodes = 2 ** (self.config.depth + 1) - 1
         counts = np.zeros((self.config.trees, nodes, len(names)))  # (trees, nodes, labels)
-        paths = self.paths(features)  # (trees, n, depth+1)
+        paths = forest.paths(features)  # (trees, n, depth+1)
         trees = np.repeat(np.arange(self.config.trees)[:, None], paths.shape[1], axis=1)  # (trees, n)
         for level in range(paths.shape[2]):
             np.add.at(counts, (trees, paths[:, :, level], np.broadcast_to(labels, trees.shape)), 1.0)
@@ -214,8 +224,27 @@ class MetaForest:
             parent = proba[:, (node - 1) // 2]  # (trees, labels)
             here = counts[:, node]
             proba[:, node] = (here + lam * parent) / (here.sum(axis=-1, keepdims=True) + lam)
-        return MetaForest(self.config, self.feature.copy(), self.threshold.copy(), self.meta_domains,
+        return MetaForest(self.config, forest.feature.copy(), forest.threshold.copy(), self.meta_domains,
                           proba.astype(np.float32), names, self.projection)
+
+    def _regrown(self, features: np.ndarray, labels: np.ndarray, n_labels: int) -> MetaForest:
+        """A copy whose top ``config.regrow`` levels are split again on ``(features, labels)``: per node, the
+        best Gini split among the features its tree splits on and quantile thresholds of the examples there."""
+        x = np.asarray(features, dtype=np.float32)
+        if self.projection is not None:
+            x = x @ self.projection
+        y = np.zeros((len(x), n_labels))
+        y[np.arange(len(x)), labels] = 1.0 / len(x)
+        feature, threshold = self.feature.copy(), self.threshold.copy()
+        top = 2**self.config.regrow - 1
+        rng = np.random.default_rng(self.config.seed + 1)
+        for t in range(self.config.trees):
+            used = np.unique(self.feature[t][np.isfinite(self.threshold[t])])
+            subset = used if len(used) else np.unique(self.feature[t])
+            threshold[t, :top] = np.inf  # a node the k examples cannot split routes everything left
+            self._grow(x, y, np.zeros(1, dtype=np.int64), np.arange(len(x)), subset, self.config, rng, feature[t],
+                       threshold[t], levels=self.config.regrow, min_node=2)
+        return MetaForest(self.config, feature, threshold, self.meta_domains, None, None, self.projection)
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Class probabilities ``(n, labels)``: the mean of every tree's leaf distribution."""

@@ -69,6 +69,8 @@ LEGEND = {
     "logistic_regression": "scikit-learn LogisticRegression (defaults) on the frozen v0 features of the k examples",
     "random_forest": "scikit-learn RandomForestClassifier on the same features and examples",
     "meta_forest": "MetaForest: splits grown on the meta-training domains, leaves re-estimated from the k examples",
+    "meta_forest_regrow": "the same MetaForest with its top forest_regrow levels split again on the k examples "
+    "(among the features each tree splits on), the levels below kept, leaves re-estimated",
 }
 
 

@@ -45,6 +45,8 @@ class AdaptBenchSettings(Strict):
                                 "inner learning rates).")
     adapt: AdaptConfig = Field(AdaptConfig(), description="Adaptation of every top network (all init rows).")
     forest: MetaForestConfig = Field(MetaForestConfig(), description="The meta decision forest.")
+    forest_regrow: int = Field(2, ge=1, description="Top levels the meta_forest_regrow row splits again on the k "
+                               "examples (the same grown forest as meta_forest).")
     sections: list[str] = Field(list(SECTIONS), min_length=1,
                                 description="shots: few-shot adaptation rows; search: warm vs cold architecture "
                                             "search and the swarm architecture.")
@@ -70,6 +72,8 @@ class AdaptBenchSettings(Strict):
         bad = [h for h in self.held_out if h not in HELD_OUT]
         if bad:
             raise ValueError(f"held_out {bad}: choose from {', '.join(HELD_OUT)}")
+        if self.forest_regrow > self.forest.depth:
+            raise ValueError(f"forest_regrow {self.forest_regrow} exceeds forest.depth {self.forest.depth}")
         if self.max_train_per_label is not None and self.max_train_per_label < max(self.shots) + 2:
             raise ValueError(f"max_train_per_label {self.max_train_per_label} leaves fewer than k = {max(self.shots)} "
                              "train examples per label after validation is carved: raise it or lower shots")

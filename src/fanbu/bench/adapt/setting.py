@@ -29,7 +29,8 @@ from fanbu.meta.learn import meta_train
 from fanbu.meta.network import MetaBody, new_body
 from fanbu.models.artefact import Provenance
 
-METHODS = ("fomaml", "reptile", "metasgd", "v0_init", "scratch", "logistic_regression", "random_forest", "meta_forest")
+METHODS = ("fomaml", "reptile", "metasgd", "v0_init", "scratch", "logistic_regression", "random_forest", "meta_forest",
+           "meta_forest_regrow")
 INIT_ROWS = ("fomaml", "reptile", "metasgd", "v0_init", "scratch")
 META_METHODS = ("fomaml", "reptile", "metasgd")
 
@@ -134,6 +135,9 @@ def _draw(data: TaskData, k: int, draw: int, bodies: dict[str, MetaBody], lrs: d
     rf = RandomForestClassifier(n_estimators=settings.random_forest_trees, random_state=draw, n_jobs=1).fit(xn, yn)
     out["random_forest"] = accuracy(rf.predict(tn), gold)
     out["meta_forest"] = accuracy(forest.adapt(xn, yn, train.label_names).predict(tn), gold)
+    regrow = MetaForest(forest.config.model_copy(update={"regrow": settings.forest_regrow}), forest.feature,
+                        forest.threshold, forest.meta_domains, projection=forest.projection)
+    out["meta_forest_regrow"] = accuracy(regrow.adapt(xn, yn, train.label_names).predict(tn), gold)
     return out
 
 
