@@ -12,49 +12,16 @@ generations already running on the old routes, streams included, to finish on th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from fanbu.serve.lm_cascade import LMRoute
 from fanbu.serve.lm_config import LMCascadeConfig
 from fanbu.serve.lm_models import LMPool, ServedLM
-from fanbu.serve.reload import load, resolve
+from fanbu.serve.reload import Change, Plan, load, resolve, route_refs, served_refs
 
-
-@dataclass(frozen=True)
-class LMChange:
-    """A served LM reference that resolves to a new version: the loaded old and new LMs."""
-
-    ref: str
-    old: ServedLM
-    new: ServedLM
-
-
-@dataclass
-class LMPlan:
-    """What a reload swaps on the LM side: changed references, unchanged ones, and rebuilt routes."""
-
-    changes: list[LMChange] = field(default_factory=list)
-    unchanged: dict[str, str] = field(default_factory=dict)  # ref -> the id that keeps answering
-    routes: dict[str, LMRoute] = field(default_factory=dict)  # route name -> its route on the new versions
-
-
-def lm_route_refs(name: str, cascades: Mapping[str, LMCascadeConfig]) -> tuple[str, str | None]:
-    """The references an LM route generates with: ``(small, large)`` of an LM cascade, else ``(name, None)``."""
-    cascade = cascades.get(name)
-    return (name, None) if cascade is None else (cascade.small, cascade.large)
-
-
-def served_lm_refs(
-    routes: Mapping[str, LMRoute], cascades: Mapping[str, LMCascadeConfig]
-) -> dict[str, ServedLM]:
-    """Every reference the LM routes generate with -> the LM it generates with now."""
-    refs: dict[str, ServedLM] = {}
-    for name, route in routes.items():
-        small, large = lm_route_refs(name, cascades)
-        refs[small] = route.small
-        if large is not None and route.large is not None:
-            refs[large] = route.large
-    return refs
+LMChange = Change[ServedLM]  # a served LM reference that resolves to a new version
+LMPlan = Plan[ServedLM, LMRoute]  # what a reload swaps on the LM side
+lm_route_refs = route_refs  # the references an LM route generates with: (small, large) of an LM cascade
+served_lm_refs = served_refs  # every reference the LM routes generate with -> the LM it generates with now
 
 
 def plan_lm_reload(

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from fanbu.errors import ConfigError, FanbuError
 from fanbu.registry import ModelRecord
@@ -59,33 +59,48 @@ class Pool(Protocol[L]):
         ...
 
 
+M = TypeVar("M")  # what a route answers with: a Served classifier or a ServedLM
+R = TypeVar("R")  # a route: cascade.Route or lm_cascade.LMRoute
+
+
+class SmallLarge(Protocol[M]):
+    """A route, or a cascade's config: what it answers with first (``small``) and, in a cascade, ``large``."""
+
+    @property
+    def small(self) -> M: ...
+
+    @property
+    def large(self) -> M | None: ...
+
+
 @dataclass(frozen=True)
-class Change:
-    """A served reference that resolves to a new version: the loaded old and new models."""
+class Change(Generic[M]):
+    """A served reference that resolves to a new version: the loaded old and new models (or LMs)."""
 
     ref: str
-    old: Served
-    new: Served
+    old: M
+    new: M
 
 
 @dataclass
-class Plan:
+class Plan(Generic[M, R]):
     """What a reload swaps: the changed references, the unchanged ones, and the rebuilt routes."""
 
-    changes: list[Change] = field(default_factory=list)
+    changes: list[Change[M]] = field(default_factory=list)
     unchanged: dict[str, str] = field(default_factory=dict)  # ref -> the id that keeps answering
-    routes: dict[str, Route] = field(default_factory=dict)  # route name -> its route on the new versions
+    routes: dict[str, R] = field(default_factory=dict)  # route name -> its route on the new versions
 
 
-def route_refs(name: str, cascades: Mapping[str, CascadeConfig]) -> tuple[str, str | None]:
-    """The references a route answers with: ``(small, large)`` of a cascade, else ``(name, None)``."""
+def route_refs(name: str, cascades: Mapping[str, SmallLarge[str]]) -> tuple[str, str | None]:
+    """The references a route answers with: ``(small, large)`` of a cascade (classifier or LM), else
+    ``(name, None)``."""
     cascade = cascades.get(name)
     return (name, None) if cascade is None else (cascade.small, cascade.large)
 
 
-def served_refs(routes: Mapping[str, Route], cascades: Mapping[str, CascadeConfig]) -> dict[str, Served]:
-    """Every reference the routes answer with -> the model it answers with now."""
-    refs: dict[str, Served] = {}
+def served_refs(routes: Mapping[str, SmallLarge[M]], cascades: Mapping[str, SmallLarge[str]]) -> dict[str, M]:
+    """Every reference the routes answer with -> the model (or LM) it answers with now."""
+    refs: dict[str, M] = {}
     for name, route in routes.items():
         small, large = route_refs(name, cascades)
         refs[small] = route.small
@@ -99,7 +114,7 @@ def plan_reload(
     routes: Mapping[str, Route],
     cascades: Mapping[str, CascadeConfig],
     refs: Mapping[str, Served],
-) -> Plan:
+) -> Plan[Served, Route]:
     """Re-resolve ``refs`` (ref -> the model serving it), load what is new, rebuild affected routes.
 
     Blocking: run it in a worker thread. Routes are built, never changed in place, so the old ones
@@ -109,7 +124,7 @@ def plan_reload(
         ReloadError: a reference no longer resolves, a new version cannot be loaded or warmed up, or a
             cascade's new pair shares no head; the message says which, why, and what to do.
     """
-    plan = Plan()
+    plan: Plan[Served, Route] = Plan()
     for ref, current in refs.items():
         record = resolve(pool, ref, current)
         if record.id == current.record.id:
