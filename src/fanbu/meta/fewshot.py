@@ -144,12 +144,19 @@ def _adapt(workspace: Workspace, config: FewShotConfig, run_id: str) -> dict[str
         metadata={"adapted_from": parent, "domain": domain.name, "shots": config.shots,
                   "examples": len(sample), "params": param_count(handle.model),
                   "seconds": time.perf_counter() - started})
+    return _finish(workspace, made.id, parent, domain.name, config.shots, len(sample), scores, fingerprints,
+                   run_id, started) | {"best_step": result.state.best_step}
+
+
+def _finish(workspace: Workspace, made: str, parent: str, domain: str, shots: int, examples: int,
+            scores: dict[str, dict[str, float]], fingerprints: dict[str, str], run_id: str,
+            started: float) -> dict[str, Any]:
+    """Record the validation and test evaluations of ``made``; the run's summary."""
     for split, metrics in scores.items():
-        workspace.registry.record_evaluation(made.id, domain=domain.name, split=split, metrics=metrics,
+        workspace.registry.record_evaluation(made, domain=domain, split=split, metrics=metrics,
                                              dataset_fingerprint=fingerprints[split], run_id=run_id)
-    return {"model": made.id, "parent": parent, "domain": domain.name, "shots": config.shots,
-            "examples": len(sample), "validation_accuracy": scores["validation"]["accuracy"],
-            "test_accuracy": scores["test"]["accuracy"], "best_step": result.state.best_step,
+    return {"model": made, "parent": parent, "domain": domain, "shots": shots, "examples": examples,
+            "validation_accuracy": scores["validation"]["accuracy"], "test_accuracy": scores["test"]["accuracy"],
             "seconds": time.perf_counter() - started}
 
 
@@ -220,10 +227,5 @@ def _adapt_meta_init(workspace: Workspace, config: FewShotConfig, domain: Domain
         metadata={"adapted_from": parent, "domain": domain.name, "shots": config.shots, "examples": len(sample),
                   "lr": lr, "lr_validation": {str(k): v[0] for k, v in tried.items()},
                   "seconds": time.perf_counter() - started})
-    for split, metrics in scores.items():
-        workspace.registry.record_evaluation(made.id, domain=domain.name, split=split, metrics=metrics,
-                                             dataset_fingerprint=fingerprints[split], run_id=run_id)
-    return {"model": made.id, "parent": parent, "domain": domain.name, "shots": config.shots,
-            "examples": len(sample), "validation_accuracy": scores["validation"]["accuracy"],
-            "test_accuracy": scores["test"]["accuracy"], "best_step": None,
-            "seconds": time.perf_counter() - started}
+    return _finish(workspace, made.id, parent, domain.name, config.shots, len(sample), scores, fingerprints,
+                   run_id, started) | {"best_step": None}
