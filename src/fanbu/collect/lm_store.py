@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -37,8 +37,28 @@ class Completion:
     finish_reason: str
 
 
+A = TypeVar("A")
+
+
+class Answered(Generic[A]):
+    """A logged request and the answers of its roles (``single``, or a cascade's ``small`` and ``large``)."""
+
+    answers: tuple[A, ...]
+
+    @property
+    def final(self) -> A:
+        """The answer the client received: the ``large`` one when escalated."""
+        by_role = {a.role: a for a in self.answers}  # type: ignore[attr-defined]
+        return by_role.get("large") or by_role.get("single") or by_role["small"]
+
+    @property
+    def escalated(self) -> bool:
+        """Whether a cascade passed the request on to its large model."""
+        return any(a.role == "large" for a in self.answers)  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
-class Generation:
+class Generation(Answered[Completion]):
     """A logged generation with its completions (final = the ``large`` one when escalated)."""
 
     id: str
@@ -48,17 +68,6 @@ class Generation:
     prompt_hash: str
     privacy: str
     answers: tuple[Completion, ...]
-
-    @property
-    def final(self) -> Completion:
-        """The completion the client received."""
-        by_role = {a.role: a for a in self.answers}
-        return by_role.get("large") or by_role.get("single") or by_role["small"]
-
-    @property
-    def escalated(self) -> bool:
-        """Whether an LM cascade passed this prompt on to its large model."""
-        return any(a.role == "large" for a in self.answers)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from fanbu.collect.lm_store import GenerationLog
+from fanbu.collect.lm_store import Answered, GenerationLog
 from fanbu.collect.schema import AnswerRow, FeedbackRow, LogBase, PredictionRow
 from fanbu.errors import FanbuError
 from fanbu.registry.schema import utcnow
@@ -44,7 +44,7 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class Prediction(Answered[Answer]):
     """A logged prediction with its answers (final answer = the ``large`` one when escalated)."""
 
     id: str
@@ -54,17 +54,6 @@ class Prediction:
     text_hash: str
     privacy: str
     answers: tuple[Answer, ...]
-
-    @property
-    def final(self) -> Answer:
-        """The answer the client received."""
-        by_role = {a.role: a for a in self.answers}
-        return by_role.get("large") or by_role.get("single") or by_role["small"]
-
-    @property
-    def escalated(self) -> bool:
-        """Whether a cascade passed this prediction on to its large model."""
-        return any(a.role == "large" for a in self.answers)
 
 
 @dataclass(frozen=True)
