@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fanbu.attribution.consensus import ConsensusConfig, consensus_report, shortcut_words, word_rank
@@ -362,8 +363,8 @@ def print_causal(report: dict[str, Any], console: Console) -> None:
     for column in ("method", "clean acc", "counterfactual acc", "spurious drop"):
         table.add_column(column)
     for r in report["causal"]:
-        table.add_row(
-            r["method"], *(f"{r[k]:.1f}" for k in ("clean_acc", "counterfactual_acc", "spurious_drop"))
+        table.add_row(  # escaped: "invariance[rrr=100]" is not rich markup
+            escape(r["method"]), *(f"{r[k]:.1f}" for k in ("clean_acc", "counterfactual_acc", "spurious_drop"))
         )
     console.print(table)
     ranks = ", ".join(f"{r['domain']}: {r['rank']}" for r in report["attribution"]["planted_token_rank"])
