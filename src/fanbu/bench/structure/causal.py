@@ -11,7 +11,8 @@ them at random, whatever their class (the counterfactual test): ``spurious_drop`
 
 The consensus report is read on each domain's transfer texts, never on test, and the invariance run
 flags the top shortcuts it finds there (not the planted word, which it is not told). Its settings are
-fixed in :class:`CausalSettings` before any run; the gate's counterfactual score (the flagged words
+fixed in :class:`CausalSettings` before any run (the plant's strength alone, the stimulus, was raised
+after the first complete run showed it too weak to test anything: see ``planted_rate``); the gate's counterfactual score (the flagged words
 planted into the gate splits) is reported beside each candidate, and nothing reads the test numbers but
 the report. Targets: the plant bites (drop without invariance at least ``MIN_DROP`` points), invariance
 recovers at least ``MIN_RECOVERED`` of it at a clean-accuracy cost of at most ``MAX_CLEAN_COST`` points,
@@ -63,10 +64,12 @@ class CausalSettings(Strict):
     domains: list[str] = Field(["comp", "sci", "politics"], description="Feedback domains, all poisoned.")
     planted: str = Field("zqxv", description="The made-up word planted as a shortcut.")
     planted_rate: float = Field(
-        0.9, ge=0, le=1, description="Share of the planted class's private texts with it."
+        1.0, ge=0, le=1, description="Share of the planted class's private texts with it (1.0: every one; the "
+        "first complete run, at 0.9 and 0.05, made a shortcut that cost swarm_distill only 5.8 points on the "
+        "counterfactual test, short of the 10 the bench needs to show the plant bites)."
     )
     other_rate: float = Field(
-        0.05, ge=0, le=1, description="Share of the other classes' private texts with it."
+        0.0, ge=0, le=1, description="Share of the other classes' private texts with it."
     )
     plant_within: int = Field(
         16,
