@@ -28,6 +28,18 @@ def test_tree_from_domain_sources() -> None:
         tree_config(sources, {})
 
 
+def test_a_users_domain_sources_name_their_group() -> None:
+    from fanbu.data.loaders import DomainSource
+
+    sources = [DomainSource(name="cardio", train="cardio.jsonl", group="health"),
+               DomainSource(name="contracts", train="contracts.jsonl", group="law"),
+               DomainSource(name="misc", train="misc.jsonl")]
+    config = tree_config(sources, {"health": None, "law": None})
+    assert config.leaves == {"cardio": "health", "contracts": "law", "misc": None}
+    with pytest.raises(ConfigError, match="domain 'contracts': group 'law' is unknown"):
+        tree_config(sources, {"health": None})
+
+
 def test_cycle_in_a_recipe_is_named(tmp_path: Path) -> None:
     path = tmp_path / "hierarchy.yaml"
     path.write_text("tree:\n  groups: {a: b, b: a}\n  leaves: {x: a}\n")

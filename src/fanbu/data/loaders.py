@@ -55,6 +55,11 @@ class DomainSource(Strict):
     unlabeled: str | None = Field(
         None, description="Optional pool of unlabeled texts (a path; for a DatasetDict the split key)."
     )
+    group: str | None = Field(
+        None,
+        description="The domain's parent group in a domain tree (hierarchical transfer: one adapter per group, "
+        "named in the hierarchy recipe's tree.groups); null: directly under the shared trunk.",
+    )
     text_field: str = Field("text", description="Name of the field/column holding the text.")
     label_field: str = Field(
         "label", description="Name of the field/column holding the label (classification)."
