@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from fanbu.config import Strict
 from fanbu.train.config import TrainConfig
+
+
+def _module_name(name: str) -> str:
+    if not name.strip():
+        raise ValueError("target_modules must list module names (e.g. [query, value]); this one is blank")
+    return name
+
+
+ModuleName = Annotated[str, AfterValidator(_module_name)]
 
 
 class LoraSettings(Strict):
@@ -16,7 +25,7 @@ class LoraSettings(Strict):
     r: int = Field(8, ge=1, description="Rank of the low-rank update.")
     alpha: int = Field(16, ge=1, description="LoRA scaling numerator: the update is scaled by alpha / r.")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA branch's input.")
-    target_modules: list[str] | None = Field(
+    target_modules: list[ModuleName] | None = Field(
         None,
         description="Module names to adapt; default per architecture: BERT query/key/value/dense, "
         "Llama q_proj/k_proj/v_proj/o_proj.",
@@ -25,15 +34,16 @@ class LoraSettings(Strict):
         True, description="Merge the update into the weights for deployment; false keeps a PEFT adapter."
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> LoraSettings:
-        if self.target_modules is not None and (
-            not self.target_modules or any(not name.strip() for name in self.target_modules)
-        ):
+    @field_validator("target_modules")
+    @classmethod
+    def _names(cls, names: list[str] | None) -> list[str] | None:
+        # field and item checks, so that the error names lora.target_modules or its blank item (the recipe
+        # fuzzer found the section-level location too coarse)
+        if names is not None and not names:
             raise ValueError(
                 "target_modules must list module names (e.g. [query, value]) or be null for the default"
             )
-        return self
+        return names
 
 
 class FinetuneConfig(Strict):
