@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from pydantic import Field
 
 from fanbu.config import Strict
@@ -182,8 +183,6 @@ def _meta_init(workspace: Workspace, spec: str) -> tuple[Path, str | None] | Non
 
 def _adapt_meta_init(workspace: Workspace, config: FewShotConfig, domain: Domain, sample: Split,
                      meta_init: tuple[Path, str | None], run_id: str, started: float) -> dict[str, Any]:
-    import torch
-
     path, parent = meta_init
     body, provenance = load_meta_init(path)
     facts = (provenance.extra or {}).get(META_KEY) or {}
