@@ -91,3 +91,23 @@ def test_every_shipped_recipe_validates(path):
 def test_unknown_recipe_kind(tmp_path):
     with pytest.raises(ConfigError, match="cannot tell the recipe kind"):
         kind_of(tmp_path / "mystery.yaml")
+
+
+class _Section(Strict):
+    lr: float = 5e-5
+    epochs: int = 3
+    name: str = "plain"
+
+
+class _Holder(Strict):
+    built: _Section = Field(default_factory=lambda: _Section(lr=1e-3, name="tuned"))
+    given: _Section = Field(_Section(epochs=9))
+
+
+def test_a_section_given_in_part_keeps_its_own_default():
+    holder = load_recipe(_Holder, None, ["built.epochs=30", "given.lr=0.1"])
+    # the factory's and the default instance's settings survive; the keys given win
+    assert (holder.built.lr, holder.built.epochs, holder.built.name) == (1e-3, 30, "tuned")
+    assert (holder.given.lr, holder.given.epochs) == (0.1, 9)
+    assert load_recipe(_Holder, None, ["built.lr=0.5"]).built.lr == 0.5
+    assert _Holder().built.name == "tuned"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from fanbu.errors import ConfigError
 from fanbu.io import atomic_write_text
@@ -30,6 +30,35 @@ class Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _section_defaults(cls, data: Any) -> Any:
+        """A section given in part keeps the rest of *its own* default.
+
+        Where a field's default is a section with settings of its own (``Field(default_factory=...)``
+        returning, say, a ``TrainConfig(lr=1e-3, ...)``), a recipe or an override that sets a few of its
+        keys (``distill.train.epochs=30``) gets that default's other settings, the ones the resolved
+        recipe shows, and not the section class's bare defaults.
+        """
+        if not isinstance(data, dict):
+            return data
+        out = None
+        for name, field in cls.model_fields.items():
+            key = field.alias or name
+            given = data.get(key)
+            if not isinstance(given, dict) or (field.default_factory is None and not isinstance(field.default, BaseModel)):
+                continue
+            if field.default_factory is not None and field.default_factory_takes_validated_data:
+                continue  # a default built from the other fields: nothing fixed to fall back on
+            default = field.get_default(call_default_factory=True)
+            if not isinstance(default, BaseModel) or field.annotation is not type(default):
+                continue
+            kept = {k: getattr(default, k) for k in default.model_fields_set if k not in given}
+            if kept:
+                out = dict(data) if out is None else out
+                out[key] = {**kept, **given}
+        return data if out is None else out
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -76,3 +76,16 @@ def test_training_leaves_no_log_folder_behind(
     monkeypatch.setattr("tempfile.tempdir", None)
     train_ppo(cartpole, tiny_ppo, seed=0, total_steps=64)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_frozen_actor_keeps_its_weights_while_the_critic_learns(cartpole: list[Variant], tiny_ppo: PPOConfig) -> None:
+    from fanbu.rl.ppo import actor_critic_state
+
+    actor = new_policy(4, 2, {"hidden": [8, 8]}, seed=3)
+    state, shaped = actor_critic_state(actor, cartpole[0], tiny_ppo, seed=0)
+    assert shaped.policy.hidden == [8, 8] and tiny_ppo.policy.hidden == [16]
+    result = train_ppo(cartpole, shaped, seed=0, total_steps=128, init=state, freeze_actor=True)
+    obs = torch.randn(32, 4)
+    assert torch.equal(result.actor(obs), actor(obs))  # the policy is exactly the one it started as
+    critic = [k for k in state if "value" in k]
+    assert critic and any(not torch.equal(result.state[k], state[k]) for k in critic)

@@ -58,3 +58,16 @@ def test_meta_training_runs_ppo_inside(cartpole: list[Variant], tiny_ppo: PPOCon
     assert [len(h["variants"]) for h in result.history] == [2, 2]
     obs = torch.randn(16, 4)
     assert result.actor(obs).shape == (16, 2)
+
+
+def test_meta_training_from_a_general_policy_takes_its_shape(cartpole: list[Variant], tiny_ppo: PPOConfig) -> None:
+    from fanbu.rl.policy import new_policy
+
+    general = new_policy(4, 2, {"hidden": [8, 8]}, seed=1)
+    config = ReptileConfig(iterations=1, inner_steps=64, meta_batch=1, critic_warmup=64)
+    result = meta_train(cartpole, tiny_ppo, config, seed=0, init=general)
+    assert result.ppo.policy.hidden == [8, 8] and result.actor.hidden == [8, 8]
+    warmup = result.history[0]["critic_warmup"]  # a whole rollout over the 4 variants at least
+    assert warmup >= 64 and result.steps == warmup + 64  # the critic's warm-up counts
+    cold = meta_train(cartpole, tiny_ppo, config.model_copy(update={"critic_warmup": 0}), seed=0, init=general)
+    assert cold.steps == 64 and "critic_warmup" not in cold.history[0]

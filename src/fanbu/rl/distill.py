@@ -30,7 +30,7 @@ TASK = "policy"
 
 
 def _student_train() -> TrainConfig:
-    return TrainConfig(epochs=4, batch_size=128, lr=1e-3, weight_decay=0.0, warmup_ratio=0.0,
+    return TrainConfig(epochs=20, batch_size=128, lr=1e-3, weight_decay=0.0, warmup_ratio=0.0,
                        schedule="constant", max_grad_norm=1.0, progress=False, restore_best=False)
 
 

@@ -200,6 +200,7 @@ def train_ppo(
     total_steps: int | None = None,
     init: Mapping[str, Tensor] | PolicyMLP | None = None,
     stop: tuple[Check, float, int] | None = None,
+    freeze_actor: bool = False,
 ) -> PPOResult:
     """Train PPO on ``variants`` for ``total_steps`` (default ``config.total_steps``) environment steps.
 
@@ -209,6 +210,8 @@ def train_ppo(
         stop: ``(check, target, every)``: ``check(actor)`` is computed at step 0 and after each PPO update
             once ``every`` steps have passed since the last check (kept in the result's ``curve``); training
             stops at the first value ``>= target``, whose step count is ``reached_at``.
+        freeze_actor: Train the critic alone (the actor's weights get no gradient and stay as they are):
+            the value function of a fixed policy, e.g. before fine-tuning a policy that came without one.
     """
     policy_shape = None
     if isinstance(init, PolicyMLP):
@@ -218,6 +221,9 @@ def train_ppo(
         load_actor(model, init)
     elif init is not None:
         load_state(model, init)
+    if freeze_actor:
+        for layer in _actor_linears(model):
+            layer.requires_grad_(False)
     curve: list[tuple[int, float]] = []
     callback = None
     if stop is not None:
@@ -242,6 +248,18 @@ def actor_from_state(state: Mapping[str, Tensor], variant: Variant, config: PPOC
     load_state(model, state)
     model.get_env().close()
     return actor_of(model)
+
+
+def actor_critic_state(actor: PolicyMLP, variant: Variant, config: PPOConfig, seed: int) -> tuple[State, PPOConfig]:
+    """An actor-critic whose actor is ``actor`` (a fresh critic of the same hidden sizes), and the PPO
+    settings of that shape (``config`` with ``policy`` set to the actor's)."""
+    shaped = config.model_copy(update={"policy": PolicyConfig(hidden=list(actor.hidden),
+                                                              activation=actor.activation)})  # type: ignore[arg-type]
+    model = make_ppo([variant], shaped, seed)
+    load_actor(model, actor)
+    state = state_of(model)
+    model.get_env().close()
+    return state, shaped
 
 
 def fresh_state(variant: Variant, config: PPOConfig, seed: int) -> State:

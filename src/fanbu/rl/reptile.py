@@ -5,12 +5,20 @@ train on one sampled variant for a few PPO steps to ``phi``, then move ``theta <
 theta)`` (with a batch of variants, toward the mean of their ``phi``), ``eps`` annealed linearly to
 zero. The weights are the whole actor-critic, so that fine-tuning on a new variant starts with a critic
 that already knows the family. :func:`reptile_step` is the update alone, on any state dicts.
+
+Where it starts (``start``): from the family's **general** policy (the distilled one: the meta-init is a
+meta-initialisation *of the general policy*, which already acts well across the family), or from the
+experts' **shared** initialisation. A general policy comes without a critic, so a fresh critic of its
+shape first learns the policy's values on the training variants with the actor frozen
+(``critic_warmup`` steps); otherwise the first inner PPO runs would move the actor along the noise of
+an untrained critic's advantages.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,7 +28,7 @@ from torch import Tensor
 from fanbu.config import Strict
 from fanbu.errors import ConfigError
 from fanbu.rl.policy import PolicyMLP
-from fanbu.rl.ppo import PPOConfig, State, actor_from_state, fresh_state, train_ppo
+from fanbu.rl.ppo import PPOConfig, State, actor_critic_state, actor_from_state, fresh_state, train_ppo
 from fanbu.rl.variants import Variant
 from fanbu.train.anneal import linear_anneal
 
@@ -33,6 +41,10 @@ class ReptileConfig(Strict):
     meta_batch: int = Field(2, ge=1, description="Variants adapted from the same theta per iteration.")
     step_size: float = Field(0.5, gt=0, le=1, description="eps at the first iteration.")
     final_step_size: float = Field(0.05, ge=0, le=1, description="eps at the last iteration (linear anneal).")
+    start: Literal["general", "shared"] = Field("general", description="Start from the family's general "
+                                                "(distilled) policy, or from the experts' shared initialisation.")
+    critic_warmup: int = Field(4096, ge=0, description="Environment steps (over all training variants) in which "
+                               "a general policy's fresh critic learns its values, the actor frozen; 0: none.")
 
     @model_validator(mode="after")
     def _check(self) -> ReptileConfig:
@@ -66,22 +78,33 @@ def reptile_step(theta: Mapping[str, Tensor], adapted: Sequence[Mapping[str, Ten
 
 @dataclass
 class MetaResult:
-    """The meta-learned actor-critic weights, its actor, and the environment steps meta-training took."""
+    """The meta-learned actor-critic weights, its actor, the environment steps meta-training took (critic
+    warm-up included), and the PPO settings of the weights' shape (fine-tune the state with these)."""
 
     state: State
     actor: PolicyMLP
     steps: int
+    ppo: PPOConfig
     history: list[dict[str, object]] = field(default_factory=list)
 
 
 def meta_train(variants: Sequence[Variant], ppo: PPOConfig, config: ReptileConfig, seed: int = 0,
-               init: Mapping[str, Tensor] | None = None) -> MetaResult:
-    """Reptile over ``variants`` with PPO as the inner loop, from ``init`` (default: a fresh actor-critic)."""
+               init: Mapping[str, Tensor] | PolicyMLP | None = None) -> MetaResult:
+    """Reptile over ``variants`` with PPO as the inner loop, from ``init``: an actor-critic state, a policy
+    (a general one: its critic is warmed up first, and the meta weights take its shape) or nothing (a fresh
+    actor-critic of ``ppo.policy``'s shape)."""
     if not variants:
         raise ConfigError("reptile needs at least one training variant")
     rng = np.random.default_rng(seed)
-    theta = dict(init) if init is not None else fresh_state(variants[0], ppo, seed)
     steps, history = 0, []
+    if isinstance(init, PolicyMLP):
+        theta, ppo = actor_critic_state(init, variants[0], ppo, seed)
+        if config.critic_warmup:
+            warm = train_ppo(variants, ppo, seed, total_steps=config.critic_warmup, init=theta, freeze_actor=True)
+            theta, steps = warm.state, warm.steps
+            history.append({"critic_warmup": warm.steps})
+    else:
+        theta = dict(init) if init is not None else fresh_state(variants[0], ppo, seed)
     for iteration in range(config.iterations):
         batch = rng.choice(len(variants), size=min(config.meta_batch, len(variants)), replace=False)
         adapted = []
@@ -93,4 +116,4 @@ def meta_train(variants: Sequence[Variant], ppo: PPOConfig, config: ReptileConfi
         eps = config.step_size_at(iteration)
         theta = reptile_step(theta, adapted, eps)
         history.append({"iteration": iteration, "variants": [variants[int(i)].name for i in batch], "eps": eps})
-    return MetaResult(theta, actor_from_state(theta, variants[0], ppo), steps, history)
+    return MetaResult(theta, actor_from_state(theta, variants[0], ppo), steps, ppo, history)

@@ -3,12 +3,13 @@
 1. **experts**: PPO per training variant from one shared initialisation, registered with provenance;
 2. **general** policies, each scored on every training variant:
    ``distill`` (multi-teacher DAgger distillation into the larger general shape), ``multi_ppo`` (one PPO
-   on all training variants together for as many environment steps as the experts took together: the
-   honest baseline), ``average`` (the experts' uniform weight average);
+   on all training variants together for as many environment steps as the experts took together plus the
+   distillation's DAgger rollouts: the honest baseline), ``average`` (the experts' uniform weight average);
 3. **gate**: ``multi_ppo`` is the champion; ``distill`` and ``average`` are gated against it on the
    gate episodes and the best that passes is promoted, in the registry;
-4. **adapt**: per held-out variant, PPO fine-tuning from the Reptile meta-init, from the distilled
-   policy and from scratch, counting environment steps to 90% of the way from a random policy to the
+4. **adapt**: per held-out variant, PPO fine-tuning from the Reptile meta-init (by default Reptile starts
+   from the distilled policy, with a critic warmed up on it), from the distilled policy (a fresh critic)
+   and from scratch, counting environment steps to 90% of the way from a random policy to the
    variant's own expert (trained for reference only).
 
 Reported returns are greedy means over the ``test`` episode seeds; every choice (the gate, the stopping
@@ -83,7 +84,8 @@ def run_draw(recipe: RLRecipe, seed: int, workspace: Workspace, console: Console
     student = new_policy(first.obs_dim, first.n_actions, recipe.general, seed=s)
     distilled = distill_policies(student, {n: r.actor for n, r in experts.items()}, train, recipe.distill, s)
     t = phase("distill", t)
-    multi = train_ppo(train, ppo, run_seed(s, len(train)), total_steps=expert_steps, init=init)
+    # the baseline gets every environment step the distilled policy cost: the experts' and DAgger's rollouts
+    multi = train_ppo(train, ppo, run_seed(s, len(train)), total_steps=expert_steps + distilled.states, init=init)
     t = phase("multi_ppo", t)
     average = merge_policies({n: r.actor for n, r in experts.items()}, base=actor_from_state(init, train[0], ppo))
     policies = {"distill": student, "multi_ppo": multi.actor, "average": average}
@@ -109,7 +111,7 @@ def run_draw(recipe: RLRecipe, seed: int, workspace: Workspace, console: Console
     gate = promote_best(workspace, champion, multi.actor, candidates, train, recipe.gate, s)
     t = phase("general+gate", t)
 
-    meta = meta_train(train, ppo, recipe.reptile, s, init=init)
+    meta = meta_train(train, ppo, recipe.reptile, s, init=student if recipe.reptile.start == "general" else init)
     register_policy(workspace, meta.actor, policy_provenance(meta.actor, train, config), name=f"{tag}.meta",
                     metadata={"method": "reptile", "env_steps": meta.steps})
     t = phase("reptile", t)
@@ -121,9 +123,10 @@ def run_draw(recipe: RLRecipe, seed: int, workspace: Workspace, console: Console
         target = target_return(gate_floor, gate_expert, recipe.adaptation.fraction)
         references.append({"variant": v.name, "expert_gate_return": gate_expert, "random_gate_return": gate_floor,
                            "target": target, "env_steps": reference.steps})
-        inits = {"meta": meta.state, "distilled": student, "scratch": None}
+        inits = {"meta": (meta.state, meta.ppo), "distilled": (student, ppo), "scratch": (None, ppo)}
         for name in INITS:
-            result = steps_to_target(v, inits[name], target, ppo, recipe.adaptation, run_seed(s, 200 + index),
+            start, settings = inits[name]
+            result = steps_to_target(v, start, target, settings, recipe.adaptation, run_seed(s, 200 + index),
                                      eval_seed=s)
             adapt.append({"init": name, "variant": v.name, "steps_to_90pct": result.steps,
                           "reached": result.steps is not None, "curve": result.curve})

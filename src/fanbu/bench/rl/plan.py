@@ -23,7 +23,7 @@ _SETTINGS: dict[str, dict[bool, dict]] = {
                 "adaptation": {"max_steps": 80_000, "eval_every": 2048, "eval_episodes": 10}},
     },
     "acrobot": {
-        True: {"ppo": {"total_steps": 30_000, "ent_coef": 0.01}, "distill": {"rounds": 3, "steps_per_variant": 1000},
+        True: {"ppo": {"total_steps": 60_000, "ent_coef": 0.01}, "distill": {"rounds": 4, "steps_per_variant": 1500},
                "reptile": {"iterations": 8, "inner_steps": 2048, "meta_batch": 2},
                "adaptation": {"max_steps": 30_000, "eval_every": 1024, "eval_episodes": 5}},
         False: {"ppo": {"total_steps": 80_000, "ent_coef": 0.01}, "distill": {"rounds": 5, "steps_per_variant": 2000},
