@@ -228,6 +228,35 @@ def cycle(
 
 @app.command()
 @friendly
+def hierarchy(
+    recipe: Annotated[Path, typer.Argument(help="A hierarchy recipe YAML (see recipes/hierarchy.yaml).")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. max_train=200")] = None,
+    home: HomeOpt = Path(".fanbu"),
+    db: DbOpt = None,
+) -> None:
+    """Adapters on your domain tree: train them top-down, register the stack, attach each new domain under the
+    nearest group and register its starting model (the trunk with the group's adapters merged in)."""
+    from fanbu.hierarchy.run import HierarchyRunRecipe, run_hierarchy
+    from fanbu.registry.workspace import Workspace
+
+    resolved = load_recipe(HierarchyRunRecipe, recipe, overrides or [])
+    with _registry(home, db) as registry:
+        summary = run_hierarchy(resolved, Workspace(registry))
+    if summary["note"]:
+        console.print(f"note: {summary['note']}", highlight=False, soft_wrap=True)
+    table = Table("leaf", "group", "val acc", "test acc", title=f"adapter stack {summary['stack']}")
+    for leaf, row in summary["leaves"].items():
+        table.add_row(leaf, row["group"], f"{row['validation']:.3f}", f"{row['test']:.3f}")
+    console.print(table)
+    for domain, found in summary["attachments"].items():
+        best = max(found["similarities"].values())
+        console.print(f"{domain} -> {found['group']} ({found['how']}, best similarity {best:.3f}): {found['model']}",
+                      highlight=False, soft_wrap=True)
+        console.print(f"derive it: set teacher: {found['model']} in a derive recipe", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly
 def report(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="The HTML file (default: HOME/report.html).")] = None,
     home: HomeOpt = Path(".fanbu"),

@@ -20,12 +20,13 @@ from fanbu.derive.pipeline import DeriveRecipe
 from fanbu.errors import ConfigError
 from fanbu.federated.recipe import FederatedRecipe
 from fanbu.feedback.recipe import FeedbackRecipe
+from fanbu.hierarchy.run import HierarchyRunRecipe
 from fanbu.rl.recipe import RLRecipe
 
 SCHEMAS: dict[str, type[BaseModel]] = {
     "adapt": AdaptConfig, "cycle": CycleRecipe, "demo": DemoRecipe, "derive": DeriveRecipe,
-    "feedback": FeedbackRecipe, "federated": FederatedRecipe, "rl": RLRecipe, "lm-derive": LMDeriveRecipe,
-    "lm-cycle": LMCycleRecipe, "lm-demo": LMCycleRecipe,
+    "feedback": FeedbackRecipe, "federated": FederatedRecipe, "hierarchy": HierarchyRunRecipe, "rl": RLRecipe,
+    "lm-derive": LMDeriveRecipe, "lm-cycle": LMCycleRecipe, "lm-demo": LMCycleRecipe,
 }
 
 
