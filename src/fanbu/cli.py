@@ -241,7 +241,8 @@ def hierarchy(
 
     resolved = load_recipe(HierarchyRunRecipe, recipe, overrides or [])
     with _registry(home, db) as registry:
-        summary = run_hierarchy(resolved, Workspace(registry))
+        summary = run_hierarchy(resolved, Workspace(registry),
+                                log=lambda line: console.print(line, highlight=False, soft_wrap=True))
     if summary["note"]:
         console.print(f"note: {summary['note']}", highlight=False, soft_wrap=True)
     table = Table("leaf", "group", "val acc", "test acc", title=f"adapter stack {summary['stack']}")

@@ -134,6 +134,7 @@ def test_command_prints_the_leaves_and_the_start_to_derive_from(recipe: dict[str
     result = CliRunner().invoke(app, ["hierarchy", str(path), "attach=[swim]", "--home", str(tmp_path / "home")])
     assert result.exit_code == 0, result.output
     assert "adapter stack tree:v0" in result.output and "ball" in result.output
+    assert "trained ball: " in result.output  # a progress line as each stage of the tree ends
     assert "swim -> " in result.output and "centroid" in result.output
     assert "derive it: set teacher: swim.start:v0 in a derive recipe" in result.output
 

@@ -266,14 +266,18 @@ def seeded(settings: TopDownSettings, seed: int) -> TopDownSettings:
     return settings.model_copy(update=update)
 
 
-def run_hierarchy(recipe: HierarchyRunRecipe, workspace: Workspace) -> dict[str, Any]:
-    """Train, register, attach and register the starts; recorded as a ``hierarchy`` run. Returns its summary."""
+def run_hierarchy(recipe: HierarchyRunRecipe, workspace: Workspace,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train, register, attach and register the starts; recorded as a ``hierarchy`` run. Returns its summary.
+
+    ``log`` hears a line as each stage of the tree ends.
+    """
     with workspace.run("hierarchy", recipe) as run:
-        run.summary = _run(recipe, workspace, run.id)
+        run.summary = _run(recipe, workspace, run.id, log or (lambda _: None))
     return run.summary
 
 
-def _run(recipe: HierarchyRunRecipe, workspace: Workspace, run_id: str) -> dict[str, Any]:
+def _run(recipe: HierarchyRunRecipe, workspace: Workspace, run_id: str, log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
     bench = benchmark_of(recipe.data)
     config, note = plan_tree(recipe, domain_names(recipe.data, bench))
@@ -286,7 +290,14 @@ def _run(recipe: HierarchyRunRecipe, workspace: Workspace, run_id: str) -> dict[
     encode = stack_inputs(handle, settings.tail_layers)
     data = {leaf: LeafData(split_examples(splits[leaf].train, encode), split_examples(splits[leaf].validation, encode))
             for leaf in tree.leaves}
-    records = fit_top_down(stack, data, seeded(settings.training, recipe.seed))
+    log(f"training {len(tree.groups)} group(s) then {len(tree.leaves)} leaf domain(s), top-down")
+
+    def done(record: StageRecord) -> None:
+        score = "-" if record.validation is None else f"{record.validation:.3f}"
+        kept = ", its start kept" if record.kept_start else ""
+        log(f"trained {record.node}: {record.steps} steps, validation {score}{kept} ({record.seconds:.0f} s)")
+
+    records = fit_top_down(stack, data, seeded(settings.training, recipe.seed), on_stage=done)
     scores = {leaf: {"validation": accuracy(stack, leaf, leaf, data[leaf].validation),
                      "test": accuracy(stack, leaf, leaf, split_examples(splits[leaf].test, encode))}
               for leaf in tree.leaves}

@@ -9,7 +9,7 @@ its group's model. Early stopping reads the leaves' validation examples only.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -133,16 +133,21 @@ def train_node(
 
 
 def fit_top_down(
-    stack: AdapterStack, data: Mapping[str, LeafData], settings: TopDownSettings | None = None
+    stack: AdapterStack,
+    data: Mapping[str, LeafData],
+    settings: TopDownSettings | None = None,
+    on_stage: Callable[[StageRecord], None] | None = None,
 ) -> list[StageRecord]:
-    """Train the trunk (when ``settings.trunk`` is set), then the groups shallowest first, then the leaves."""
+    """Train the trunk (when ``settings.trunk`` is set), then the groups shallowest first, then the leaves;
+    ``on_stage`` hears of each stage as it ends (a command's progress lines)."""
     settings = settings or TopDownSettings()
     trained: set[str] = set()
+    stages = [(ROOT, settings.trunk)] if settings.trunk is not None else []
+    stages += [(group, settings.groups) for group in stack.tree.top_down]
+    stages += [(leaf, settings.leaves) for leaf in stack.tree.leaves]
     records = []
-    if settings.trunk is not None:
-        records.append(train_node(stack, ROOT, data, settings.trunk, trained, settings.keep_start))
-    for group in stack.tree.top_down:
-        records.append(train_node(stack, group, data, settings.groups, trained, settings.keep_start))
-    for leaf in stack.tree.leaves:
-        records.append(train_node(stack, leaf, data, settings.leaves, trained, settings.keep_start))
+    for node, config in stages:
+        records.append(train_node(stack, node, data, config, trained, settings.keep_start))
+        if on_stage is not None:
+            on_stage(records[-1])
     return records
