@@ -291,3 +291,9 @@ def test_carved_split_too_small(tmp_path: Path, write_jsonl, make_rows) -> None:
 def test_recipe_validation(fields: dict[str, object], expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         validate(DomainSource, {"name": "med", "train": "x.jsonl", **fields}, source="recipe.yaml")
+
+
+def test_a_domain_name_with_a_dot_is_refused_by_name() -> None:
+    # the domain's name is its head's name in every model, and a head name cannot hold a '.'
+    with pytest.raises(ValueError, match="domain name 'comp.sw' contains '.'.*'comp_sw'"):
+        DomainSource(name="comp.sw", train="comp.jsonl")

@@ -29,7 +29,8 @@ OPTIONAL_SPLITS = ("validation", "test", "unlabeled")
 class DomainSource(Strict):
     """A user's own domain, as written in a YAML recipe."""
 
-    name: str = Field(min_length=1, description="Domain name, unique within a run (e.g. 'med').")
+    name: str = Field(min_length=1, description="Domain name, unique within a run (e.g. 'med'); no '.' (it names "
+                      "the domain's head in every model).")
     task: TaskKind = Field(
         "classification", description="'classification' (text -> label) or 'causal_lm' (text only)."
     )
@@ -88,6 +89,14 @@ class DomainSource(Strict):
         description="Score metric: accuracy or macro_f1 (classification), perplexity (causal_lm). "
         "Default: accuracy / perplexity.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name_has_no_dot(cls, value: str) -> str:
+        if "." in value:
+            raise ValueError(f"domain name {value!r} contains '.', which cannot name the domain's head in a model; "
+                             f"use '_' or '-' instead (e.g. {value.replace('.', '_')!r})")
+        return value
 
     @field_validator("label_names")
     @classmethod
