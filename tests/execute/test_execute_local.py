@@ -72,3 +72,35 @@ def test_bad_arguments_say_what_to_fix() -> None:
         LocalExecutor(0)
     with pytest.raises(ExecutionError, match="got 1 names for 2 items; give one name per item"):
         LocalExecutor(1).map(square, [1, 2], names=["a"])
+
+
+def test_workers_exit_when_their_parent_is_killed(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = ("from fanbu.execute import LocalExecutor\n"
+              "from tests.execute.workers import sleep_long\n"
+              "LocalExecutor(2).map(sleep_long, [0, 1])\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=os.getcwd())
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while time.monotonic() < deadline and len(workers) < 2:  # the two spawned workers, started
+            time.sleep(0.5)
+            children = psutil.Process(parent.pid).children()
+            workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+        assert len(workers) == 2, "the workers did not start"
+        time.sleep(3)  # past their initialiser
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        _, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, f"workers {[p.pid for p in alive]} still run after their parent was killed"
+    finally:
+        parent.kill()
+        for child in psutil.Process().children(recursive=True):
+            if "sleep_long" in " ".join(child.cmdline()) or "spawn_main" in " ".join(child.cmdline()):
+                child.kill()

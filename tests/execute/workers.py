@@ -39,3 +39,9 @@ def mark_or_fail_on_two(job: tuple[str, int]) -> int:
     with open(os.path.join(directory, f"{x}.done"), "w") as f:
         f.write("done")
     return x + 1
+
+
+def sleep_long(x: int) -> int:
+    """Sleeps a minute: an item still running when its parent is killed."""
+    time.sleep(60)
+    return x

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any, TypeVar
@@ -36,6 +38,24 @@ def limit_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def watch_parent(parent: int, every: float = 1.0) -> None:
+    """In a worker: exit once the process that started it is gone (killed outright, say, by a job
+    scheduler or ``kill``), instead of running its items on for nobody. A daemon thread polls the parent id."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="fanbu-watch-parent", daemon=True).start()
+
+
+def init_worker(threads: int, parent: int) -> None:
+    """Worker initialiser: :func:`limit_threads`, and :func:`watch_parent` on the process that started it."""
+    limit_threads(threads)
+    watch_parent(parent)
 
 
 class LocalExecutor:
@@ -91,8 +111,8 @@ class LocalExecutor:
         pool = ProcessPoolExecutor(
             max_workers=min(self.workers, len(items)),
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=limit_threads,
-            initargs=(self.threads_per_worker,),
+            initializer=init_worker,
+            initargs=(self.threads_per_worker, os.getpid()),
         )
         with pool:
             futures: dict[Future, int] = {pool.submit(call, fn, item): i for i, item in enumerate(items)}
