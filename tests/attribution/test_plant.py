@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fanbu.bench.structure.causal import causal_settings, poison, summarise
+import pytest
+from pydantic import ValidationError
+
+from fanbu.bench.structure.causal import causal_settings, choose_on_gate, poison, summarise
 from fanbu.data.domain import Split
 
 
@@ -59,3 +62,30 @@ def test_the_plant_stays_within_the_first_words_so_truncation_keeps_it():
     split = Split((text,) * 50, (1,) * 50)
     poisoned = poison(split, "zqxv", target=1, rates=(1.0, 0.0), seed=0, within=5)
     assert all(t.split().index("zqxv") <= 5 for t in poisoned.texts)
+
+
+def gate_row(method: str, clean: float, counterfactual: float) -> dict:
+    return {"method": method, "gate": {"accuracy": clean, "counterfactual_accuracy": counterfactual}}
+
+
+def test_the_gate_takes_the_mildest_weight_within_a_standard_error_of_the_best():
+    base = gate_row("swarm_distill", 0.80, 0.60)
+    tried = [gate_row("rrr=10", 0.80, 0.760), gate_row("rrr=100", 0.795, 0.764), gate_row("rrr=1000", 0.70, 0.9)]
+    # 1000 is more than the slack below swarm_distill's clean gate accuracy; 100 is best by 0.4 points
+    assert choose_on_gate(base, tried, 1.0, "best")["method"] == "rrr=100"
+    # one standard error of 0.764 over 450 texts is 2.0 points: 10 is within it and the mildest
+    assert choose_on_gate(base, tried, 1.0, "mildest_within_se", 450)["method"] == "rrr=10"
+    # a clear win (10 points) of the stronger weight is still taken
+    tried[1]["gate"]["counterfactual_accuracy"] = 0.86
+    assert choose_on_gate(base, tried, 1.0, "mildest_within_se", 450)["method"] == "rrr=100"
+    # none within the slack: the highest clean gate accuracy
+    assert choose_on_gate(gate_row("s", 0.95, 0.5), tried, 1.0, "mildest_within_se", 450)["method"] == "rrr=10"
+
+
+def test_one_word_per_domain_or_one_for_all():
+    settings = causal_settings(True, domains=["a", "b"], planted=["w1", "w2"])
+    assert settings.planted_words() == {"a": "w1", "b": "w2"}
+    assert causal_settings(True, domains=["a", "b"], planted="w").planted_words() == {"a": "w", "b": "w"}
+    for bad, says in ((["w1"], "one per domain"), (["w", "w"], "distinct")):
+        with pytest.raises(ValidationError, match=says):
+            causal_settings(True, domains=["a", "b"], planted=bad)

@@ -26,10 +26,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -62,7 +62,14 @@ class CausalSettings(Strict):
     seeds: int = Field(1, ge=1, description="Draws run (seed .. seed + seeds - 1); means with t-intervals.")
     large: str = Field(LARGE, description="The large model's source.")
     domains: list[str] = Field(["comp", "sci", "politics"], description="Feedback domains, all poisoned.")
-    planted: str = Field("zqxv", description="The made-up word planted as a shortcut.")
+    planted: str | list[str] = Field(
+        ["zqxv", "vrkq", "qxjw"],
+        description="The made-up words planted as shortcuts, one per domain in the order of `domains` (a single "
+        "word: the same one in every domain, as in the runs up to 546fb24). One word shared by every domain made "
+        "each expert's encoder follow it through the other domains' heads too, so the consensus report saw a "
+        "rule where the issue means a shortcut that one expert alone relies on (comp's word ranked top 3 in 1 "
+        "of 3 draws).",
+    )
     planted_rate: float = Field(
         1.0, ge=0, le=1, description="Share of the planted class's private texts with it (1.0: every one; the "
         "first complete run, at 0.9 and 0.05, made a shortcut that cost swarm_distill only 5.8 points on the "
@@ -113,6 +120,31 @@ class CausalSettings(Strict):
     clean_slack: float = Field(
         1.0, ge=0, description="Points of gate accuracy below swarm_distill's a chosen weight may lose."
     )
+    choice: Literal["best", "mildest_within_se"] = Field(
+        "mildest_within_se",
+        description="How the gate picks among the weights within clean_slack: best, the highest gate "
+        "counterfactual accuracy (the rule up to 546fb24, where draw 0 took 100 over 10 on a 0.4-point "
+        "difference, well inside the gate's noise); mildest_within_se, the smallest weight whose gate "
+        "counterfactual accuracy is within one standard error of the best's (binomial, on the gate's texts).",
+    )
+
+    @model_validator(mode="after")
+    def _one_word_per_domain(self) -> CausalSettings:
+        if isinstance(self.planted, list):
+            if len(self.planted) < len(self.domains):
+                raise ValueError(
+                    f"planted: {len(self.planted)} words for {len(self.domains)} domains; give one per domain "
+                    "(or a single word for all)"
+                )
+            if len(set(self.planted)) != len(self.planted):
+                raise ValueError(f"planted: the words {self.planted} repeat; give distinct words")
+        return self
+
+    def planted_words(self) -> dict[str, str]:
+        """Domain -> the word planted in it."""
+        if isinstance(self.planted, str):
+            return {d: self.planted for d in self.domains}
+        return dict(zip(self.domains, self.planted, strict=False))
 
 
 def causal_settings(quick: bool, **overrides: Any) -> CausalSettings:
@@ -185,11 +217,12 @@ def run_draw(
     train_large_v0(large, bench, public, train, validation, head_seed=seed)
     large.model.eval()
     experts, collected = {}, {}
+    words = settings.planted_words()
     for index, name in enumerate(domains):
         rates = (settings.planted_rate, settings.other_rate)
         private = poison(
             bench.private(name),
-            settings.planted,
+            words[name],
             planted_class[name],
             rates,
             seed + index,
@@ -224,12 +257,10 @@ def run_draw(
     )
     flag_top = int(settings.invariance.get("flag_top", 3))
     flags = shortcut_words(report, flag_top)
-    ranks = {d: word_rank(report, d, settings.planted) for d in domains}
+    ranks = {d: word_rank(report, d, words[d]) for d in domains}
     counterfactual_tests = {
         d: (
-            plant_at_random(
-                t, settings.planted, settings.counterfactual_rate, seed + 7, settings.plant_within
-            ),
+            plant_at_random(t, words[d], settings.counterfactual_rate, seed + 7, settings.plant_within),
             y,
         )
         for d, (t, y) in tests.items()
@@ -245,7 +276,7 @@ def run_draw(
     invariance = {**DISTIL, **settings.invariance, "shortcuts": flags}
     runs = [("swarm_distill", "swarm_distill", DISTIL)] + [
         (f"invariance[rrr={w:g}]", "invariance", {**invariance, "rrr_weight": w})
-        for w in settings.rrr_weights
+        for w in sorted(settings.rrr_weights)  # mildest first: the order choose_on_gate reads
     ]
     for label, name, config in runs:
         log(f"feedback: {label}")
@@ -258,11 +289,13 @@ def run_draw(
         result["gate"] = counterfactual_scores(out.handle, large, gate, planted_gate)["candidate"]
         log(f"  {label}: { ({k: v for k, v in result.items() if k != 'gate'}) }, gate {result['gate']}")
         rows.append(result)
-    chosen = choose_on_gate(rows[2], rows[3:], settings.clean_slack)
+    gate_texts = sum(len(t) for t, _ in gate.values())
+    chosen = choose_on_gate(rows[2], rows[3:], settings.clean_slack, settings.choice, gate_texts)
     rows.append({**chosen, "method": "invariance", "chosen": chosen["method"]})
     return {
         "seed": seed,
         "planted_class": {d: bench.domain(d).label_names[k] for d, k in planted_class.items()},
+        "planted_word": words,
         "causal": rows,
         "attribution": {
             "planted_token_rank": [{"domain": d, "rank": r} for d, r in ranks.items()],
@@ -273,15 +306,30 @@ def run_draw(
     }
 
 
-def choose_on_gate(base: dict[str, Any], tried: list[dict[str, Any]], slack: float) -> dict[str, Any]:
-    """The invariance row kept: the highest gate counterfactual accuracy (the flagged words planted into
-    the gate splits) among those within ``slack`` points of ``base``'s clean gate accuracy; if none is,
-    the highest clean gate accuracy. Reads gate scores only."""
+def choose_on_gate(
+    base: dict[str, Any],
+    tried: list[dict[str, Any]],
+    slack: float,
+    rule: Literal["best", "mildest_within_se"] = "best",
+    gate_texts: int | None = None,
+) -> dict[str, Any]:
+    """The invariance row kept, read on gate scores only. Among the rows (``tried``, mildest weight first)
+    within ``slack`` points of ``base``'s clean gate accuracy: ``best``, the highest gate counterfactual
+    accuracy (the flagged words planted into the gate splits); ``mildest_within_se``, the first whose gate
+    counterfactual accuracy is within one binomial standard error (over ``gate_texts`` texts) of the best's.
+    If no row is within ``slack``, the highest clean gate accuracy."""
     floor = base["gate"]["accuracy"] - slack / 100
     close = [r for r in tried if r["gate"]["accuracy"] >= floor]
-    if close:
-        return max(close, key=lambda r: (r["gate"]["counterfactual_accuracy"], r["gate"]["accuracy"]))
-    return max(tried, key=lambda r: r["gate"]["accuracy"])
+    if not close:
+        return max(tried, key=lambda r: r["gate"]["accuracy"])
+    best = max(close, key=lambda r: (r["gate"]["counterfactual_accuracy"], r["gate"]["accuracy"]))
+    if rule == "best":
+        return best
+    if not gate_texts:
+        raise ValueError("mildest_within_se needs the number of gate texts")
+    top = best["gate"]["counterfactual_accuracy"]
+    se = float(np.sqrt(max(top * (1 - top), 1e-12) / gate_texts))
+    return next(r for r in close if r["gate"]["counterfactual_accuracy"] >= top - se)
 
 
 def row(
