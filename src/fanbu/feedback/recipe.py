@@ -171,6 +171,24 @@ class FeedbackCore(Strict):
     gate: GateConfig = Field(default_factory=GateConfig)
     seed: int = Field(0, description="Seeds the strategies.")
 
+    @model_validator(mode="after")
+    def _levels_from_sources(self) -> FeedbackCore:
+        """A merge by level given groups but no leaves takes each domain's group from its source (files)."""
+        if self.data.source != "files":
+            return self
+        groups = {source.name: source.group for source in self.data.files}
+        chosen = self.data.domains or list(groups)
+        filled = False
+        for item in self.strategies:
+            settings = item.get("merge") if isinstance(item, dict) and len(item) == 1 else None
+            levels = settings.get("levels") if isinstance(settings, dict) else None
+            if isinstance(levels, dict) and not levels.get("leaves"):
+                levels["leaves"] = {name: groups.get(name) for name in chosen}
+                filled = True
+        if filled:  # the filled tree is checked like one written out (a source's group must be defined)
+            check_strategies(self.strategies)
+        return self
+
     def parsed_strategies(self) -> list[tuple[str, BaseModel]]:
         """``(name, validated config)`` of each strategy, in order."""
         return parse_strategies(self.strategies)

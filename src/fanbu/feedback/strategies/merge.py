@@ -4,6 +4,12 @@ Task vectors are ``expert - champion`` per encoder tensor; PEFT's ``peft.utils.m
 the stacked vectors, and the candidate is ``champion + scaling * merged``. fanbu adds what PEFT lacks:
 experts worse than the champion on validation are left out (:mod:`fanbu.feedback.shared.weights`), each
 domain's head comes from its expert (heads are not merged), held-out heads stay the champion's.
+
+With ``levels`` (a domain tree, seed technique 20) the merge follows how the domains relate: each group's
+leaf experts are merged into a group vector first, deepest groups next, and the top groups' vectors into
+the champion last, each step by ``method`` (:func:`merge_states_by_level`). A group then counts once at
+its level however many domains it holds, and siblings settle their conflicts (TIES's sign election)
+among themselves before they meet another group's.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import copy
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -29,6 +36,7 @@ from fanbu.feedback.shared.weights import (
     take_heads,
     validation_metrics,
 )
+from fanbu.hierarchy.tree import ROOT, DomainTree, TreeConfig
 
 Method = Literal["average", "task_arithmetic", "ties", "dare_linear", "dare_ties"]
 SPARSE: tuple[str, ...] = ("ties", "dare_linear", "dare_ties")
@@ -63,6 +71,13 @@ class MergeConfig(Strict):
     )
     selection: SelectionConfig = Field(
         default_factory=SelectionConfig, description="Which experts take part."
+    )
+    levels: TreeConfig | None = Field(
+        None,
+        description="Merge by level: groups (group -> parent group, null for a top group) and leaves (domain -> "
+        "its group, null: straight on the trunk). Each group's experts are merged first, then the groups into "
+        "the champion, every step by `method`. With data.source: files and no leaves, each domain source's "
+        "`group` fills them. null: one flat merge of every expert.",
     )
 
     @model_validator(mode="after")
@@ -109,6 +124,72 @@ def merge_states(
     return merged
 
 
+@dataclass(frozen=True)
+class LevelStep:
+    """One merge by level: the vectors of ``children`` into ``into`` (:data:`ROOT`: the champion)."""
+
+    into: str
+    children: tuple[str, ...]
+    weights: tuple[float, ...]
+
+
+def level_steps(tree: DomainTree, weights: Mapping[str, float]) -> list[LevelStep]:
+    """The merges of :func:`merge_states_by_level` in order: every group with a merged child, deepest first,
+    then the trunk. A domain's weight is ``weights[domain]``; a group's, the mean of its children's."""
+    weight = dict(weights)
+    steps = []
+    for node in [*tree.bottom_up(), ROOT]:
+        children = tuple(c for c in tree.children(node) if c in weight)
+        if not children:
+            continue
+        steps.append(LevelStep(node, children, tuple(weight[c] for c in children)))
+        weight[node] = sum(weight[c] for c in children) / len(children)
+    return steps
+
+
+def merge_states_by_level(
+    champion: Mapping[str, Tensor],
+    experts: Mapping[str, Mapping[str, Tensor]],
+    weights: Mapping[str, float],
+    tree: DomainTree,
+    config: MergeConfig,
+    seed: int = 0,
+) -> tuple[dict[str, Tensor], list[LevelStep]]:
+    """``champion + scaling * delta``, where ``delta`` merges the experts' task vectors up ``tree``: each
+    group's children by ``config.method`` (normalised weights for the summing methods), then the top nodes.
+
+    The sparse methods trim a domain's own vector to ``config.kept`` where it first meets its siblings; a
+    group's merged vector is sparse already and is not trimmed again (density 1 above that).
+    """
+    if not experts:
+        raise ConfigError("merge: no expert weights to merge; select at least one expert")
+    outside = sorted(set(experts) - set(tree.leaves))
+    if outside:
+        raise ConfigError(
+            f"merge.levels.leaves: no place in the tree for {outside}; give each its group (null puts a domain "
+            "straight on the trunk)"
+        )
+    steps = level_steps(tree, {d: weights[d] for d in experts})
+    merged: dict[str, Tensor] = {}
+    with seeded_merge(seed):
+        for key, base in champion.items():
+            vectors = {d: expert[key].float() - base.float() for d, expert in experts.items()}
+            for step in steps:
+                w = torch.tensor(step.weights, dtype=torch.float32)
+                if config.method in SUMMING and config.normalize:
+                    if float(w.sum()) <= 0:
+                        raise ConfigError(
+                            f"merge: the weights of {list(step.children)} sum to zero; give a positive weight"
+                        )
+                    w = w / w.sum()
+                raw = any(c in experts for c in step.children)
+                vectors[step.into] = combine_vectors(
+                    [vectors[c] for c in step.children], w, config, None if raw else 1.0
+                )
+            merged[key] = (base.float() + config.scaling * vectors[ROOT]).to(base.dtype)
+    return merged, steps
+
+
 @contextmanager
 def seeded_merge(seed: int) -> Iterator[None]:
     """Seed DARE's random drop with ``seed`` (the global generators are restored after) and silence
@@ -149,11 +230,21 @@ def merge_strategy(ctx: FeedbackContext, config: MergeConfig) -> StrategyOutput:
         unknown = sorted(set(config.weights) - set(ctx.domains))
         if unknown:
             raise ConfigError(f"merge.weights: no expert for {unknown}; experts: {ctx.domains}")
+    tree = level_tree(ctx, config.levels) if config.levels is not None else None
     selected, details = same_architecture_swarm(ctx, config.selection, "merge")
     weights = [1.0 if config.weights is None else config.weights.get(d, 1.0) for d in selected]
-    merged = merge_states(
-        plain_state(ctx.large), [plain_state(ctx.experts[d]) for d in selected], weights, config, ctx.seed
-    )
+    if tree is None:
+        merged = merge_states(
+            plain_state(ctx.large), [plain_state(ctx.experts[d]) for d in selected], weights, config, ctx.seed
+        )
+    else:
+        experts = {d: plain_state(ctx.experts[d]) for d in selected}
+        merged, steps = merge_states_by_level(
+            plain_state(ctx.large), experts, dict(zip(selected, weights, strict=True)), tree, config, ctx.seed
+        )
+        details["levels"] = [
+            {"into": s.into, "children": list(s.children), "weights": list(s.weights)} for s in steps
+        ]
     candidate = copy.deepcopy(ctx.large)
     missing, unexpected = candidate.model.encoder.load_state_dict(merged, strict=False)
     if unexpected or any(k in merged for k in missing):
@@ -163,3 +254,24 @@ def merge_strategy(ctx: FeedbackContext, config: MergeConfig) -> StrategyOutput:
     if config.method in SPARSE:
         details["density"] = config.kept
     return StrategyOutput(candidate, "merge", validation_metrics(ctx, candidate), details)
+
+
+def level_tree(ctx: FeedbackContext, levels: TreeConfig) -> DomainTree:
+    """The tree of ``merge.levels``, checked against the swarm: every expert has a place, every leaf an expert."""
+    if not levels.leaves:
+        raise ConfigError(
+            "merge.levels: no leaves; give levels.leaves (domain: group), or read your domains from files "
+            "(data.source: files) with each source's group set"
+        )
+    unknown = sorted(set(levels.leaves) - set(ctx.domains))
+    if unknown:
+        raise ConfigError(
+            f"merge.levels.leaves: {unknown} are not domains of the swarm (experts: {ctx.domains})"
+        )
+    missing = sorted(set(ctx.domains) - set(levels.leaves))
+    if missing:
+        raise ConfigError(
+            f"merge.levels.leaves: no group for {missing}; give each its group (null puts a domain straight on "
+            "the trunk)"
+        )
+    return DomainTree.from_config(levels)
