@@ -569,12 +569,13 @@ def bench_structure(
     quick: Annotated[bool, typer.Option("--quick", help="Six 20 Newsgroups leaves, capped slices; target 30 "
                                         "minutes on 2 cores.")] = False,
     sections: Annotated[list[str] | None, typer.Option("--section", help="Only these sections (repeatable): "
-                                                       "hierarchy, causal.")] = None,
+                                                       "hierarchy, causal, merge.")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="section.key=value override (repeatable), e.g. "
                                                    "--set hierarchy.seeds=5.")] = None,
 ) -> None:
     """Hierarchical transfer on the 20 Newsgroups tree (flat, hierarchical, group alone at 8 and 32 labels per
-    class) and causal-rule transfer (a planted spurious token; feedback without and with invariance)."""
+    class), causal-rule transfer (a planted spurious token; feedback without and with invariance) and merging a
+    swarm back flat or by level."""
     from fanbu.bench.structure.run import SECTIONS, run_bench
 
     run_bench(quick, out, console, tuple(sections) if sections else SECTIONS, sets or [])

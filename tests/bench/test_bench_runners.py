@@ -81,14 +81,23 @@ def test_structure_bench_passes_each_section_its_overrides(monkeypatch, tmp_path
         seen["causal"] = settings.seeds
         return {"causal": [], "attribution": {"planted_token_rank": []}, "target": _target("plant_bites", True)}
 
+    def merge(settings, log):
+        seen["merge"] = settings.seeds
+        return {"merge": [], "levels_vs_flat": {}, "seconds": 1.0}
+
     monkeypatch.setattr(structure_run, "run_hierarchy", hierarchy)
     monkeypatch.setattr(structure_run, "run_causal", causal)
-    monkeypatch.setattr(structure_run, "print_hierarchy", lambda *a: None)
-    monkeypatch.setattr(structure_run, "print_causal", lambda *a: None)
+    monkeypatch.setattr(structure_run, "run_merge", merge)
+    for name in ("print_hierarchy", "print_causal", "print_merge"):
+        monkeypatch.setattr(structure_run, name, lambda *a: None)
     report = structure_run.run_bench(
-        True, tmp_path / "s.json", Console(quiet=True), sets=["hierarchy.seeds=5", "causal.seeds=2"]
+        True,
+        tmp_path / "s.json",
+        Console(quiet=True),
+        sets=["hierarchy.seeds=5", "causal.seeds=2", "merge.seeds=4"],
     )
-    assert seen == {"hierarchy": 5, "causal": 2}
+    assert seen == {"hierarchy": 5, "causal": 2, "merge": 4}
+    assert report["merge"] == [] and report["merge_detail"] == {"seconds": 1.0}
     assert {"hierarchical_vs_flat_mean_k8", "plant_bites", "quick_seconds"} <= set(report["target"])
     assert "--set hierarchy.seeds=5" in report["command"]
 

@@ -4,7 +4,9 @@
   the 20 Newsgroups tree at 8 and 32 labels per class;
 - ``causal`` (:mod:`~fanbu.bench.structure.causal`): a planted spurious token in the experts' private
   slices; feedback without and with ``invariance``, the counterfactual test, and where the attribution
-  report ranks the planted token.
+  report ranks the planted token;
+- ``merge`` (:mod:`~fanbu.bench.structure.merge`): a swarm of full fine-tunes on 20 Newsgroups leaves merged
+  back into large v0 flat or by level (``merge.levels``: each group's experts first).
 
 Every section's targets go into one ``target`` table, with the whole bench's time.
 """
@@ -19,11 +21,12 @@ from rich.console import Console
 
 from fanbu.bench.structure.causal import CausalSettings, causal_settings, print_causal, run_causal
 from fanbu.bench.structure.hierarchy import hierarchy_settings, print_hierarchy, run_hierarchy
+from fanbu.bench.structure.merge import merge_settings, print_merge, run_merge
 from fanbu.config import load_recipe
 from fanbu.errors import ConfigError
 from fanbu.io import atomic_write_json
 
-SECTIONS = ("hierarchy", "causal")
+SECTIONS = ("hierarchy", "causal", "merge")
 QUICK_SECONDS = 1800  # the issue's bar: --quick within 30 minutes on 2 CPU cores
 
 
@@ -75,6 +78,11 @@ def run_bench(
         report.update({k: found[k] for k in ("causal", "attribution")})
         report["causal_detail"] = {k: v for k, v in found.items() if k not in ("causal", "attribution", "target")}
         target.update(found["target"])
+    if "merge" in sections:
+        found = run_merge(merge_settings(quick, by_section["merge"]), log=console.print)
+        print_merge(found, console)
+        report.update({k: found[k] for k in ("merge", "levels_vs_flat")})
+        report["merge_detail"] = {k: v for k, v in found.items() if k not in ("merge", "levels_vs_flat")}
     seconds = time.perf_counter() - started
     if quick and sections == SECTIONS:
         target["quick_seconds"] = {"value": seconds, "bar": QUICK_SECONDS, "met": seconds <= QUICK_SECONDS}
