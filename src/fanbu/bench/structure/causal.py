@@ -22,7 +22,6 @@ and the planted word is among the top ``TOP_RANK`` shortcuts of every poisoned d
 from __future__ import annotations
 
 import copy
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,7 @@ from fanbu.attribution.counterfactual import insert_word, plant_at_random
 from fanbu.attribution.integrated import IGConfig
 from fanbu.bench.feedback import LARGE, TRAIN
 from fanbu.bench.stats import INTERVAL_METHOD, mean_interval
+from fanbu.bench.structure.draws import draw_train, run_draws
 from fanbu.config import Strict
 from fanbu.data.domain import Split
 from fanbu.data.slices import pairs, split_pairs
@@ -46,7 +46,6 @@ from fanbu.feedback import FeedbackContext, Labeled, get_strategy
 from fanbu.feedback.gate.counterfactual import counterfactual_scores, counterfactual_set
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import score_heads, train_heads
-from fanbu.train.config import TrainConfig
 from fanbu.train.large import train_large_v0
 
 MIN_DROP, MIN_RECOVERED, MAX_CLEAN_COST, TOP_RANK = 10.0, 2 / 3, 1.0, 3
@@ -201,15 +200,7 @@ def run_draw(
     validation = split_pairs(bench, "validation", domains, settings.validation, seed)
     gate = split_pairs(bench, "gate", domains, settings.gate, seed)
     tests = split_pairs(bench, "test", domains, settings.test, seed)
-    train = TrainConfig(
-        epochs=settings.epochs,
-        batch_size=16,
-        lr=1e-4,
-        warmup_ratio=0.06,
-        dropout=0.0,
-        seed=seed,
-        progress=False,
-    )
+    train = draw_train(settings.epochs, seed)
     rng = np.random.default_rng(seed)
     planted_class = {d: int(rng.integers(0, bench.domain(d).num_labels)) for d in domains}
     log(f"large v0: {settings.large} on the clean public slices of {', '.join(domains)}")
@@ -402,17 +393,7 @@ def summarise(draws: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_causal(settings: CausalSettings, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Run every draw of the causal section; the JSON-able report (rows, ranks, targets, each draw)."""
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="fanbu-bench-causal-") as tmp:
-        draws = [
-            run_draw(settings, settings.seed + i, log, Path(tmp) / f"seed{i}") for i in range(settings.seeds)
-        ]
-    return {
-        **summarise(draws),
-        "runs": draws,
-        "settings": settings.model_dump(mode="json"),
-        "seconds": time.perf_counter() - started,
-    }
+    return run_draws(settings, run_draw, summarise, "fanbu-bench-causal-", log)
 
 
 def print_causal(report: dict[str, Any], console: Console) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from rich.table import Table
 
 from fanbu.bench.feedback import LARGE
 from fanbu.bench.stats import INTERVAL_METHOD, mean_interval
+from fanbu.bench.structure.draws import draw_train, run_draws
 from fanbu.config import Strict
 from fanbu.data.builtin import bbc_news
 from fanbu.data.domain import Benchmark
@@ -37,7 +37,6 @@ from fanbu.hierarchy.newsgroups import NEWSGROUP_LEAVES, leaf_group, newsgroups_
 from fanbu.hierarchy.tree import TreeConfig
 from fanbu.models.encoder import EncoderHandle
 from fanbu.train.classify import score_heads, train_heads
-from fanbu.train.config import TrainConfig
 from fanbu.train.large import train_large_v0
 
 # two groups of two leaves and two groups of one: merging by level weighs them differently from flat
@@ -119,15 +118,7 @@ def run_draw(
     public = split_pairs(bench, "public", tasks, settings.public, seed)
     validation = split_pairs(bench, "validation", tasks, settings.validation, seed)
     tests = split_pairs(bench, "test", tasks, settings.test, seed)
-    train = TrainConfig(
-        epochs=settings.epochs,
-        batch_size=16,
-        lr=1e-4,
-        warmup_ratio=0.06,
-        dropout=0.0,
-        seed=seed,
-        progress=False,
-    )
+    train = draw_train(settings.epochs, seed)
     log(f"large v0: {settings.large} on the public slices of {', '.join(tasks)}")
     large = EncoderHandle.from_source(settings.large, max_length=settings.max_length)
     train_large_v0(large, bench, public, train, validation, head_seed=seed)
@@ -248,17 +239,7 @@ def summarise(draws: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_merge(settings: MergeBenchSettings, log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Every draw of the merge section; the JSON-able report (rows, by-level vs flat, each draw)."""
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="fanbu-bench-merge-") as tmp:
-        draws = [
-            run_draw(settings, settings.seed + i, log, Path(tmp) / f"seed{i}") for i in range(settings.seeds)
-        ]
-    return {
-        **summarise(draws),
-        "runs": draws,
-        "settings": settings.model_dump(mode="json"),
-        "seconds": time.perf_counter() - started,
-    }
+    return run_draws(settings, run_draw, summarise, "fanbu-bench-merge-", log)
 
 
 def print_merge(report: dict[str, Any], console: Console) -> None:
