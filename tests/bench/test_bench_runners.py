@@ -98,6 +98,11 @@ def test_structure_bench_passes_each_section_its_overrides(monkeypatch, tmp_path
     )
     assert seen == {"hierarchy": 5, "causal": 2, "merge": 4}
     assert report["merge"] == [] and report["merge_detail"] == {"seconds": 1.0}
+    # the 30-minute bar times the sections (hierarchy, causal); merge alone is not timed against it
+    alone = structure_run.run_bench(True, tmp_path / "m.json", Console(quiet=True), ("merge",))
+    assert "quick_seconds" not in alone["target"]
+    timed = structure_run.run_bench(True, tmp_path / "t.json", Console(quiet=True), ("hierarchy", "causal"))
+    assert "quick_seconds" in timed["target"]
     assert {"hierarchical_vs_flat_mean_k8", "plant_bites", "quick_seconds"} <= set(report["target"])
     assert "--set hierarchy.seeds=5" in report["command"]
 

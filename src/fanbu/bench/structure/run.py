@@ -8,7 +8,8 @@
 - ``merge`` (:mod:`~fanbu.bench.structure.merge`): a swarm of full fine-tunes on 20 Newsgroups leaves merged
   back into large v0 flat or by level (``merge.levels``: each group's experts first).
 
-Every section's targets go into one ``target`` table, with the whole bench's time.
+Every section's targets go into one ``target`` table. ``quick_seconds`` times the issue's sections
+(hierarchy and causal) when both ran; the merge section's own time is in ``merge_detail.seconds``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fanbu.errors import ConfigError
 from fanbu.io import atomic_write_json
 
 SECTIONS = ("hierarchy", "causal", "merge")
+TIMED = ("hierarchy", "causal")  # the issue's bench, which the 30-minute bar is for; merge is timed on its own
 QUICK_SECONDS = 1800  # the issue's bar: --quick within 30 minutes on 2 CPU cores
 
 
@@ -64,13 +66,17 @@ def run_bench(
     started = time.perf_counter()
     report: dict[str, Any] = {"bench": "structure", "quick": quick, "command": _command(quick, out, sections, sets)}
     target: dict[str, Any] = {}
+    timed = 0.0
     if "hierarchy" in sections:
+        began = time.perf_counter()
         found = run_hierarchy(hierarchy_settings(quick, by_section["hierarchy"]), log=console.print)
         print_hierarchy(found, console)
         report["hierarchy"] = found["hierarchy"]
         report["hierarchy_detail"] = {k: v for k, v in found.items() if k not in ("hierarchy", "target")}
         target.update(found["target"])
+        timed += time.perf_counter() - began
     if "causal" in sections:
+        began = time.perf_counter()
         base = causal_settings(quick).model_dump(mode="json")
         settings = load_recipe(CausalSettings, overrides=by_section["causal"], base=base)
         found = run_causal(settings, log=console.print)
@@ -78,14 +84,15 @@ def run_bench(
         report.update({k: found[k] for k in ("causal", "attribution")})
         report["causal_detail"] = {k: v for k, v in found.items() if k not in ("causal", "attribution", "target")}
         target.update(found["target"])
+        timed += time.perf_counter() - began
     if "merge" in sections:
         found = run_merge(merge_settings(quick, by_section["merge"]), log=console.print)
         print_merge(found, console)
         report.update({k: found[k] for k in ("merge", "levels_vs_flat")})
         report["merge_detail"] = {k: v for k, v in found.items() if k not in ("merge", "levels_vs_flat")}
     seconds = time.perf_counter() - started
-    if quick and sections == SECTIONS:
-        target["quick_seconds"] = {"value": seconds, "bar": QUICK_SECONDS, "met": seconds <= QUICK_SECONDS}
+    if quick and set(TIMED) <= set(sections):
+        target["quick_seconds"] = {"value": timed, "bar": QUICK_SECONDS, "met": timed <= QUICK_SECONDS}
     report["target"] = target
     report["seconds"] = seconds
     atomic_write_json(out, report)
