@@ -9,6 +9,7 @@ derive stage list that would give experts of another architecture than the champ
 
 from __future__ import annotations
 
+import copy
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
@@ -178,15 +179,16 @@ class FeedbackCore(Strict):
             return self
         groups = {source.name: source.group for source in self.data.files}
         chosen = self.data.domains or list(groups)
+        strategies = copy.deepcopy(self.strategies)  # the caller's recipe dicts stay as given
         filled = False
-        for item in self.strategies:
+        for item in strategies:
             settings = item.get("merge") if isinstance(item, dict) and len(item) == 1 else None
             levels = settings.get("levels") if isinstance(settings, dict) else None
             if isinstance(levels, dict) and not levels.get("leaves"):
                 levels["leaves"] = {name: groups.get(name) for name in chosen}
                 filled = True
         if filled:  # the filled tree is checked like one written out (a source's group must be defined)
-            check_strategies(self.strategies)
+            self.strategies = check_strategies(strategies)
         return self
 
     def parsed_strategies(self) -> list[tuple[str, BaseModel]]:

@@ -110,11 +110,7 @@ def merge_states(
     """``champion + scaling * merge(expert - champion)`` for every tensor, with PEFT's merge functions."""
     if not experts:
         raise ConfigError("merge: no expert weights to merge; select at least one expert")
-    w = torch.tensor(list(weights), dtype=torch.float32)  # (experts,)
-    if config.method in SUMMING and config.normalize:
-        if float(w.sum()) <= 0:
-            raise ConfigError(f"merge: the weights {list(weights)} sum to zero; give a positive weight")
-        w = w / w.sum()
+    w = merge_weights(weights, config, "the weights")  # (experts,)
     merged: dict[str, Tensor] = {}
     with seeded_merge(seed):
         for key, base in champion.items():
@@ -170,24 +166,27 @@ def merge_states_by_level(
             "straight on the trunk)"
         )
     steps = level_steps(tree, {d: weights[d] for d in experts})
+    step_weights = [merge_weights(s.weights, config, f"the weights of {list(s.children)}") for s in steps]
+    # a domain's own vector is trimmed where it first meets its siblings; a merged group vector is not again
+    densities = [None if any(c in experts for c in s.children) else 1.0 for s in steps]
     merged: dict[str, Tensor] = {}
     with seeded_merge(seed):
         for key, base in champion.items():
             vectors = {d: expert[key].float() - base.float() for d, expert in experts.items()}
-            for step in steps:
-                w = torch.tensor(step.weights, dtype=torch.float32)
-                if config.method in SUMMING and config.normalize:
-                    if float(w.sum()) <= 0:
-                        raise ConfigError(
-                            f"merge: the weights of {list(step.children)} sum to zero; give a positive weight"
-                        )
-                    w = w / w.sum()
-                raw = any(c in experts for c in step.children)
-                vectors[step.into] = combine_vectors(
-                    [vectors[c] for c in step.children], w, config, None if raw else 1.0
-                )
+            for step, w, density in zip(steps, step_weights, densities, strict=True):
+                vectors[step.into] = combine_vectors([vectors[c] for c in step.children], w, config, density)
             merged[key] = (base.float() + config.scaling * vectors[ROOT]).to(base.dtype)
     return merged, steps
+
+
+def merge_weights(weights: Sequence[float], config: MergeConfig, what: str) -> Tensor:
+    """``weights`` as a tensor, divided by their sum for the summing methods (``config.normalize``)."""
+    w = torch.tensor(list(weights), dtype=torch.float32)
+    if config.method in SUMMING and config.normalize:
+        if float(w.sum()) <= 0:
+            raise ConfigError(f"merge: {what} {list(weights)} sum to zero; give a positive weight")
+        w = w / w.sum()
+    return w
 
 
 @contextmanager
