@@ -32,8 +32,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Every quick bench and the demo, timed, into bench-results/ (JSON); then RESULTS.md, which the README quotes.
+# It takes hours on 2 cores: stopped and run again, it keeps what finished with the same code (--resume).
+BENCH_SEEDS ?= 3
+
 bench: $(STAMP)
-	$(VENV)/bin/fanbu bench all --quick --out-dir bench-results && $(VENV)/bin/fanbu bench results bench-results --out RESULTS.md
+	$(VENV)/bin/fanbu bench all --quick --seeds $(BENCH_SEEDS) --resume --out-dir bench-results && $(VENV)/bin/fanbu bench results bench-results --out RESULTS.md
 
 lint: imports
 	$(VENV)/bin/ruff check src tests

@@ -690,20 +690,30 @@ def bench_all(
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Write <bench>.json, demo.json, environment.json and "
                                           "suite.json here.")] = Path("bench-results"),
     quick: Annotated[bool, typer.Option("--quick", help="Every bench's quick settings.")] = False,
-    seeds: Annotated[int, typer.Option("--seeds", min=1, help="--seeds for the benches that take it (derive, "
-                                       "serve).")] = 1,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="--seeds for every bench that takes it "
+                                              "(derive, feedback, federated, serve, loop, rl, unlabeled); "
+                                              "default: each bench's own.")] = None,
     lm: Annotated[bool, typer.Option("--lm", help="Also the derive bench's causal-LM part (slower).")] = False,
     demo: Annotated[bool, typer.Option("--demo/--no-demo", help="Also time `fanbu demo` on a fresh registry "
                                        "under --out-dir.")] = True,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this bench (repeat for more; "
+                                                   "`demo` for the demo), in the suite's order.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Keep what an earlier run into --out-dir finished with "
+                                         "the same command and code; a stopped bench starts from its kept "
+                                         "parts (--out-dir/work).")] = False,
 ) -> None:
-    """Every bench in turn (derive, feedback, federated, serve, loop, reliability, rl), then the demo timed; a failure is recorded
-    and the others still run; exits 1 if any failed. `fanbu bench results` renders the directory."""
+    """Every bench in turn (derive, feedback, federated, serve, loop, reliability, rl, unlabeled, adapt, lm,
+    structure), then the demo timed; a failure is recorded and the others still run; exits 1 if any failed.
+    `fanbu bench results` renders the directory."""
     from fanbu.bench.suite import SuiteSettings, run_suite
     from fanbu.recipes import validate_file
 
-    settings = SuiteSettings(quick=quick, out_dir=out_dir, seeds=seeds, lm=lm, demo=demo,
-                             validate_recipe=validate_file)
-    record = run_suite(settings, console, demo=_demo_in)
+    settings = SuiteSettings(quick=quick, out_dir=out_dir, seeds=seeds, lm=lm, demo=demo, validate_recipe=validate_file,
+                             only=tuple(only) if only else None, resume=resume)
+    try:
+        record = run_suite(settings, console, demo=_demo_in)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     table = Table("bench", "status", "seconds", "error")
     for name in record["order"]:
         entry = record["benches"][name]

@@ -142,12 +142,70 @@ def test_bench_all_exits_non_zero_when_a_bench_failed(tmp_path, stand_ins, monke
     assert (tmp_path / "demo.json").exists()
 
 
+def test_bench_all_names_an_unknown_bench(tmp_path):
+    result = runner.invoke(app, ["bench", "all", "--quick", "--only", "nope", "--out-dir", str(tmp_path)])
+    assert result.exit_code != 0 and "choose from derive" in result.output
+
+
 def test_bench_all_exits_zero_when_every_bench_finished(tmp_path, monkeypatch):
     calls: list[str] = []
     monkeypatch.setattr(suite, "RUNNERS", {"derive": _stand_in(DERIVE, calls)})
     result = runner.invoke(app, ["bench", "all", "--quick", "--no-demo", "--out-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert calls == ["derive"] and not (tmp_path / "demo.json").exists()
+
+
+def test_resume_keeps_finished_benches_and_reruns_failed_ones(tmp_path, stand_ins):
+    settings = SuiteSettings(quick=True, out_dir=tmp_path, seeds=2)
+    run_suite(settings, Console(quiet=True), demo=_demo)
+    stand_ins.clear()
+    resumed = SuiteSettings(quick=True, out_dir=tmp_path, seeds=2, resume=True)
+    record = run_suite(resumed, Console(quiet=True), demo=_demo)
+    assert stand_ins == ["feedback"]  # the one that failed runs again; the finished ones are kept
+    assert record["benches"]["derive"]["resumed"] is True and "resumed" not in record["benches"]["feedback"]
+    assert record["benches"]["demo"]["resumed"] is True
+    assert record["order"] == ["derive", "feedback", "federated", "serve", "demo"]
+    assert json.loads((tmp_path / "derive.json").read_text())["seeds_asked"] == 2  # the kept file, untouched
+    assert record["command"].endswith(f"--resume --out-dir {tmp_path}")
+
+
+def test_resume_runs_again_after_a_change_of_command_or_code(tmp_path, stand_ins, monkeypatch):
+    run_suite(SuiteSettings(quick=True, out_dir=tmp_path, seeds=2, demo=False), Console(quiet=True))
+    stand_ins.clear()
+    run_suite(SuiteSettings(quick=True, out_dir=tmp_path, seeds=3, resume=True, demo=False), Console(quiet=True))
+    assert stand_ins == ["derive", "feedback", "federated", "serve"]  # --seeds 3 is another command
+    stand_ins.clear()
+    monkeypatch.setattr(suite, "source_fingerprint", lambda *packages: "other-code")
+    run_suite(SuiteSettings(quick=True, out_dir=tmp_path, seeds=3, resume=True, demo=False), Console(quiet=True))
+    assert stand_ins == ["derive", "feedback", "federated", "serve"]  # fanbu's code changed
+
+
+def test_without_resume_every_bench_runs_and_work_directories_start_empty(tmp_path, stand_ins):
+    settings = SuiteSettings(quick=True, out_dir=tmp_path, demo=False)
+    run_suite(settings, Console(quiet=True))
+    kept = suite.work_of("federated", settings) / "results" / "part.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{}")
+    stand_ins.clear()
+    run_suite(settings, Console(quiet=True))
+    assert stand_ins == ["derive", "feedback", "federated", "serve"] and not kept.exists()
+
+
+def test_only_runs_the_named_benches_and_seeds_reach_every_seeded_bench(tmp_path, stand_ins):
+    settings = SuiteSettings(quick=True, out_dir=tmp_path, seeds=3, only=("serve", "federated"))
+    record = run_suite(settings, Console(quiet=True), demo=_demo)
+    assert stand_ins == ["federated", "serve"] and record["order"] == ["federated", "serve"]  # no demo unless named
+    assert record["benches"]["federated"]["command"] == (
+        f"fanbu bench federated --quick --seeds 3 --work {tmp_path}/work/federated --out {tmp_path}/federated.json"
+    )
+    assert suite.command_of("rl", settings, tmp_path / "rl.json") == f"fanbu bench rl --quick --seeds 3 --out {tmp_path}/rl.json"
+    assert suite.command_of("lm", settings, tmp_path / "lm.json") == f"fanbu bench lm --quick --out {tmp_path}/lm.json"
+    assert record["failed"] == []
+    again = run_suite(SuiteSettings(quick=True, out_dir=tmp_path, only=("derive", "feedback")), Console(quiet=True))
+    assert again["order"] == ["derive", "feedback", "federated", "serve"]  # the earlier entries stay described
+    assert again["failed"] == ["feedback"] and again["benches"]["serve"]["status"] == "ok"
+    with pytest.raises(ValueError, match="--only nope"):
+        run_suite(SuiteSettings(quick=True, out_dir=tmp_path, only=("nope",)), Console(quiet=True))
 
 
 def test_results_render_commands_targets_demo_and_environment(tmp_path, stand_ins):

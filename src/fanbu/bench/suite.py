@@ -6,6 +6,12 @@ Each bench's ``run_bench`` writes ``DIR/<bench>.json`` (its own report, with its
 ``DIR/suite.json``. A bench that fails is recorded there with its error and the others still run.
 :mod:`fanbu.bench.results` renders the directory as one markdown file.
 
+The whole suite takes hours on a laptop, so it resumes. The benches that keep finished parts (feedback,
+federated, loop, unlabeled, adapt) keep them under ``DIR/work/<bench>``, each part fingerprinted with its
+settings and fanbu's code. With ``resume``, a bench that finished before with the same command and the
+same code (:func:`fanbu.bench.work.source_fingerprint`) is not run again, and one that was stopped
+part-way starts from its kept parts; without it, every bench runs from nothing.
+
 The demo lives in :mod:`fanbu.demo`, a sibling of this package that it may not import: the command
 line passes it in as ``demo``.
 """
@@ -13,6 +19,7 @@ line passes it in as ``demo``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -29,6 +36,7 @@ import torch
 from rich.console import Console
 
 import fanbu
+from fanbu.bench.work import source_fingerprint
 from fanbu.io import atomic_write_json
 
 #: The benches ``fanbu bench all`` runs, in this order; the demo runs after them.
@@ -44,15 +52,20 @@ DEMO_HOME = "demo-home"
 class SuiteSettings:
     """What ``fanbu bench all`` was asked for.
 
-    ``seeds`` goes to the benches that take ``--seeds`` (derive, serve); ``lm`` adds the derive bench's
-    causal-LM part (``--lm``: SmolLM2-135M, about 12 minutes more on 2 cores).
+    ``seeds`` goes to every bench that takes ``--seeds`` (derive, feedback, federated, serve, loop, rl,
+    unlabeled); None leaves each bench its own default. ``lm`` adds the derive bench's causal-LM part
+    (``--lm``: SmolLM2-135M, about 12 minutes more on 2 cores). ``only`` runs those benches (in the
+    suite's order) and no demo unless it names ``demo``; ``resume`` keeps what an earlier run of the same
+    command and code finished (see the module docstring).
     """
 
     quick: bool
     out_dir: Path
-    seeds: int = 1
+    seeds: int | None = None
     lm: bool = False
     demo: bool = True
+    only: tuple[str, ...] | None = None
+    resume: bool = False
     #: ``fanbu validate``'s function, for the reliability bench's recipe fuzzer: the command line passes
     #: :func:`fanbu.recipes.validate_file` (the recipes module sits above the benches).
     validate_recipe: Callable[[Path], Any] | None = None
@@ -68,49 +81,63 @@ def _quick(s: SuiteSettings) -> str:
     return " --quick" if s.quick else ""
 
 
-def _seeds(s: SuiteSettings) -> str:
-    return f" --seeds {s.seeds}" if s.seeds != 1 else ""
+#: The benches that take ``--seeds``; the suite's ``seeds`` goes to each of them.
+SEEDED = frozenset({"derive", "feedback", "federated", "serve", "loop", "rl", "unlabeled"})
+#: The benches that keep finished parts in a work directory (``--work``), so a stopped run resumes.
+KEEPS_WORK = frozenset({"feedback", "federated", "loop", "unlabeled", "adapt"})
+WORK_DIR = "work"
+
+
+def _seeds(name: str, s: SuiteSettings) -> str:
+    return f" --seeds {s.seeds}" if s.seeds is not None and name in SEEDED else ""
+
+
+def _kw_seeds(name: str, s: SuiteSettings) -> dict[str, int]:
+    return {"seeds": s.seeds} if s.seeds is not None and name in SEEDED else {}
+
+
+def work_of(name: str, s: SuiteSettings) -> Path:
+    """Where bench ``name`` keeps its finished parts under the suite's directory."""
+    return s.out_dir / WORK_DIR / name
 
 
 def command_of(name: str, s: SuiteSettings, out: Path) -> str:
     """The one-bench command equivalent to what the suite runs for ``name``."""
-    if name == "derive":
-        return f"fanbu bench derive{_quick(s)}{_seeds(s)}{' --lm' if s.lm else ''} --out {out}"
-    if name == "serve":
-        return f"fanbu bench serve{_quick(s)} --domain rec{_seeds(s)} --out {out}"
     if name == "demo":
         return f"fanbu demo --home {out}"
-    return f"fanbu bench {name}{_quick(s)} --out {out}"
+    extra = {"derive": " --lm" if s.lm else "", "serve": " --domain rec"}.get(name, "")
+    work = f" --work {work_of(name, s)}" if name in KEEPS_WORK else ""
+    return f"fanbu bench {name}{_quick(s)}{extra}{_seeds(name, s)}{work} --out {out}"
 
 
 def _derive(s: SuiteSettings, out: Path, console: Console) -> Any:
     from fanbu.bench.derive import run_bench
 
-    return run_bench(s.quick, out, console, lm=s.lm, seeds=s.seeds)
+    return run_bench(s.quick, out, console, lm=s.lm, **_kw_seeds("derive", s))
 
 
 def _feedback(s: SuiteSettings, out: Path, console: Console) -> Any:
     from fanbu.bench.feedback import run_bench
 
-    return run_bench(s.quick, out, console)
+    return run_bench(s.quick, out, console, work=work_of("feedback", s), **_kw_seeds("feedback", s))
 
 
 def _federated(s: SuiteSettings, out: Path, console: Console) -> Any:
     from fanbu.bench.federated import run_bench
 
-    return run_bench(s.quick, out, console)
+    return run_bench(s.quick, out, console, work=work_of("federated", s), **_kw_seeds("federated", s))
 
 
 def _serve(s: SuiteSettings, out: Path, console: Console) -> Any:
     from fanbu.bench.serve import run_bench
 
-    return run_bench(s.quick, out, console, seeds=s.seeds)
+    return run_bench(s.quick, out, console, **_kw_seeds("serve", s))
 
 
 def _loop(s: SuiteSettings, out: Path, console: Console) -> Any:
     from fanbu.bench.loop import run_bench
 
-    return run_bench(s.quick, out, console)
+    return run_bench(s.quick, out, console, work=work_of("loop", s), **_kw_seeds("loop", s))
 
 
 def _reliability(s: SuiteSettings, out: Path, console: Console) -> Any:
@@ -122,19 +149,19 @@ def _reliability(s: SuiteSettings, out: Path, console: Console) -> Any:
 def _rl(s: SuiteSettings, out: Path, console: Console) -> Any:
     from fanbu.bench.rl import run_bench
 
-    return run_bench(s.quick, out, console)
+    return run_bench(s.quick, out, console, **_kw_seeds("rl", s))
 
 
 def _unlabeled(s: SuiteSettings, out: Path, console: Console) -> Any:
     from fanbu.bench.unlabeled import run_bench
 
-    return run_bench(s.quick, out, console)  # its own seeds (3): the sections are cheap per seed
+    return run_bench(s.quick, out, console, work=work_of("unlabeled", s), **_kw_seeds("unlabeled", s))
 
 
 def _adapt(s: SuiteSettings, out: Path, console: Console) -> Any:
     from fanbu.bench.adapt import run_bench
 
-    return run_bench(s.quick, out, console)  # 5 draws of the k examples per cell
+    return run_bench(s.quick, out, console, work=work_of("adapt", s))  # 5 draws of the k examples per cell
 
 
 def _lm(s: SuiteSettings, out: Path, console: Console) -> Any:
@@ -238,6 +265,37 @@ def _run_one(name: str, job: Callable[[], Any], command: str, out: Path, console
     return {"status": "ok", "command": command, "seconds": seconds}
 
 
+def _earlier(root: Path) -> dict[str, dict[str, Any]]:
+    """The bench entries of an earlier ``suite.json`` in ``root`` (none when there is none, or it is unreadable)."""
+    try:
+        earlier = json.loads((root / SUITE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    benches = earlier.get("benches") if isinstance(earlier, dict) else None
+    return {k: v for k, v in benches.items() if isinstance(v, dict)} if isinstance(benches, dict) else {}
+
+
+def _kept(entry: dict[str, Any] | None, command: str, code: str, out: Path) -> bool:
+    """Whether an earlier run's entry stands for this one: finished, same command and code, its file there."""
+    return (
+        entry is not None
+        and entry.get("status") == "ok"
+        and entry.get("command") == command
+        and entry.get("code") == code
+        and out.exists()
+    )
+
+
+def _chosen(settings: SuiteSettings, runners: dict[str, Runner]) -> tuple[list[str], bool]:
+    """The benches to run, in the suite's order, and whether the demo runs."""
+    if settings.only is None:
+        return list(runners), settings.demo
+    unknown = sorted(set(settings.only) - set(runners) - {"demo"})
+    if unknown:
+        raise ValueError(f"--only {', '.join(unknown)}: choose from {', '.join([*runners, 'demo'])}")
+    return [n for n in runners if n in settings.only], settings.demo and "demo" in settings.only
+
+
 def run_suite(
     settings: SuiteSettings,
     console: Console,
@@ -248,36 +306,54 @@ def run_suite(
     ``settings.demo``; write ``suite.json`` (and ``environment.json``) and return the suite record.
 
     ``record["failed"]`` lists the benches that failed; the caller exits non-zero if it is not empty.
+    With ``settings.resume``, an earlier entry of the same command and code is kept (``"resumed": true``)
+    and its bench not run; otherwise each bench's work directory is emptied first.
     """
     runners = RUNNERS if runners is None else runners
+    names, with_demo = _chosen(settings, runners)
     root = settings.out_dir
     root.mkdir(parents=True, exist_ok=True)
+    found = _earlier(root)
+    earlier = found if settings.resume else {}
+    chosen = {*names, *(["demo"] if demo is not None and with_demo else [])}
+    # with --only, the benches not chosen keep their earlier entries, so suite.json still describes the directory
+    carried = {} if settings.only is None else {n: e for n, e in found.items() if n not in chosen}
+    everything = [*runners, "demo"]
+    code = source_fingerprint("fanbu")
     atomic_write_json(root / ENVIRONMENT_FILE, environment())
     record: dict[str, Any] = {
         "command": argv_command(settings),
         "quick": settings.quick,
         "seeds": settings.seeds,
         "lm": settings.lm,
+        "code": code,
         "started_at": _now(),
-        "benches": {},
+        "benches": dict(carried),
         "order": [],
     }
     started = time.perf_counter()
 
     def save() -> None:
         record["seconds"] = time.perf_counter() - started
-        record["failed"] = [n for n in record["order"] if record["benches"][n]["status"] != "ok"]
+        record["order"] = [n for n in everything if n in record["benches"]]
+        record["failed"] = [n for n in record["order"] if record["benches"][n].get("status") != "ok"]
         atomic_write_json(root / SUITE_FILE, record)
 
-    for name, runner in runners.items():
-        out = root / f"{name}.json"
-        entry = _run_one(
-            name, partial(runner, settings, out, console), command_of(name, settings, out), out, console
-        )
+    def run(name: str, job: Callable[[], Any], command: str, out: Path) -> None:
+        if _kept(earlier.get(name), command, code, out):
+            console.print(f"[bold]{name}[/]: kept from the earlier run ({out.name}, same command and code)")
+            entry = {**earlier[name], "resumed": True}
+        else:
+            if not settings.resume and name in KEEPS_WORK:
+                shutil.rmtree(work_of(name, settings), ignore_errors=True)  # from nothing, as asked
+            entry = {**_run_one(name, job, command, out, console), "code": code}
         record["benches"][name] = entry
-        record["order"].append(name)
         save()  # a bench that kills the process still leaves the ones before it recorded
-    if demo is not None and settings.demo:
+
+    for name in names:
+        out = root / f"{name}.json"
+        run(name, partial(runners[name], settings, out, console), command_of(name, settings, out), out)
+    if demo is not None and with_demo:
         home = root / DEMO_HOME
         out = root / DEMO_FILE
 
@@ -290,8 +366,7 @@ def run_suite(
             command = command_of("demo", settings, home)
             atomic_write_json(out, {"command": command, "seconds": seconds, "summary": summary})
 
-        record["benches"]["demo"] = _run_one("demo", job, command_of("demo", settings, home), out, console)
-        record["order"].append("demo")
+        run("demo", job, command_of("demo", settings, home), out)
     record["finished_at"] = _now()
     save()
     return record
@@ -299,7 +374,10 @@ def run_suite(
 
 def argv_command(settings: SuiteSettings) -> str:
     """``fanbu bench all ...`` as it would be typed for ``settings``."""
+    seeds = f" --seeds {settings.seeds}" if settings.seeds is not None else ""
+    only = "".join(f" --only {n}" for n in settings.only or ())
     return (
-        f"fanbu bench all{_quick(settings)}{_seeds(settings)}{' --lm' if settings.lm else ''}"
-        f"{'' if settings.demo else ' --no-demo'} --out-dir {settings.out_dir}"
+        f"fanbu bench all{_quick(settings)}{seeds}{' --lm' if settings.lm else ''}"
+        f"{'' if settings.demo else ' --no-demo'}{only}{' --resume' if settings.resume else ''}"
+        f" --out-dir {settings.out_dir}"
     )
