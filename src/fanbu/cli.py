@@ -364,11 +364,13 @@ def bench_derive(
                                                   "category (slower).")] = False,
     seeds: Annotated[int, typer.Option("--seeds", min=1, help="Run the bench for seeds 0..N-1 (data split and "
                                        "training); report the mean and a 90% t-interval over seeds.")] = 1,
+    work: Annotated[Path | None, typer.Option(help="Keep each finished seed here; a rerun with the same settings "
+                                              "and code starts at the first seed not finished.")] = None,
 ) -> None:
     """Students vs teachers, from-scratch (self-trained) students and TF-IDF on the 20 Newsgroups domains."""
     from fanbu.bench.derive import run_bench
 
-    run_bench(quick, out, console, home=home, domains=domains, lm=lm, seeds=seeds)
+    run_bench(quick, out, console, home=home, domains=domains, lm=lm, seeds=seeds, work=work)
     console.print(f"results written to {out}")
 
 

@@ -162,9 +162,9 @@ def test_bench_end_to_end_on_a_tiny_encoder_with_two_seeds(tmp_path, monkeypatch
     torch.set_num_threads(1)
     out = tmp_path / "bench.json"
     try:
-        result = CliRunner().invoke(
-            app, ["bench", "derive", "--quick", "--domain", "rec", "--seeds", "2", "--out", str(out)]
-        )
+        args = ["bench", "derive", "--quick", "--domain", "rec", "--seeds", "2", "--work", str(tmp_path / "work")]
+        result = CliRunner().invoke(app, [*args, "--out", str(out)])
+        again = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "again.json")])
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
@@ -192,3 +192,7 @@ def test_bench_end_to_end_on_a_tiny_encoder_with_two_seeds(tmp_path, monkeypatch
     assert report["target"]["retention"]["met"] == (report["mean"]["retention"] >= 0.98)
     assert "target retention" in result.output and "target beats_tfidf" in result.output
     assert "90% +-" in result.output
+    # the rerun with the same work directory read both finished seeds back and trained nothing
+    assert again.exit_code == 0, again.output
+    assert len(distilled) == 2 and "finished in an earlier run" in again.output
+    assert json.loads((tmp_path / "again.json").read_text())["mean"] == report["mean"]

@@ -122,7 +122,7 @@ def test_every_bench_runs_in_order_and_a_failure_is_recorded(tmp_path, stand_ins
     assert json.loads((tmp_path / "derive.json").read_text())["seeds_asked"] == 2
     assert (
         record["benches"]["derive"]["command"]
-        == f"fanbu bench derive --quick --seeds 2 --out {tmp_path}/derive.json"
+        == f"fanbu bench derive --quick --seeds 2 --work {tmp_path}/work/derive --out {tmp_path}/derive.json"
     )
     demo = json.loads((tmp_path / "demo.json").read_text())
     assert demo["summary"]["test"]["comp"]["accuracy"] == 0.73 and demo["seconds"] >= 0

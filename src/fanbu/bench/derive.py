@@ -36,6 +36,7 @@ from rich.table import Table
 from fanbu.bench.baselines import planned_steps, self_train_scratch, tfidf_accuracy
 from fanbu.bench.lm.derive import print_lm_table, run_lm_bench
 from fanbu.bench.stats import INTERVAL_LEVEL, seed_interval
+from fanbu.bench.work import WorkDir, source_fingerprint
 from fanbu.derive.data import DeriveData, load_domain_data
 from fanbu.derive.distill import DistillConfig
 from fanbu.derive.pipeline import DeriveRecipe, run_derive
@@ -222,9 +223,14 @@ def targets(mean: dict[str, float], interval: dict[str, list[float] | None]) -> 
 
 
 def run_bench(quick: bool, out: Path, console: Console, home: Path | None = None,
-              domains: list[str] | None = None, lm: bool = False, seeds: int = 1) -> dict[str, Any]:
+              domains: list[str] | None = None, lm: bool = False, seeds: int = 1,
+              work: Path | None = None) -> dict[str, Any]:
     """Run the derive bench for seeds 0..``seeds``-1, print its table and write its JSON to ``out``
-    (``lm``: the causal-LM part too)."""
+    (``lm``: the causal-LM part too).
+
+    ``work`` keeps each finished seed (its rows, fingerprinted with the recipe and fanbu's code), so a
+    stopped run starts again at the first seed it had not finished.
+    """
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     started = time.perf_counter()
@@ -232,26 +238,38 @@ def run_bench(quick: bool, out: Path, console: Console, home: Path | None = None
     if domains:
         base = base.model_copy(update={"data": base.data.model_copy(update={"domains": domains})})
     runs: list[dict[str, Any]] = []
+    cap = 20 if quick else 50
+    store = None if work is None else WorkDir(work, console)
     with tempfile.TemporaryDirectory(prefix="fanbu-bench-") as tmp:
         registry = Registry.open(home or Path(tmp))
         try:
             workspace = Workspace(registry)
             for seed in range(seeds):
-                seed_started = time.perf_counter()
                 recipe = with_seed(base, seed)
-                results = run_derive(recipe, registry)
-                rows = [bench_domain(workspace, recipe, r, 20 if quick else 50) for r in results]
-                runs.append({
-                    "seed": seed,
-                    "domains": rows,
-                    "mean": {k: statistics.fmean(float(r[k]) for r in rows) for k in HEADLINE},
-                    "seconds": time.perf_counter() - seed_started,
-                })
+
+                def make(recipe: DeriveRecipe = recipe, seed: int = seed) -> dict[str, Any]:
+                    seed_started = time.perf_counter()
+                    results = run_derive(recipe, registry)
+                    rows = [bench_domain(workspace, recipe, r, cap) for r in results]
+                    return {
+                        "seed": seed,
+                        "domains": rows,
+                        "mean": {k: statistics.fmean(float(r[k]) for r in rows) for k in HEADLINE},
+                        "seconds": time.perf_counter() - seed_started,
+                    }
+
+                if store is None:
+                    runs.append(make())
+                    continue
+                key = {"recipe": recipe.model_dump(mode="json"), "cap": cap, "code": source_fingerprint("fanbu")}
+                run = store.result(f"derive-seed{seed}", make, key)
+                run.pop("fingerprint", None)
+                runs.append(run)
         finally:
             registry.close()
     mean, interval = summarise(runs)
     command = (f"fanbu bench derive{' --quick' if quick else ''}{f' --seeds {seeds}' if seeds != 1 else ''}"
-               f"{' --lm' if lm else ''} --out {out}")
+               f"{' --lm' if lm else ''}{f' --work {work}' if work is not None else ''} --out {out}")
     report = {
         "bench": "derive",
         "quick": quick,

@@ -6,8 +6,8 @@ Each bench's ``run_bench`` writes ``DIR/<bench>.json`` (its own report, with its
 ``DIR/suite.json``. A bench that fails is recorded there with its error and the others still run.
 :mod:`fanbu.bench.results` renders the directory as one markdown file.
 
-The whole suite takes hours on a laptop, so it resumes. The benches that keep finished parts (feedback,
-federated, loop, unlabeled, adapt) keep them under ``DIR/work/<bench>``, each part fingerprinted with its
+The whole suite takes hours on a laptop, so it resumes. The benches that keep finished parts (derive,
+feedback, federated, loop, unlabeled, adapt) keep them under ``DIR/work/<bench>``, each part fingerprinted with its
 settings and fanbu's code. With ``resume``, a bench that finished before with the same command and the
 same code (:func:`fanbu.bench.work.source_fingerprint`) is not run again, and one that was stopped
 part-way starts from its kept parts; without it, every bench runs from nothing.
@@ -84,7 +84,7 @@ def _quick(s: SuiteSettings) -> str:
 #: The benches that take ``--seeds``; the suite's ``seeds`` goes to each of them.
 SEEDED = frozenset({"derive", "feedback", "federated", "serve", "loop", "rl", "unlabeled"})
 #: The benches that keep finished parts in a work directory (``--work``), so a stopped run resumes.
-KEEPS_WORK = frozenset({"feedback", "federated", "loop", "unlabeled", "adapt"})
+KEEPS_WORK = frozenset({"derive", "feedback", "federated", "loop", "unlabeled", "adapt"})
 WORK_DIR = "work"
 
 
@@ -113,7 +113,7 @@ def command_of(name: str, s: SuiteSettings, out: Path) -> str:
 def _derive(s: SuiteSettings, out: Path, console: Console) -> Any:
     from fanbu.bench.derive import run_bench
 
-    return run_bench(s.quick, out, console, lm=s.lm, **_kw_seeds("derive", s))
+    return run_bench(s.quick, out, console, lm=s.lm, work=work_of("derive", s), **_kw_seeds("derive", s))
 
 
 def _feedback(s: SuiteSettings, out: Path, console: Console) -> Any:
