@@ -339,5 +339,5 @@ def test_the_cli_and_the_suite_know_the_loop_bench(tmp_path: Path) -> None:
     settings = suite.SuiteSettings(quick=True, out_dir=tmp_path)
     assert (
         suite.command_of("loop", settings, tmp_path / "loop.json")
-        == f"fanbu bench loop --quick --out {tmp_path}/loop.json"
+        == f"fanbu bench loop --quick --work {tmp_path}/work/loop --out {tmp_path}/loop.json"
     )

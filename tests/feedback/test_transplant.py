@@ -147,3 +147,31 @@ def test_refusals_say_what_to_do(large, tmp_path: Path) -> None:
     )
     assert out.details["sources"]["sentiment"]["same_weights"] is False
     assert all(torch.equal(v, before[k]) for k, v in large.model.state_dict().items())  # champion intact
+
+
+def test_scalings_keep_the_lambda_best_on_validation_and_the_mildest_on_a_tie(large, tmp_path: Path) -> None:
+    expert = student(large, NARROW, seed=3)
+    ctx = context(large, {"sentiment": expert}, tmp_path)
+    ctx.validation = {"sentiment": toy_task("sentiment", 24, seed=7)}
+    out = transplant_strategy(ctx, TransplantConfig(selection=NO_SELECTION, scalings=[2.0, 0.5, 1.0]))
+    chosen = out.details["scalings"]
+    scores = {float(k): v for k, v in chosen["val_acc_mean"].items()}
+    assert sorted(scores) == [0.5, 1.0, 2.0] and chosen["on"] == ["sentiment"]
+    assert chosen["chosen"] == min(k for k, v in scores.items() if v == max(scores.values()))
+    same = run(large, {"sentiment": expert}, tmp_path, scaling=chosen["chosen"])  # what that lambda builds
+    assert all(torch.equal(v, same.model.state_dict()[k]) for k, v in out.handle.model.state_dict().items())
+    unmoved = context(large, {"sentiment": student(large, NARROW, move=0.0)}, tmp_path)
+    unmoved.validation = ctx.validation
+    tie = transplant_strategy(unmoved, TransplantConfig(selection=NO_SELECTION, scalings=[1.0, 0.25]))
+    assert tie.details["scalings"]["chosen"] == 0.25  # every lambda scores the same: the mildest is kept
+
+
+def test_scalings_refusals_say_what_to_do(large, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="transplant.scalings: no validation split.*set scaling instead"):
+        run(large, {"sentiment": student(large, NARROW)}, tmp_path, scalings=[0.5, 1.0])
+    with pytest.raises(ValueError, match="give scaling .* or scalings"):
+        TransplantConfig(scaling=0.5, scalings=[0.5, 1.0])
+    with pytest.raises(ValueError, match="average takes no scaling"):
+        TransplantConfig(method="average", scalings=[0.5])
+    with pytest.raises(ValueError, match="scalings must be positive"):
+        TransplantConfig(scalings=[0.0, 1.0])

@@ -98,5 +98,5 @@ def test_the_suite_runs_it(tmp_path) -> None:
     assert "adapt" in suite.BENCHES and "adapt" in suite.RUNNERS
     settings = suite.SuiteSettings(quick=True, out_dir=tmp_path)
     assert suite.command_of("adapt", settings, tmp_path / "a.json") == (
-        f"fanbu bench adapt --quick --out {tmp_path / 'a.json'}"
+        f"fanbu bench adapt --quick --work {tmp_path / 'work' / 'adapt'} --out {tmp_path / 'a.json'}"
     )

@@ -80,5 +80,5 @@ def test_the_suite_runs_it(tmp_path) -> None:
     assert "unlabeled" in suite.BENCHES and "unlabeled" in suite.RUNNERS
     settings = suite.SuiteSettings(quick=True, out_dir=tmp_path)
     assert suite.command_of("unlabeled", settings, tmp_path / "u.json") == (
-        f"fanbu bench unlabeled --quick --out {tmp_path / 'u.json'}"
+        f"fanbu bench unlabeled --quick --work {tmp_path / 'work' / 'unlabeled'} --out {tmp_path / 'u.json'}"
     )

@@ -43,6 +43,11 @@ class Mechanism:
         return next(iter(self.strategy))
 
 
+#: The transplant row's lambdas, tried on the validation splits (a share of the students' change, none
+#: extrapolated): task arithmetic picks its scaling on held-out data, never at 1 by default.
+TRANSPLANT_SCALINGS = (0.25, 0.5, 0.75, 1.0)
+
+
 def mechanisms(train: dict[str, Any]) -> tuple[Mechanism, ...]:
     """The mechanisms, the combined default first (a tie at the gate goes to the earlier one).
 
@@ -83,9 +88,10 @@ def mechanisms(train: dict[str, Any]) -> tuple[Mechanism, ...]:
         ),
         Mechanism(
             "transplant",
-            {"transplant": {"method": "task_arithmetic"}},
+            {"transplant": {"method": "task_arithmetic", "scalings": list(TRANSPLANT_SCALINGS)}},
             False,
-            "each student's weight change since its cut, placed back where it was cut from (no training)",
+            "each student's weight change since its cut, placed back where it was cut from, lambda chosen on "
+            "validation (no training)",
         ),
         Mechanism(
             "structure",
