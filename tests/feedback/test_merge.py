@@ -110,6 +110,26 @@ def test_task_arithmetic_scales_the_summed_task_vectors(tmp_path: Path) -> None:
     assert _states_close(plain_state(out.handle), expected, atol=1e-5)
 
 
+def test_scalings_keep_the_lambda_best_on_validation(tmp_path: Path) -> None:
+    swarm = tiny_swarm()
+    config = MergeConfig(method="task_arithmetic", scalings=[1.0, 0.25, 0.5], selection=NO_SELECTION)
+    out = merge_strategy(swarm.context(tmp_path), config)
+    chosen = out.details["scalings"]
+    scores = {float(k): v for k, v in chosen["val_acc_mean"].items()}
+    assert sorted(scores) == [0.25, 0.5, 1.0] and chosen["on"] == sorted(DOMAINS)
+    assert chosen["chosen"] == min(k for k, v in scores.items() if v == max(scores.values()))  # ties: mildest
+    fixed = MergeConfig(method="task_arithmetic", scaling=chosen["chosen"], selection=NO_SELECTION)
+    assert _states_close(plain_state(out.handle), plain_state(merge_strategy(swarm.context(tmp_path), fixed).handle))
+    with pytest.raises(ValidationError, match="scaling .* or scalings"):
+        MergeConfig(method="task_arithmetic", scaling=0.5, scalings=[0.5])
+    with pytest.raises(ValidationError, match="average takes no scaling"):
+        MergeConfig(method="average", scalings=[0.5])
+    bare = swarm.context(tmp_path)
+    bare.validation = {}
+    with pytest.raises(ConfigError, match="merge.scalings: no validation split"):
+        merge_strategy(bare, config)
+
+
 def test_lora_expert_merges_as_its_merged_weights(tmp_path: Path) -> None:
     swarm = tiny_swarm()
     adapted = copy.deepcopy(swarm.large)

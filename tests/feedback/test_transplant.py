@@ -171,7 +171,5 @@ def test_scalings_refusals_say_what_to_do(large, tmp_path: Path) -> None:
         run(large, {"sentiment": student(large, NARROW)}, tmp_path, scalings=[0.5, 1.0])
     with pytest.raises(ValueError, match="give scaling .* or scalings"):
         TransplantConfig(scaling=0.5, scalings=[0.5, 1.0])
-    with pytest.raises(ValueError, match="average takes no scaling"):
-        TransplantConfig(method="average", scalings=[0.5])
     with pytest.raises(ValueError, match="scalings must be positive"):
         TransplantConfig(scalings=[0.0, 1.0])

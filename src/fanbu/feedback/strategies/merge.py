@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from peft.utils import merge_utils
 from pydantic import Field, model_validator
@@ -37,6 +38,7 @@ from fanbu.feedback.shared.weights import (
     validation_metrics,
 )
 from fanbu.hierarchy.tree import ROOT, DomainTree, TreeConfig
+from fanbu.models.encoder import EncoderHandle
 
 Method = Literal["average", "task_arithmetic", "ties", "dare_linear", "dare_ties"]
 SPARSE: tuple[str, ...] = ("ties", "dare_linear", "dare_ties")
@@ -63,6 +65,14 @@ class MergeConfig(Strict):
         "dare_linear); TIES and DARE-TIES already average the agreeing entries, so they use the weights as given.",
     )
     scaling: float = Field(1.0, gt=0, description="lambda: the merged task vector is scaled by this.")
+    scalings: list[float] | None = Field(
+        None,
+        min_length=1,
+        description="Lambdas to try in place of `scaling`: the candidate is built with each and the one whose "
+        "mean validation accuracy over the selected domains is highest is kept (ties: the smallest lambda, "
+        "the mildest change), as task arithmetic chooses its scaling on held-out data; every lambda's score "
+        "goes to details.scalings. No training step is taken.",
+    )
     density: float | None = Field(
         None, gt=0, le=1, description="Share of each task vector kept by ties / dare_*; default 0.5."
     )
@@ -84,8 +94,12 @@ class MergeConfig(Strict):
     def _check(self) -> MergeConfig:
         if self.density is not None and self.method not in SPARSE:
             raise ValueError(f"density applies to {', '.join(SPARSE)}, not {self.method!r}; remove it")
-        if self.method == "average" and self.scaling != 1.0:
+        if self.method == "average" and (self.scaling != 1.0 or self.scalings is not None):
             raise ValueError("average takes no scaling (it is a mean); use method: task_arithmetic to scale")
+        if self.scalings is not None and any(x <= 0 for x in self.scalings):
+            raise ValueError(f"scalings must be positive, got {self.scalings}")
+        if self.scalings is not None and self.scaling != 1.0:
+            raise ValueError(f"give scaling ({self.scaling}) or scalings ({self.scalings}), not both")
         if self.method == "average" and not self.normalize:
             raise ValueError(
                 "average always normalises its weights; use task_arithmetic with normalize: false"
@@ -118,6 +132,45 @@ def merge_states(
             delta = combine_vectors(vectors, w, config)  # like base
             merged[key] = (base.float() + config.scaling * delta).to(base.dtype)
     return merged
+
+
+def choose_scaling(
+    ctx: FeedbackContext,
+    candidate: EncoderHandle,
+    domains: Sequence[str],
+    config: MergeConfig,
+    build: Callable[[MergeConfig], dict[str, Tensor]],
+    load: Callable[[EncoderHandle, dict[str, Tensor]], None],
+    where: str,
+) -> dict[str, object]:
+    """Load into ``candidate`` the merge (``build`` at each lambda of ``config.scalings``) best on validation.
+
+    The score is the mean validation accuracy over ``domains`` that have a validation split (the
+    champion's other heads have none here; the gate guards them). Lambdas are tried smallest first and a
+    later one is kept only when strictly better, so a tie keeps the mildest change.
+    """
+    scored = [d for d in domains if d in ctx.validation and len(ctx.validation[d][0])]
+    if not scored:
+        raise ConfigError(
+            f"{where}.scalings: no validation split of a selected domain to choose lambda on; give the "
+            "domains validation data, or set scaling instead of scalings"
+        )
+    scores: dict[float, float] = {}
+    best: tuple[float, dict[str, Tensor]] | None = None
+    for scaling in sorted(set(config.scalings or [1.0])):
+        merged = build(config.model_copy(update={"scaling": scaling, "scalings": None}))
+        load(candidate, merged)
+        accuracies = []
+        for domain in scored:
+            texts, labels = ctx.validation[domain]
+            predictions = candidate.predict(list(texts), domain, batch_size=64)
+            accuracies.append(float((predictions == np.asarray(labels)).mean()))
+        scores[scaling] = sum(accuracies) / len(accuracies)
+        if best is None or scores[scaling] > scores[best[0]]:
+            best = (scaling, merged)
+    assert best is not None  # at least one lambda
+    load(candidate, best[1])
+    return {"chosen": best[0], "val_acc_mean": {str(k): v for k, v in scores.items()}, "on": scored}
 
 
 @dataclass(frozen=True)
@@ -232,23 +285,31 @@ def merge_strategy(ctx: FeedbackContext, config: MergeConfig) -> StrategyOutput:
     tree = level_tree(ctx, config.levels) if config.levels is not None else None
     selected, details = same_architecture_swarm(ctx, config.selection, "merge")
     weights = [1.0 if config.weights is None else config.weights.get(d, 1.0) for d in selected]
-    if tree is None:
-        merged = merge_states(
-            plain_state(ctx.large), [plain_state(ctx.experts[d]) for d in selected], weights, config, ctx.seed
-        )
-    else:
-        experts = {d: plain_state(ctx.experts[d]) for d in selected}
+    champion = plain_state(ctx.large)
+    experts = {d: plain_state(ctx.experts[d]) for d in selected}
+
+    def build(settings: MergeConfig) -> dict[str, Tensor]:
+        if tree is None:
+            return merge_states(champion, list(experts.values()), weights, settings, ctx.seed)
         merged, steps = merge_states_by_level(
-            plain_state(ctx.large), experts, dict(zip(selected, weights, strict=True)), tree, config, ctx.seed
+            champion, experts, dict(zip(selected, weights, strict=True)), tree, settings, ctx.seed
         )
         details["levels"] = [
             {"into": s.into, "children": list(s.children), "weights": list(s.weights)} for s in steps
         ]
+        return merged
+
+    def load(candidate: EncoderHandle, merged: dict[str, Tensor]) -> None:
+        missing, unexpected = candidate.model.encoder.load_state_dict(merged, strict=False)
+        if unexpected or any(k in merged for k in missing):
+            raise ConfigError(f"merge: merged weights do not fit the large model (unexpected {unexpected[:3]})")
+
     candidate = copy.deepcopy(ctx.large)
-    missing, unexpected = candidate.model.encoder.load_state_dict(merged, strict=False)
-    if unexpected or any(k in merged for k in missing):
-        raise ConfigError(f"merge: merged weights do not fit the large model (unexpected {unexpected[:3]})")
     take_heads(candidate, ctx.experts, selected)
+    if config.scalings is None:
+        load(candidate, build(config))
+    else:
+        details["scalings"] = choose_scaling(ctx, candidate, selected, config, build, load, "merge")
     details.update({"method": config.method, "weights": dict(zip(selected, weights, strict=True))})
     if config.method in SPARSE:
         details["density"] = config.kept

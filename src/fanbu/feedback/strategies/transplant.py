@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import torch
 from peft import PeftModel
 from peft.utils import merge_utils
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import Tensor
 
 from fanbu.derive.prune.subnetwork import (
@@ -53,6 +52,7 @@ from fanbu.feedback.strategies.merge import (
     SUMMING,
     MergeConfig,
     Method,
+    choose_scaling,
     combine_vectors,
     seeded_merge,
 )
@@ -78,13 +78,6 @@ class TransplantConfig(MergeConfig):
         description="Refuse a student cut from other weights than the champion's (same shapes), e.g. a "
         "domain fine-tune before the prune or an earlier champion; false applies its change anyway.",
     )
-    scalings: list[float] | None = Field(
-        None,
-        min_length=1,
-        description="Lambdas to try in place of `scaling`: the candidate is built with each and the one whose "
-        "mean validation accuracy over the selected domains is highest is kept (ties: the smallest lambda, "
-        "the mildest change); every lambda's score goes to details.scalings. No training step is taken.",
-    )
     finetune: TrainConfig | None = Field(
         None,
         description="Fine-tune the candidate on the selected domains' public slices; null: no fine-tune.",
@@ -92,18 +85,6 @@ class TransplantConfig(MergeConfig):
     continual: ContinualConfig = Field(
         default_factory=ContinualConfig, description="Safeguards against forgetting during the fine-tune."
     )
-
-    @model_validator(mode="after")
-    def _check_scalings(self) -> TransplantConfig:
-        if self.scalings is None:
-            return self
-        if any(x <= 0 for x in self.scalings):
-            raise ValueError(f"scalings must be positive, got {self.scalings}")
-        if self.method == "average":
-            raise ValueError("average takes no scaling (it is a mean); use method: task_arithmetic with scalings")
-        if self.scaling != 1.0:
-            raise ValueError(f"give scaling ({self.scaling}) or scalings ({self.scalings}), not both")
-        return self
 
 
 def handle_state(handle: EncoderHandle) -> dict[str, Tensor]:
@@ -173,7 +154,7 @@ def merge_changes(
     champion: dict[str, Tensor],
     changes: dict[str, Change],
     weights: dict[str, float],
-    config: TransplantConfig,
+    config: MergeConfig,
 ) -> dict[str, Tensor]:
     """``champion + scaling * merge(placed changes)`` per encoder tensor; each head gets its change whole."""
     merged: dict[str, Tensor] = {}
@@ -192,49 +173,6 @@ def merge_changes(
             delta = delta / torch.where(cover > 0, cover, torch.ones_like(cover))
         merged[key] = (base.float() + config.scaling * delta).to(base.dtype)
     return merged
-
-
-def choose_scaling(
-    ctx: FeedbackContext,
-    candidate: EncoderHandle,
-    champion: dict[str, Tensor],
-    changes: dict[str, Change],
-    weights: dict[str, float],
-    config: TransplantConfig,
-    selected: list[str],
-) -> dict[str, object]:
-    """Load into ``candidate`` the merge whose lambda of ``config.scalings`` scores best on validation.
-
-    The score is the mean validation accuracy over the ``selected`` domains (the champion's other heads
-    have no validation split here; the gate guards them). Lambdas are tried smallest first and a later
-    one is kept only when strictly better, so a tie keeps the mildest change.
-    """
-    domains = [d for d in selected if d in ctx.validation and len(ctx.validation[d][0])]
-    if not domains:
-        raise ConfigError(
-            "transplant.scalings: no validation split of a selected domain to choose lambda on; give the "
-            "domains validation data, or set scaling instead of scalings"
-        )
-    scores: dict[float, float] = {}
-    best: tuple[float, dict[str, Tensor]] | None = None
-    for scaling in sorted(set(config.scalings or [])):
-        with seeded_merge(ctx.seed):
-            merged = merge_changes(champion, changes, weights, config.model_copy(update={"scaling": scaling}))
-        candidate.model.load_state_dict(merged, strict=False)
-        scores[scaling] = _mean_validation(ctx, candidate, domains)
-        if best is None or scores[scaling] > scores[best[0]]:
-            best = (scaling, merged)
-    assert best is not None  # scalings has at least one value (validated)
-    candidate.model.load_state_dict(best[1], strict=False)
-    return {"chosen": best[0], "val_acc_mean": {str(k): v for k, v in scores.items()}, "on": domains}
-
-
-def _mean_validation(ctx: FeedbackContext, handle: EncoderHandle, domains: list[str]) -> float:
-    total = 0.0
-    for domain in domains:
-        texts, labels = ctx.validation[domain]
-        total += float((handle.predict(list(texts), domain, batch_size=64) == np.asarray(labels)).mean())
-    return total / len(domains)
 
 
 @register_strategy(
@@ -270,10 +208,18 @@ def transplant_strategy(ctx: FeedbackContext, config: TransplantConfig) -> Strat
         changes = {d: student_change(d, ctx.experts[d], records[d], config) for d in selected}
     candidate = copy.deepcopy(ctx.large)
     candidate.subnetwork = None
+
+    def build(settings: MergeConfig) -> dict[str, Tensor]:
+        with seeded_merge(ctx.seed):
+            return merge_changes(champion, changes, weights, settings)
+
+    def load(handle: EncoderHandle, merged: dict[str, Tensor]) -> None:
+        handle.model.load_state_dict(merged, strict=False)  # every key is the champion's (checked_record)
+
     if config.scalings is None:
-        candidate.model.load_state_dict(merge_changes(champion, changes, weights, config), strict=False)
+        load(candidate, build(config))
     else:
-        details["scalings"] = choose_scaling(ctx, candidate, champion, changes, weights, config, selected)
+        details["scalings"] = choose_scaling(ctx, candidate, selected, config, build, load, "transplant")
     metrics: dict[str, float] = {}
     if config.finetune is not None:
         settings = config.finetune.model_copy(update={"seed": ctx.seed})
