@@ -36,7 +36,7 @@ test: $(STAMP)
 BENCH_SEEDS ?= 3
 
 bench: $(STAMP)
-	$(VENV)/bin/fanbu bench all --quick --seeds $(BENCH_SEEDS) --resume --out-dir bench-results && $(VENV)/bin/fanbu bench results bench-results --out RESULTS.md
+	$(VENV)/bin/fanbu bench all --quick --seeds $(BENCH_SEEDS) --resume --out-dir bench-results && $(VENV)/bin/fanbu bench results bench-results --out RESULTS.md --readme README.md
 
 lint: imports
 	$(VENV)/bin/ruff check src tests

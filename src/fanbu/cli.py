@@ -733,15 +733,27 @@ def bench_all(
 def bench_results(
     results_dir: Annotated[Path, typer.Argument(help="The --out-dir of `fanbu bench all`.")] = Path("bench-results"),
     out: Annotated[Path, typer.Option("--out", help="The markdown file to write.")] = Path("RESULTS.md"),
+    readme: Annotated[Path | None, typer.Option(
+        "--readme", help="Also rewrite the block between <!-- results:begin --> and <!-- results:end --> in this "
+                         "file with every target's value, interval, bar and met.")] = None,
 ) -> None:
     """Render the JSON files of `fanbu bench all` as one markdown file: every table headed by its command."""
-    from fanbu.bench.results import write_results
+    from fanbu.bench.results import write_readme_block, write_results
 
     if not results_dir.is_dir():
         raise ConfigError(f"{results_dir} is not a directory: run `fanbu bench all --quick --out-dir {results_dir}` "
                           "first")
+    if readme is not None and not readme.is_file():
+        raise ConfigError(f"--readme {readme} is not a file: name the README that holds the results block")
     write_results(results_dir, out)
     console.print(f"results written to {out}")
+    if readme is not None:
+        try:
+            relative = os.path.relpath(out, readme.parent)
+            write_readme_block(results_dir, readme, relative)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        console.print(f"results block rewritten in {readme}")
 
 
 @app.command()

@@ -11,7 +11,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from fanbu.bench import suite
-from fanbu.bench.results import render, target_rows
+from fanbu.bench.results import BEGIN, END, demo_targets, render, target_rows, write_readme_block
 from fanbu.bench.suite import SuiteSettings, run_suite
 from fanbu.cli import app
 
@@ -269,3 +269,89 @@ def test_bench_results_needs_a_directory(tmp_path):
     result = runner.invoke(app, ["bench", "results", str(tmp_path / "missing")])
     assert result.exit_code == 2
     assert "fanbu bench all --quick" in result.output
+
+
+def test_demo_targets_are_its_time_and_its_small_models_share_of_large_v0():
+    demo = {
+        "seconds": 480.0,
+        "summary": {
+            "small": [
+                {"domain": "comp", "acc": 0.70, "large_acc": 0.72},
+                {"domain": "rec", "acc": 0.80, "large_acc": 0.78},
+                {"domain": "sci", "acc": 0.9},  # no large_acc: not counted
+            ]
+        },
+    }
+    targets = demo_targets(demo)
+    assert targets["seconds"]["met"] is True and targets["seconds"]["bar"] == 600.0
+    assert targets["small_retention"]["value"] == pytest.approx(1.5 / 1.5)
+    assert targets["small_retention"]["met"] is True and "2 domains" in targets["small_retention"]["rule"]
+    slow = demo_targets({"seconds": 601.0, "summary": {"small": [{"acc": 0.5, "large_acc": 0.8}]}})
+    assert slow["seconds"]["met"] is False and slow["small_retention"]["met"] is False
+    assert demo_targets(None) == {}
+
+
+def test_readme_block_quotes_every_target_and_keeps_the_rest_of_the_readme(tmp_path):
+    results = tmp_path / "bench-results"
+    results.mkdir()
+    (results / "derive.json").write_text(json.dumps(DERIVE))
+    (results / "serve.json").write_text(json.dumps(SERVE))
+    (results / "demo.json").write_text(
+        json.dumps(
+            {
+                "command": "fanbu demo",
+                "seconds": 480.0,
+                "summary": {"small": [{"acc": 0.7, "large_acc": 0.7}]},
+            }
+        )
+    )
+    (results / "environment.json").write_text(json.dumps({"git_commit": "0123456789abcdef"}))
+    readme = tmp_path / "README.md"
+    before, after = "# x\n\n## Results\n\nintro\n\n", "\n\n## Next\n\nkept | as is\n"
+    readme.write_text(before + BEGIN + "\nan old table\n" + END + after)
+    out = tmp_path / "RESULTS.md"
+    result = runner.invoke(
+        app, ["bench", "results", str(results), "--out", str(out), "--readme", str(readme)]
+    )
+    assert result.exit_code == 0, result.output
+    text = readme.read_text()
+    assert text.startswith(before) and text.endswith(after) and "an old table" not in text
+    assert "at commit `0123456`" in text
+    assert "| [derive](RESULTS.md#derive) | retention | 0.997 | [0.99, 1.004] | 0.98 | met |" in text
+    assert "| [derive](RESULTS.md#derive) | speedup_b1 | 7.4 |  | 10 | **SHORT** |" in text
+    assert "| [serve](RESULTS.md#serve) | lost_after_kill | 0 |  | 0 | met |" in text
+    assert "| [demo](RESULTS.md#demo) | seconds | 480 |  | 600 | met |" in text
+    assert "| [demo](RESULTS.md#demo) | small_retention | 1 |  | 0.95 | met |" in text
+    assert "Not run yet: feedback, federated, loop" in text  # what the block cannot vouch for is named
+    # the same table heads RESULTS.md, and the demo's targets are in its section
+    rendered = out.read_text()
+    assert (
+        "## Targets" in rendered and "| derive | retention | 0.997 | [0.99, 1.004] | 0.98 | met |" in rendered
+    )
+    assert "`fanbu demo`: targets" in rendered
+    # rewriting is idempotent
+    runner.invoke(app, ["bench", "results", str(results), "--out", str(out), "--readme", str(readme)])
+    assert readme.read_text() == text
+
+
+def test_a_readme_without_the_markers_is_refused_unchanged(tmp_path):
+    results = tmp_path / "bench-results"
+    results.mkdir()
+    (results / "derive.json").write_text(json.dumps(DERIVE))
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    result = runner.invoke(
+        app, ["bench", "results", str(results), "--out", str(tmp_path / "R.md"), "--readme", str(readme)]
+    )
+    assert result.exit_code == 2 and "results:begin" in " ".join(result.output.split())
+    assert readme.read_text() == "# no markers\n"
+    with pytest.raises(ValueError, match="exactly one"):
+        write_readme_block(results, _twice(tmp_path))
+    missing = runner.invoke(app, ["bench", "results", str(results), "--readme", str(tmp_path / "nope.md")])
+    assert missing.exit_code == 2 and "is not a file" in " ".join(missing.output.split())
+
+
+def _twice(tmp_path: Path) -> Path:
+    path = tmp_path / "TWICE.md"
+    path.write_text(f"{BEGIN}\n{END}\n{BEGIN}\n{END}\n")
+    return path
