@@ -11,7 +11,15 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from fanbu.bench import suite
-from fanbu.bench.results import BEGIN, END, demo_targets, render, target_rows, write_readme_block
+from fanbu.bench.results import (
+    BEGIN,
+    END,
+    demo_targets,
+    provenance,
+    render,
+    target_rows,
+    write_readme_block,
+)
 from fanbu.bench.suite import SuiteSettings, run_suite
 from fanbu.cli import app
 
@@ -355,3 +363,19 @@ def _twice(tmp_path: Path) -> Path:
     path = tmp_path / "TWICE.md"
     path.write_text(f"{BEGIN}\n{END}\n{BEGIN}\n{END}\n")
     return path
+
+
+def test_a_resumed_suite_says_what_was_kept_and_the_benches_own_time():
+    suite_record = {
+        "benches": {
+            "derive": {"status": "ok", "seconds": 100.0, "code": "a", "resumed": True},
+            "feedback": {"status": "ok", "seconds": 50.5, "code": "a"},
+        }
+    }
+    assert provenance(suite_record) == (
+        "1 of the 2 benches were kept from earlier runs of the same command and code (`--resume`); "
+        "the benches' own times add up to 150 s."
+    )
+    suite_record["benches"]["feedback"]["code"] = "b"
+    assert "different fanbu code (`a`, `b`)" in provenance(suite_record)
+    assert provenance({}) == ""

@@ -377,6 +377,28 @@ def _made(files: dict[str, Any]) -> str:
     return f"`{suite.get('command', 'fanbu bench all')}`{where}{code}"
 
 
+def provenance(suite: dict[str, Any]) -> str:
+    """What a resumed suite is made of: the benches kept from earlier runs, the benches' own time in all,
+    and the fanbu code each bench ran (named when they differ)."""
+    entries = [e for e in (suite.get("benches") or {}).values() if isinstance(e, dict)]
+    if not entries:
+        return ""
+    kept = sum(1 for e in entries if e.get("resumed"))
+    total = sum(e["seconds"] for e in entries if _is_number(e.get("seconds")))
+    codes = sorted({str(e["code"]) for e in entries if e.get("code")})
+    parts = []
+    if kept:
+        parts.append(
+            f"{kept} of the {len(entries)} benches were kept from earlier runs of the same command and code "
+            "(`--resume`)"
+        )
+    parts.append(f"the benches' own times add up to {seconds(total)} s")
+    if len(codes) > 1:
+        parts.append(f"the benches ran on different fanbu code ({', '.join(f'`{c}`' for c in codes)})")
+    text = "; ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
 def summary_lines(files: dict[str, Any], link: str = "") -> list[str]:
     """The summary table: every target of every bench, with what is missing or failed named below it."""
     suite = files.get(SUITE_FILE.removesuffix(".json")) or {}
@@ -388,7 +410,7 @@ def summary_lines(files: dict[str, Any], link: str = "") -> list[str]:
         f"From {_made(files)}; mean over the seeds each bench ran, with its 90% interval where it has one. "
         "A target counts as met on its mean."
     )
-    lines = [made, ""]
+    lines = [made, "", *([provenance(suite), ""] if provenance(suite) else [])]
     if rows:
         lines += _table(["bench", "target", "value", "90% interval", "bar", "met"], rows)
     else:
@@ -419,7 +441,8 @@ def render(root: Path) -> str:
             f"from {suite.get('started_at', '?')} to {suite.get('finished_at', '?')} "
             f"({seconds(suite.get('seconds'))} s in all)."
         )
-        lines += [made, "", f"Failed: {', '.join(failed)}." if failed else "Every bench finished.", ""]
+        lines += [made, "", *([provenance(suite), ""] if provenance(suite) else [])]
+        lines += [f"Failed: {', '.join(failed)}." if failed else "Every bench finished.", ""]
         status = []
         for n in order:
             entry = entries.get(n) or {}
