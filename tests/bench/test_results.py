@@ -379,3 +379,28 @@ def test_a_resumed_suite_says_what_was_kept_and_the_benches_own_time():
     suite_record["benches"]["feedback"]["code"] = "b"
     assert "different fanbu code (`a`, `b`)" in provenance(suite_record)
     assert provenance({}) == ""
+
+
+def test_a_resumed_suite_stopped_midway_keeps_the_entries_it_had_not_reached(tmp_path, stand_ins, monkeypatch):
+    run_suite(SuiteSettings(quick=True, out_dir=tmp_path, seeds=2), Console(quiet=True))
+    before = json.loads((tmp_path / "suite.json").read_text())["benches"]
+    assert before["serve"]["status"] == "ok"
+
+    class Stopped(BaseException):
+        """The process is stopped (a signal, the session's end) while feedback runs again."""
+
+    def stopped(settings: SuiteSettings, out: Path, console: Console) -> dict[str, Any]:
+        raise Stopped
+
+    rerun = suite.RUNNERS["feedback"]
+    monkeypatch.setitem(suite.RUNNERS, "feedback", stopped)
+    with pytest.raises(Stopped):
+        run_suite(SuiteSettings(quick=True, out_dir=tmp_path, seeds=2, resume=True), Console(quiet=True))
+    after = json.loads((tmp_path / "suite.json").read_text())["benches"]
+    assert after["derive"]["resumed"] is True
+    # federated and serve were not reached: their finished entries are still there for the next --resume
+    assert after["federated"] == before["federated"] and after["serve"] == before["serve"]
+    stand_ins.clear()
+    monkeypatch.setitem(suite.RUNNERS, "feedback", rerun)
+    run_suite(SuiteSettings(quick=True, out_dir=tmp_path, seeds=2, resume=True), Console(quiet=True))
+    assert stand_ins == ["feedback"]

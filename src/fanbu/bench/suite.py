@@ -316,8 +316,9 @@ def run_suite(
     found = _earlier(root)
     earlier = found if settings.resume else {}
     chosen = {*names, *(["demo"] if demo is not None and with_demo else [])}
-    # with --only, the benches not chosen keep their earlier entries, so suite.json still describes the directory
-    carried = {} if settings.only is None else {n: e for n, e in found.items() if n not in chosen}
+    # suite.json keeps describing the directory: with --only, the benches not chosen keep their earlier
+    # entries; with --resume, so do the chosen ones until their turn (a stop before it must not lose them)
+    carried = {n: e for n, e in found.items() if n not in chosen or settings.resume}
     everything = [*runners, "demo"]
     code = source_fingerprint("fanbu")
     atomic_write_json(root / ENVIRONMENT_FILE, environment())
