@@ -404,3 +404,11 @@ def test_a_resumed_suite_stopped_midway_keeps_the_entries_it_had_not_reached(tmp
     monkeypatch.setitem(suite.RUNNERS, "feedback", rerun)
     run_suite(SuiteSettings(quick=True, out_dir=tmp_path, seeds=2, resume=True), Console(quiet=True))
     assert stand_ins == ["feedback"]
+
+
+def test_a_results_file_the_suite_order_does_not_name_still_counts(tmp_path):
+    (tmp_path / "derive.json").write_text(json.dumps(DERIVE))
+    (tmp_path / "serve.json").write_text(json.dumps(SERVE))
+    (tmp_path / "suite.json").write_text(json.dumps({"order": ["derive"], "benches": {"derive": {"status": "ok"}}}))
+    text = render(tmp_path)
+    assert text.index("## derive") < text.index("## serve") and "| serve | lost_after_kill |" in text

@@ -344,11 +344,10 @@ def _order(files: dict[str, Any]) -> list[str]:
     env_name = ENVIRONMENT_FILE.removesuffix(".json")
     suite = files.get(suite_name) or {}
     others = sorted(n for n in files if n not in {*BENCHES, suite_name, env_name, demo_name})
-    return suite.get("order") or [
-        *(n for n in BENCHES if n in files),
-        *others,
-        *([demo_name] if demo_name in files else []),
-    ]
+    present = [*(n for n in BENCHES if n in files), *others, *([demo_name] if demo_name in files else [])]
+    order = list(suite.get("order") or [])
+    # a results file the suite's order does not name (a suite stopped before it wrote its order) still counts
+    return [*order, *(n for n in present if n not in order)]
 
 
 def summary_rows(files: dict[str, Any]) -> list[list[str]]:
