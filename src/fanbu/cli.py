@@ -553,13 +553,16 @@ def bench_lm(
                                         "minutes on 2 cores.")] = False,
     sections: Annotated[list[str] | None, typer.Option("--section", help="Only these sections (repeatable): "
                                                        "derive, feedback, serve.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Draws (derive and feedback seeded 0..N-1); every "
+                                              "target is then a mean with its 90% interval. Default: one draw "
+                                              "at the presets' seeds.")] = None,
 ) -> None:
     """The causal-LM loop on SmolLM2-135M and BBC News: derive (students at 0.5 and 0.25 of the parameters,
     scratch, tokens/s), feedback (LoRA merges, multi-teacher KD, sequential; PGR in log-perplexity) and serve
     (time to first token and tokens/s at concurrency 1 and 4, streaming, the cascade)."""
     from fanbu.bench.lm.run import SECTIONS, run_bench
 
-    run_bench(quick, out, console, tuple(sections) if sections else SECTIONS)
+    run_bench(quick, out, console, tuple(sections) if sections else SECTIONS, seeds)
     console.print(f"results written to {out}")
 
 
@@ -574,13 +577,15 @@ def bench_structure(
                                                        "hierarchy, causal, merge.")] = None,
     sets: Annotated[list[str] | None, typer.Option("--set", help="section.key=value override (repeatable), e.g. "
                                                    "--set hierarchy.seeds=5.")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Draws of every section (default: each section's "
+                                              "preset; quick: hierarchy 3, causal 1, merge 3).")] = None,
 ) -> None:
     """Hierarchical transfer on the 20 Newsgroups tree (flat, hierarchical, group alone at 8 and 32 labels per
     class), causal-rule transfer (a planted spurious token; feedback without and with invariance) and merging a
     swarm back flat or by level."""
     from fanbu.bench.structure.run import SECTIONS, run_bench
 
-    run_bench(quick, out, console, tuple(sections) if sections else SECTIONS, sets or [])
+    run_bench(quick, out, console, tuple(sections) if sections else SECTIONS, sets or [], seeds)
     console.print(f"results written to {out}")
 
 

@@ -207,7 +207,7 @@ def test_only_runs_the_named_benches_and_seeds_reach_every_seeded_bench(tmp_path
         f"fanbu bench federated --quick --seeds 3 --work {tmp_path}/work/federated --out {tmp_path}/federated.json"
     )
     assert suite.command_of("rl", settings, tmp_path / "rl.json") == f"fanbu bench rl --quick --seeds 3 --out {tmp_path}/rl.json"
-    assert suite.command_of("lm", settings, tmp_path / "lm.json") == f"fanbu bench lm --quick --out {tmp_path}/lm.json"
+    assert suite.command_of("lm", settings, tmp_path / "lm.json") == f"fanbu bench lm --quick --seeds 3 --out {tmp_path}/lm.json"
     assert record["failed"] == []
     again = run_suite(SuiteSettings(quick=True, out_dir=tmp_path, only=("derive", "feedback")), Console(quiet=True))
     assert again["order"] == ["derive", "feedback", "federated", "serve"]  # the earlier entries stay described

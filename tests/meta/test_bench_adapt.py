@@ -55,6 +55,12 @@ def test_bench_rows_targets_table_and_resume(tmp_path, one_thread) -> None:
                for r in adapt)
     goals = targets(adapt, 10.0, quick=True, quick_seconds=1800)
     assert goals["quick_seconds"]["met"] and set(goals) >= {"fomaml_vs_v0_init_k4_k8", "meta_forest_vs_random_forest_k8"}
+    assert "interval" not in goals["fomaml_vs_v0_init_k4_k8"]  # no per-draw rows given
+    with_draws = targets(adapt, 10.0, quick=True, quick_seconds=1800, draws=rows)
+    gap = with_draws["fomaml_vs_v0_init_k4_k8"]
+    assert gap["value"] == pytest.approx(goals["fomaml_vs_v0_init_k4_k8"]["value"])  # the same mean
+    assert gap["interval"][0] <= gap["value"] <= gap["interval"][1]  # over the 2 draws
+    assert "interval" not in with_draws["fomaml_8_vs_v0_init_16"]  # a count of tasks has none
     report = {"command": "fanbu bench adapt", "seconds": 1.0, "adapt": adapt, "target": goals}
     recorder = Console(record=True, width=200)
     print_report(report, recorder)

@@ -82,7 +82,7 @@ def _quick(s: SuiteSettings) -> str:
 
 
 #: The benches that take ``--seeds``; the suite's ``seeds`` goes to each of them.
-SEEDED = frozenset({"derive", "feedback", "federated", "serve", "loop", "rl", "unlabeled"})
+SEEDED = frozenset({"derive", "feedback", "federated", "serve", "loop", "rl", "unlabeled", "structure", "lm"})
 #: The benches that keep finished parts in a work directory (``--work``), so a stopped run resumes.
 KEEPS_WORK = frozenset({"derive", "feedback", "federated", "loop", "unlabeled", "adapt"})
 WORK_DIR = "work"
@@ -165,15 +165,15 @@ def _adapt(s: SuiteSettings, out: Path, console: Console) -> Any:
 
 
 def _lm(s: SuiteSettings, out: Path, console: Console) -> Any:
-    from fanbu.bench.lm.run import run_bench
+    from fanbu.bench.lm.run import SECTIONS, run_bench
 
-    return run_bench(s.quick, out, console)
+    return run_bench(s.quick, out, console, SECTIONS, **_kw_seeds("lm", s))
 
 
 def _structure(s: SuiteSettings, out: Path, console: Console) -> Any:
-    from fanbu.bench.structure.run import run_bench
+    from fanbu.bench.structure.run import SECTIONS, run_bench
 
-    return run_bench(s.quick, out, console)
+    return run_bench(s.quick, out, console, SECTIONS, None, **_kw_seeds("structure", s))
 
 
 #: Each bench's runner, by name (the tests put stand-ins here).

@@ -152,19 +152,20 @@ def run_bench(quick: bool, out: Path, console: Console, *, draws: int | None = N
         if "search" in settings.sections:
             section = run_search(handle, settings, workdir)
     seconds = time.perf_counter() - started
-    adapt = summarise([row for r in results for row in r["rows"]])
+    draw_rows = [row for r in results for row in r["rows"]]
+    adapt = summarise(draw_rows)
     default_draws = AdaptBenchSettings().draws if not quick else bench_settings(True).draws
     report = {
         "bench": "adapt",
         "quick": quick,
         "command": _command(quick, settings.draws, default_draws, out, overrides),
         "adapt": adapt,
-        "target": {**(targets(adapt, seconds, quick, QUICK_SECONDS) if adapt else {}),
+        "target": {**(targets(adapt, seconds, quick, QUICK_SECONDS, draw_rows) if adapt else {}),
                    **(search_targets(section) if section else {})},
         "methods": LEGEND,
         "interval_method": INTERVAL_METHOD.replace("seeds", "draws of the k examples"),
         "settings_runs": [{k: v for k, v in r.items() if k != "rows"} for r in results],
-        "draw_rows": [row for r in results for row in r["rows"]],
+        "draw_rows": draw_rows,
         "settings": settings.model_dump(mode="json"),
         "n_test": {n: len(d.features["test"].labels) for n, d in data.items()},
         "torch_threads": torch.get_num_threads(),
