@@ -409,7 +409,8 @@ def summary_lines(files: dict[str, Any], link: str = "") -> list[str]:
         f"From {_made(files)}; mean over the seeds each bench ran, with its 90% interval where it has one. "
         "A target counts as met on its mean."
     )
-    lines = [made, "", *([provenance(suite), ""] if provenance(suite) else [])]
+    kept = provenance(suite)
+    lines = [made, "", *([kept, ""] if kept else [])]
     if rows:
         lines += _table(["bench", "target", "value", "90% interval", "bar", "met"], rows)
     else:
@@ -440,8 +441,7 @@ def render(root: Path) -> str:
             f"from {suite.get('started_at', '?')} to {suite.get('finished_at', '?')} "
             f"({seconds(suite.get('seconds'))} s in all)."
         )
-        lines += [made, "", *([provenance(suite), ""] if provenance(suite) else [])]
-        lines += [f"Failed: {', '.join(failed)}." if failed else "Every bench finished.", ""]
+        lines += [made, "", f"Failed: {', '.join(failed)}." if failed else "Every bench finished.", ""]
         status = []
         for n in order:
             entry = entries.get(n) or {}
