@@ -118,3 +118,30 @@ def test_cli_trains_experts_and_knows_the_bench(tmp_path: Path) -> None:
     help_text = runner.invoke(app, ["bench", "rl", "--help"]).output
     assert "--quick" in help_text and "--seeds" in help_text
     assert "rl" in suite.BENCHES and "rl" in suite.RUNNERS
+
+
+def _draw(seed: int, distill: float, multi: float, meta: int, scratch: int, distilled: int) -> dict:
+    """One family's draw with one training and one held-out variant."""
+    return {"family": "cartpole", "seed": seed, "experts": [{"variant": "a", "return": 500.0}],
+            "general": [{"method": m, "variant": "a", "return": 500.0 * r, "ratio_to_expert": r}
+                        for m, r in (("distill", distill), ("multi_ppo", multi))],
+            "adapt": [{"init": i, "variant": "b", "steps_to_90pct": s, "reached": True}
+                      for i, s in (("meta", meta), ("scratch", scratch), ("distilled", distilled))]}
+
+
+def test_rl_targets_carry_their_interval_over_seeds() -> None:
+    from fanbu.bench.rl.report import summarise, targets
+    from fanbu.bench.stats import seed_interval
+
+    draws = [_draw(0, 0.9, 0.8, 100, 1000, 200), _draw(1, 1.0, 0.95, 300, 1000, 300),
+             _draw(2, 0.95, 0.9, 200, 2000, 0)]
+    rows = summarise(draws, {"cartpole": 5000})
+    found = targets(rows, 10.0, True, 1800, draws, {"cartpole": 5000})
+    assert found["distill_vs_multi_ppo"]["value"] == pytest.approx(0.2 / 3)
+    assert found["distill_vs_multi_ppo"]["interval"] == pytest.approx(seed_interval([0.1, 0.05, 0.05]))
+    assert found["distill_min_ratio"]["interval"] == pytest.approx(seed_interval([0.9, 1.0, 0.95]))
+    assert found["meta_vs_scratch"]["value"] == pytest.approx(600 / 4000)
+    assert found["meta_vs_scratch"]["interval"] == pytest.approx(seed_interval([0.1, 0.3, 0.1]))
+    assert found["meta_vs_distilled"]["interval"] is None  # seed 2's distilled start needed no steps
+    assert "interval" not in found["quick_seconds"]
+    assert "interval" not in targets(rows, 10.0, True, 1800)["meta_vs_scratch"]  # without the draws, none

@@ -88,7 +88,8 @@ def run_bench(quick: bool, out: Path, console: Console, *, seeds: int = DEFAULT_
         finally:
             torch.set_num_threads(before)
     seconds = time.perf_counter() - started
-    rows = summarise(draws, {f: r.adaptation.max_steps for f, r in recipes.items()})
+    max_steps = {f: r.adaptation.max_steps for f, r in recipes.items()}
+    rows = summarise(draws, max_steps)
     report = {
         "bench": "rl",
         "quick": quick,
@@ -96,7 +97,7 @@ def run_bench(quick: bool, out: Path, console: Console, *, seeds: int = DEFAULT_
         "seeds": list(range(seeds)),
         "mean": headline(rows),
         **rows,
-        "target": targets(rows, seconds, quick, QUICK_SECONDS),
+        "target": targets(rows, seconds, quick, QUICK_SECONDS, draws, max_steps),
         "interval_method": INTERVAL_METHOD,
         "returns": "greedy mean return over the recipe's `episodes` test episodes per variant and seed; the gate "
         "and adaptation's stopping test read separate gate episodes",

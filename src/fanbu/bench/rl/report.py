@@ -16,6 +16,11 @@ Targets (``target.{name: {value, bar, met, rule}}``, read on the means):
 - ``meta_vs_scratch``: mean steps from the meta-init / mean steps from scratch, held-out variants, <= 1/3;
 - ``meta_vs_distilled``: the same against the distilled policy, <= 2/3;
 - ``quick_seconds`` (with ``--quick``): the whole bench within 1800 s.
+
+With the draws, each target but ``quick_seconds`` also carries its 90% ``interval`` over the seeds:
+``distill_min_ratio`` the interval of the worst variant's mean ratio; ``distill_vs_multi_ppo`` the
+interval of each seed's own difference (their mean is the value); the two step ratios the interval of
+each seed's own ratio of mean steps (none when a seed's denominator needed no steps at all).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fanbu.bench.stats import mean_interval
+from fanbu.bench.stats import mean_interval, seed_interval
 
 Key = Callable[[dict[str, Any]], tuple]
 
@@ -96,8 +101,34 @@ def _ratio(numerator: float, denominator: float) -> float:
     return 0.0 if numerator == 0 else math.inf
 
 
-def targets(rows: dict[str, Any], seconds: float, quick: bool, quick_seconds: int) -> dict[str, dict[str, Any]]:
-    """The issue's targets, read on the rows' means."""
+def _intervals(rows: dict[str, Any], draws: Sequence[dict[str, Any]],
+               max_steps: dict[str, int]) -> dict[str, list[float] | None]:
+    """The 90% interval over seeds of every target (module docstring)."""
+    gaps: list[float] = []
+    ratios: dict[str, list[float | None]] = {"scratch": [], "distilled": []}
+    for seed in sorted({d["seed"] for d in draws}):
+        seed_rows = summarise([d for d in draws if d["seed"] == seed], max_steps)
+        found = targets(seed_rows, 0.0, False, 0)
+        if found["distill_vs_multi_ppo"]["value"] is not None:
+            gaps.append(found["distill_vs_multi_ppo"]["value"])
+        steps = {init: [r["steps_to_90pct"] for r in seed_rows["adapt"] if r["init"] == init]
+                 for init in ("meta", "scratch", "distilled")}
+        for other, values in ratios.items():
+            known = steps["meta"] and steps[other] and statistics.fmean(steps[other]) > 0
+            values.append(statistics.fmean(steps["meta"]) / statistics.fmean(steps[other]) if known else None)
+    out: dict[str, list[float] | None] = {"distill_vs_multi_ppo": seed_interval(gaps)}
+    for other, values in ratios.items():  # a seed where `other` needed no steps has no ratio: no interval
+        out[f"meta_vs_{other}"] = seed_interval(values) if None not in values else None  # type: ignore[arg-type]
+    distill = [r for r in rows["general"] if r["method"] == "distill" and r["ratio_to_expert"] is not None]
+    if distill:
+        out["distill_min_ratio"] = min(distill, key=lambda r: r["ratio_to_expert"])["ratio_interval"]
+    return out
+
+
+def targets(rows: dict[str, Any], seconds: float, quick: bool, quick_seconds: int,
+            draws: Sequence[dict[str, Any]] = (), max_steps: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    """The issue's targets, read on the rows' means; with the ``draws`` (and the adaptation budgets
+    ``max_steps`` per family), each also gets its 90% interval over the seeds."""
 
     def target(value: float | None, bar: float, rule: str, below: bool = False) -> dict[str, Any]:
         met = value is not None and (value <= bar if below else value >= bar)
@@ -126,6 +157,10 @@ def targets(rows: dict[str, Any], seconds: float, quick: bool, quick_seconds: in
     if quick:
         out["quick_seconds"] = target(seconds, quick_seconds, "wall-clock seconds of the whole bench, <= bar",
                                       below=True)
+    if draws and max_steps is not None:
+        for name, interval in _intervals(rows, draws, max_steps).items():
+            if name in out:
+                out[name]["interval"] = interval
     return out
 
 
@@ -150,5 +185,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.print(table)
     for name, t in report["target"].items():
         value = "-" if t["value"] is None else f"{t['value']:.3f}"
+        if t.get("interval"):
+            value += f" [{t['interval'][0]:.3f}, {t['interval'][1]:.3f}]"
         console.print(f"target {name}: {value} ({t['rule']}, bar {t['bar']:.3g}): {'met' if t['met'] else 'SHORT'}",
                       highlight=False)
