@@ -9,6 +9,8 @@ import torch
 from rich.console import Console
 
 import fanbu.bench.unlabeled as bench
+from fanbu.bench.stats import seed_interval
+from fanbu.bench.unlabeled.augment_report import targets as augment_targets
 from fanbu.bench.unlabeled.report import summarise, targets
 from fanbu.unlabeled.recipe import AdaptationRecipe
 from tests.unlabeled.helpers import toy_encode
@@ -72,6 +74,21 @@ def test_gap_closed_is_the_share_of_the_upper_bound_gap():
     met = targets(rows, "dann", 100.0, True, 1800)
     assert met["da_gap_closed"]["value"] == pytest.approx(0.375) and not met["da_gap_closed"]["met"]  # bar 0.5
     assert met["da_every_class_f1"]["met"] and met["quick_seconds"]["met"]
+    assert met["da_gap_closed"]["interval"] == pytest.approx(seed_interval([0.5, 0.25]))
+    assert met["da_every_class_f1"]["interval"] == pytest.approx(seed_interval([0.2, 0.1]))
+
+
+def test_the_augment_gain_carries_its_interval_over_seeds():
+    def run(seed, none, lm):
+        return {"seed": seed, "rows": [{"task": t, "kind": k, "acc": a, "pgr": None} for t in ("head", "distill")
+                                       for k, a in (("none", none), ("lm", lm))]}
+
+    runs = [run(0, 0.80, 0.85), run(1, 0.70, 0.78), run(2, 0.75, 0.78)]
+    rows = [{"task": t, "kind": k, "acc": sum(r["rows"][i]["acc"] for r in runs) / 3, "pgr": None}
+            for i, (t, k) in enumerate((t, k) for t in ("head", "distill") for k in ("none", "lm"))]
+    found = augment_targets(rows, {"head": "lm", "distill": "lm"}, runs)["augment_head_gain"]
+    assert found["value"] == pytest.approx(0.16 / 3)
+    assert found["interval"] == pytest.approx(seed_interval([0.05, 0.08, 0.03]))
 
 
 def test_the_suite_runs_it(tmp_path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fanbu.bench.stats import mean_interval
+from fanbu.bench.stats import mean_interval, seed_interval
 from fanbu.bench.unlabeled.augment import KINDS, TASKS
 
 GAIN_BAR = 0.02
@@ -66,8 +66,20 @@ def gan_reason(rows: Sequence[dict[str, Any]], task: str) -> str:
             f"{gan['agreement'] or 0:.0%} of them")
 
 
-def targets(rows: Sequence[dict[str, Any]], best: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Per task: the best generator's gain over none (accuracy or PGR, whichever is larger), >= 2 points."""
+def _gain_interval(runs: Sequence[dict[str, Any]], task: str, kind: str, metric: str) -> list[float] | None:
+    """The 90% interval over seeds of each seed's ``metric`` of ``kind`` minus none's on ``task``."""
+    gains = []
+    for run in runs:
+        by_kind = {r["kind"]: r[metric] for r in run["rows"] if r["task"] == task}
+        if by_kind.get(kind) is not None and by_kind.get("none") is not None:
+            gains.append(by_kind[kind] - by_kind["none"])
+    return seed_interval(gains)
+
+
+def targets(rows: Sequence[dict[str, Any]], best: dict[str, str],
+            runs: Sequence[dict[str, Any]] = ()) -> dict[str, dict[str, Any]]:
+    """Per task: the best generator's gain over none (accuracy or PGR, whichever is larger), >= 2 points;
+    with the seeds' ``runs``, its 90% interval over the seeds (of the same metric)."""
     out = {}
     for task in TASKS:
         chosen, none = _row(rows, task, best[task]), _row(rows, task, "none")
@@ -78,6 +90,9 @@ def targets(rows: Sequence[dict[str, Any]], best: dict[str, str]) -> dict[str, d
             "value": value, "bar": GAIN_BAR, "met": value >= GAIN_BAR, "acc_gain": acc_gain, "pgr_gain": pgr_gain,
             "rule": f"{task}: the best generator's ({best[task]}) mean test accuracy or PGR minus none's, >= bar",
         }
+        if runs:
+            metric = "pgr" if pgr_gain is not None and pgr_gain >= acc_gain else "acc"
+            out[f"augment_{task}_gain"]["interval"] = _gain_interval(runs, task, best[task], metric)
     return out
 
 

@@ -68,7 +68,7 @@ def run_augment(config: AugmentBenchConfig, workdir: WorkDir, encode: Encode, se
     rows = summarise(runs)
     best = best_generators(rows)
     return {
-        "rows": rows, "best": best, "target": targets(rows, best),
+        "rows": rows, "best": best, "target": targets(rows, best, runs),
         "gan_reason": {task: gan_reason(rows, task) for task in ("head", "distill")},
         "filter": chosen, "dataset": record.id, "lineage": lineage, "data": prepared.info, "legend": LEGEND,
         "generated": len(generated), "kept_examples": [{"text": g.text[:200], "label": g.label} for g in kept[:5]],
