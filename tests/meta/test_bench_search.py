@@ -8,6 +8,7 @@ import pytest
 
 from fanbu.bench.adapt.plan import AdaptBenchSettings
 from fanbu.bench.adapt.search import SearchBenchSettings, run_search_section, search_targets
+from fanbu.bench.stats import seed_interval
 from fanbu.data.domain import Domain, Split
 from fanbu.errors import ConfigError
 from fanbu.models.encoder import EncoderHandle
@@ -59,6 +60,10 @@ def test_cold_and_warm_searches_and_the_swarm_architecture(one_thread):
     goals = search_targets(section)
     assert set(goals) == {"warm_search_trials_ratio", "swarm_arch_retention_gap"}
     assert goals["warm_search_trials_ratio"]["bar"] == pytest.approx(1 / 3)
+    runs = section["search_runs"]  # two seeds: the interval is over each seed's own ratio of means
+    own = [sum(r["warm_trials_to_best"] for r in runs if r["seed"] == s)
+           / sum(r["cold_trials_to_best"] for r in runs if r["seed"] == s) for s in (0, 1)]
+    assert goals["warm_search_trials_ratio"]["interval"] == pytest.approx(seed_interval(own))
 
 
 def test_search_settings_are_checked():
