@@ -14,9 +14,11 @@ from fanbu.bench import suite
 from fanbu.bench.results import (
     BEGIN,
     END,
+    MAX_ROWS,
     demo_targets,
     provenance,
     render,
+    row_tables,
     target_rows,
     write_readme_block,
 )
@@ -271,6 +273,24 @@ def test_targets_of_any_shape():
         ["pgr_mean", "0.5", "", "", "", ""],
     ]
     assert target_rows(True) == [["target", "yes", "", "met", "", ""]]
+
+
+def test_row_tables_name_rows_and_print_each_figure_with_its_interval():
+    report = {
+        "causal": [{"method": "champion", "clean_acc": 74.0, "clean_acc_interval": [70.0, 78.0]}],
+        "strategies": [{"name": "merge", "pgr_mean": 0.84, "seed_interval": {"pgr_mean": [0.65, 1.02]}}],
+        "hierarchy": [{"method": "flat", "acc_mean": 0.785, "acc_lo": 0.765, "acc_hi": 0.805, "labels_per_class": 8}],
+        "merge": [{"method": "ties", "arrangement": "levels", "pgr_mean": 0.835}],
+        "runs": [{"method": "raw", "acc": 0.5}],  # per-run records stay in the JSON
+        "many": [{"method": f"m{i}", "acc": 0.5} for i in range(MAX_ROWS + 1)],
+    }
+    text = "\n".join(row_tables(report, "cmd"))
+    assert "| champion | 74 [70, 78] |" in text
+    assert "| merge | 0.84 [0.65, 1.02] |" in text
+    assert "| cmd: `hierarchy` | acc_mean | labels_per_class |" in text  # acc_lo/acc_hi are its interval
+    assert "| flat | 0.785 [0.765, 0.805] | 8 |" in text
+    assert "| ties/levels | 0.835 |" in text
+    assert "`runs`" not in text and "`many`" not in text
 
 
 def test_bench_results_needs_a_directory(tmp_path):

@@ -177,21 +177,62 @@ def target_rows(target: Any, prefix: str = "") -> list[list[str]]:
     return rows
 
 
-def _row_tables(report: dict[str, Any], command: str) -> list[str]:
+#: Fields that name a row when it has no ``name`` (joined with "/", in this order).
+NAME_FIELDS = ("method", "arrangement", "kind", "task", "setting", "objective", "domain")
+#: Lists of per-draw or per-run records: kept in the JSON, too long and raw for a table.
+RAW_LISTS = frozenset({"runs", "draws", "draw_rows", "search_runs", "settings_runs"})
+#: Longest row list printed as a table (the JSON keeps every row).
+MAX_ROWS = 60
+
+
+def _row_name(row: dict[str, Any]) -> str | None:
+    if isinstance(row.get("name"), str):
+        return row["name"]
+    parts = [str(row[f]) for f in NAME_FIELDS if isinstance(row.get(f), str | int) and not isinstance(row.get(f), bool)]
+    return "/".join(parts) if parts else None
+
+
+def _span(row: dict[str, Any], column: str) -> Any:
+    """The 90% interval a row gives for ``column``, in any of the benches' spellings: ``{column}_interval``,
+    ``seed_interval[column]``, a dict ``interval[column]``, or ``{base}_lo``/``{base}_hi`` for ``{base}_mean``."""
+    own = row.get(f"{column}_interval")
+    if own is not None:
+        return own
+    for key in ("seed_interval", "interval"):
+        if isinstance(row.get(key), dict) and row[key].get(column) is not None:
+            return row[key][column]
+    base = column.removesuffix("_mean")
+    if base != column and _is_number(row.get(f"{base}_lo")) and _is_number(row.get(f"{base}_hi")):
+        return [row[f"{base}_lo"], row[f"{base}_hi"]]
+    return None
+
+
+def _bounds(row: dict[str, Any]) -> set[str]:
+    """The ``{base}_lo``/``{base}_hi`` fields a row spends on an interval (not columns of their own)."""
+    return {f"{k.removesuffix('_mean')}_{end}" for k in row if k.endswith("_mean") for end in ("lo", "hi")
+            if _is_number(row.get(f"{k.removesuffix('_mean')}_lo"))}
+
+
+def row_tables(report: dict[str, Any], command: str) -> list[str]:
+    """A table per list of rows (each named by ``name`` or its :data:`NAME_FIELDS`), every figure with its
+    interval beside it where the row gives one."""
     lines: list[str] = []
     for key in sorted(report):
         rows = report[key]
-        if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and "name" in r for r in rows)):
+        if key in RAW_LISTS or not (isinstance(rows, list) and 0 < len(rows) <= MAX_ROWS):
+            continue
+        if not all(isinstance(r, dict) and _row_name(r) is not None for r in rows):
             continue
         columns = sorted(
-            {k for r in rows for k, v in r.items() if k != "name" and (_is_number(v) or isinstance(v, bool))}
+            {k for r in rows for k, v in r.items()
+             if k != "name" and k not in NAME_FIELDS and k not in _bounds(r) and (_is_number(v) or isinstance(v, bool))}
         )
         errors = any("error" in r for r in rows)
         header = [f"{command}: `{key}`", *columns, *(["error"] if errors else [])]
         body = [
             [
-                _cell(str(r["name"])),
-                *(fmt(r.get(c)) for c in columns),
+                _cell(str(_row_name(r))),
+                *(" ".join(filter(None, (fmt(r.get(c)), fmt(_span(r, c))))) for c in columns),
                 *([fmt(r.get("error"))] if errors else []),
             ]
             for r in rows
@@ -228,7 +269,7 @@ def render_bench(name: str, report: dict[str, Any] | None, entry: dict[str, Any]
             [head, "value", *(["interval"] if with_interval else [])],
             [[_cell(k), fmt(v), *([fmt(i)] if with_interval else [])] for k, v, i in figures],
         )
-    lines += _row_tables(report, head)
+    lines += row_tables(report, head)
     for key in sorted(report):  # a part with its own means (the derive bench's ``lm``)
         part = report[key]
         if isinstance(part, dict) and isinstance(part.get("mean"), dict) and key not in ("mean", "target"):
@@ -237,7 +278,7 @@ def render_bench(name: str, report: dict[str, Any] | None, entry: dict[str, Any]
                 lines += _table(
                     [f"{head}: `{key}`", "value", "interval"], [[_cell(k), fmt(v), fmt(i)] for k, v, i in sub]
                 )
-            lines += _row_tables(part, f"{head}: `{key}`")
+            lines += row_tables(part, f"{head}: `{key}`")
     if "target" in report:
         lines += _table(
             [f"{head}: targets", "value", "bar", "met", "interval", "rule"], target_rows(report["target"])
