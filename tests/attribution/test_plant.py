@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from fanbu.bench.stats import seed_interval
 from fanbu.bench.structure.causal import causal_settings, choose_on_gate, poison, summarise
 from fanbu.data.domain import Split
 
@@ -49,6 +50,11 @@ def test_targets_read_the_means_and_never_soften_a_bar():
     missed = summarise([draw(8.0, 4.0, 1.5, [1, None]), draw(9.0, 4.0, 1.5, [4, 1])])["target"]
     assert not any(t["met"] for t in missed.values())
     assert missed["plant_bites"]["value"] == 8.5
+    # each target's 90% interval over the draws: the drop, each draw's cost, each draw's own recovered share
+    assert missed["plant_bites"]["interval"] == pytest.approx(seed_interval([8.0, 9.0]))
+    assert missed["clean_cost"]["interval"] == pytest.approx(seed_interval([1.5, 1.5]))
+    assert missed["drop_recovered"]["interval"] == pytest.approx(seed_interval([0.5, 5 / 9]))
+    assert summarise([draw(0.0, 0.0, 0.5, [1]), draw(9.0, 4.0, 1.5, [1])])["target"]["drop_recovered"]["interval"] is None
 
 
 def test_presets_differ_in_size():

@@ -7,6 +7,7 @@ import json
 import pytest
 from rich.console import Console
 
+from fanbu.bench.stats import seed_interval
 from fanbu.bench.structure.hierarchy import (
     HierarchyBenchSettings,
     _row,
@@ -23,7 +24,9 @@ def test_targets_read_the_mean_and_the_worst_leaf() -> None:
     out = targets([flat, hier, _row("flat", 32, [{"x": 0.9, "y": 0.9}])])
     gain, worst = out["hierarchical_vs_flat_mean_k8"], out["hierarchical_vs_flat_worst_leaf_k8"]
     assert gain["value"] == pytest.approx(3.75) and gain["met"]
-    assert worst["value"] == pytest.approx(-0.5) and worst["met"]
+    assert worst["value"] == pytest.approx(-0.5) and worst["met"] and "(y)" in worst["rule"]
+    assert gain["interval"] == pytest.approx(seed_interval([3.75, 3.75]))  # each seed's own gap
+    assert worst["interval"] == pytest.approx(seed_interval([-0.5, -0.5]))
     assert flat["acc_lo"] < flat["acc_mean"] < flat["acc_hi"]
     assert targets([flat]) == {}
 
