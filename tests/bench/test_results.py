@@ -432,3 +432,16 @@ def test_a_results_file_the_suite_order_does_not_name_still_counts(tmp_path):
     (tmp_path / "suite.json").write_text(json.dumps({"order": ["derive"], "benches": {"derive": {"status": "ok"}}}))
     text = render(tmp_path)
     assert text.index("## derive") < text.index("## serve") and "| serve | lost_after_kill |" in text
+
+
+def test_two_suites_writing_one_directory_keep_each_others_entries(tmp_path, stand_ins, monkeypatch):
+    """A suite that runs derive while another finishes serve in the same directory: both entries stay."""
+    def derive_while_serve_runs(settings: SuiteSettings, out: Path, console: Console) -> dict[str, Any]:
+        run_suite(SuiteSettings(quick=True, out_dir=tmp_path, only=("serve",)), Console(quiet=True))
+        out.write_text(json.dumps(DERIVE))
+        return DERIVE
+
+    monkeypatch.setitem(suite.RUNNERS, "derive", derive_while_serve_runs)
+    run_suite(SuiteSettings(quick=True, out_dir=tmp_path, only=("derive",)), Console(quiet=True))
+    benches = json.loads((tmp_path / "suite.json").read_text())["benches"]
+    assert benches["derive"]["status"] == "ok" and benches["serve"]["status"] == "ok"

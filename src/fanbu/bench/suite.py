@@ -12,13 +12,19 @@ settings and fanbu's code. With ``resume``, a bench that finished before with th
 same code (:func:`fanbu.bench.work.source_fingerprint`) is not run again, and one that was stopped
 part-way starts from its kept parts; without it, every bench runs from nothing.
 
+Two suites may write one directory at once with different ``--only`` benches (e.g. on two machines sharing
+it): each writes ``suite.json`` under a lock and keeps the entries of the benches it did not choose as the
+file has them then.
+
 The demo lives in :mod:`fanbu.demo`, a sibling of this package that it may not import: the command
 line passes it in as ``demo``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -26,7 +32,7 @@ import shutil
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -275,6 +281,17 @@ def _earlier(root: Path) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in benches.items() if isinstance(v, dict)} if isinstance(benches, dict) else {}
 
 
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """An exclusive lock on ``root``'s suite record, so two suites writing there do not drop each other's entries."""
+    with (root / f"{SUITE_FILE}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _kept(entry: dict[str, Any] | None, command: str, code: str, out: Path) -> bool:
     """Whether an earlier run's entry stands for this one: finished, same command and code, its file there."""
     return (
@@ -335,10 +352,14 @@ def run_suite(
     started = time.perf_counter()
 
     def save() -> None:
-        record["seconds"] = time.perf_counter() - started
-        record["order"] = [n for n in everything if n in record["benches"]]
-        record["failed"] = [n for n in record["order"] if record["benches"][n].get("status") != "ok"]
-        atomic_write_json(root / SUITE_FILE, record)
+        with _locked(root):
+            # another suite may have finished benches this one did not choose since it started: keep theirs
+            others = {n: e for n, e in _earlier(root).items() if n not in chosen}
+            record["benches"] = {**others, **{n: e for n, e in record["benches"].items() if n in chosen}}
+            record["seconds"] = time.perf_counter() - started
+            record["order"] = [n for n in everything if n in record["benches"]]
+            record["failed"] = [n for n in record["order"] if record["benches"][n].get("status") != "ok"]
+            atomic_write_json(root / SUITE_FILE, record)
 
     def run(name: str, job: Callable[[], Any], command: str, out: Path) -> None:
         if _kept(earlier.get(name), command, code, out):
