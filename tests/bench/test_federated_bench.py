@@ -196,9 +196,9 @@ def test_results_md_shows_the_intervals_over_seeds_and_every_cell_of_the_grid(qu
     lo, hi = seed_interval([0.78, 0.80])
     assert f"| fed_acc | {fmt(0.79)} | [{fmt(lo)}, {fmt(hi)}] |" in text  # the mean and its t-interval
     lines = text.splitlines()
-    for row in report["attacks"]:  # a row per rule x attack, with its drop
+    for row in report["attacks"]:  # a row per rule x attack, with its drop and the drop's interval beside it
         line = next(x for x in lines if x.startswith(f"| {row['name']} | "))
-        assert f"| {fmt(row['drop'])} |" in line
+        assert f"| {fmt(row['drop'])} {fmt(row['drop_interval'])} |" in line
     assert "| robust_default |" in text and "| attacks_bite |" in text
 
 
