@@ -223,9 +223,10 @@ def row_tables(report: dict[str, Any], command: str) -> list[str]:
             continue
         if not all(isinstance(r, dict) and _row_name(r) is not None for r in rows):
             continue
+        bounds = [_bounds(r) for r in rows]
         columns = sorted(
-            {k for r in rows for k, v in r.items()
-             if k != "name" and k not in NAME_FIELDS and k not in _bounds(r) and (_is_number(v) or isinstance(v, bool))}
+            {k for r, spent in zip(rows, bounds, strict=True) for k, v in r.items()
+             if k != "name" and k not in NAME_FIELDS and k not in spent and (_is_number(v) or isinstance(v, bool))}
         )
         errors = any("error" in r for r in rows)
         header = [f"{command}: `{key}`", *columns, *(["error"] if errors else [])]
