@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from fanbu.bench.stats import seed_interval
+from fanbu.bench.stats import ratio_interval, seed_interval
 from fanbu.bench.structure.causal import causal_settings, choose_on_gate, poison, summarise
 from fanbu.data.domain import Split
 
@@ -50,10 +50,15 @@ def test_targets_read_the_means_and_never_soften_a_bar():
     missed = summarise([draw(8.0, 4.0, 1.5, [1, None]), draw(9.0, 4.0, 1.5, [4, 1])])["target"]
     assert not any(t["met"] for t in missed.values())
     assert missed["plant_bites"]["value"] == 8.5
-    # each target's 90% interval over the draws: the drop, each draw's cost, each draw's own recovered share
+    # each target's 90% interval over the draws: the drop, each draw's cost, and Fieller's interval for the
+    # share of the mean drops (removed drop over drop, paired by draw), which holds the value
     assert missed["plant_bites"]["interval"] == pytest.approx(seed_interval([8.0, 9.0]))
     assert missed["clean_cost"]["interval"] == pytest.approx(seed_interval([1.5, 1.5]))
-    assert missed["drop_recovered"]["interval"] == pytest.approx(seed_interval([0.5, 5 / 9]))
+    recovered = missed["drop_recovered"]
+    assert recovered["interval"] == pytest.approx(ratio_interval([4.0, 5.0], [8.0, 9.0]))
+    assert recovered["value"] == pytest.approx(4.5 / 8.5)
+    assert recovered["interval"][0] < recovered["value"] < recovered["interval"][1]
+    # a plant that bit in one draw only is not told apart from no bite: the share's interval is unbounded
     assert summarise([draw(0.0, 0.0, 0.5, [1]), draw(9.0, 4.0, 1.5, [1])])["target"]["drop_recovered"]["interval"] is None
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from fanbu.bench.adapt.plan import AdaptBenchSettings
 from fanbu.bench.adapt.search import SearchBenchSettings, run_search_section, search_targets
-from fanbu.bench.stats import seed_interval
+from fanbu.bench.stats import ratio_interval
 from fanbu.data.domain import Domain, Split
 from fanbu.errors import ConfigError
 from fanbu.models.encoder import EncoderHandle
@@ -60,10 +60,26 @@ def test_cold_and_warm_searches_and_the_swarm_architecture(one_thread):
     goals = search_targets(section)
     assert set(goals) == {"warm_search_trials_ratio", "swarm_arch_retention_gap"}
     assert goals["warm_search_trials_ratio"]["bar"] == pytest.approx(1 / 3)
-    runs = section["search_runs"]  # two seeds: the interval is over each seed's own ratio of means
-    own = [sum(r["warm_trials_to_best"] for r in runs if r["seed"] == s)
-           / sum(r["cold_trials_to_best"] for r in runs if r["seed"] == s) for s in (0, 1)]
-    assert goals["warm_search_trials_ratio"]["interval"] == pytest.approx(seed_interval(own))
+    runs = section["search_runs"]  # two seeds: Fieller's interval over each seed's own means
+
+    def means(key: str) -> list[float]:
+        return [sum(r[key] for r in runs if r["seed"] == s) / 3 for s in (0, 1)]
+
+    expected = ratio_interval(means("warm_trials_to_best"), means("cold_trials_to_best"))
+    assert goals["warm_search_trials_ratio"]["interval"] == (None if expected is None else pytest.approx(expected))
+
+
+def test_the_warm_search_interval_is_centred_on_its_ratio_of_means():
+    runs = [{"seed": s, "domain": d, "cold_trials_to_best": c, "warm_trials_to_best": w}
+            for s, d, c, w in ((0, "a", 6, 2), (0, "b", 8, 2), (1, "a", 7, 3), (1, "b", 9, 1), (2, "a", 8, 2),
+                               (2, "b", 6, 3))]
+    swarm = {"retention_mean": 0.9, "per_domain_retention_mean": 0.905}
+    goals = search_targets({"search_runs": runs, "swarm_arch": swarm})
+    ratio = goals["warm_search_trials_ratio"]
+    assert ratio["value"] == pytest.approx(13 / 44)
+    assert ratio["interval"] == pytest.approx(ratio_interval([2, 2, 2.5], [7, 8, 7]))
+    assert ratio["interval"][0] < 13 / 44 < ratio["interval"][1]
+    assert goals["swarm_arch_retention_gap"]["met"]
 
 
 def test_search_settings_are_checked():

@@ -131,7 +131,7 @@ def _draw(seed: int, distill: float, multi: float, meta: int, scratch: int, dist
 
 def test_rl_targets_carry_their_interval_over_seeds() -> None:
     from fanbu.bench.rl.report import summarise, targets
-    from fanbu.bench.stats import seed_interval
+    from fanbu.bench.stats import ratio_interval, seed_interval
 
     draws = [_draw(0, 0.9, 0.8, 100, 1000, 200), _draw(1, 1.0, 0.95, 300, 1000, 300),
              _draw(2, 0.95, 0.9, 200, 2000, 0)]
@@ -141,7 +141,11 @@ def test_rl_targets_carry_their_interval_over_seeds() -> None:
     assert found["distill_vs_multi_ppo"]["interval"] == pytest.approx(seed_interval([0.1, 0.05, 0.05]))
     assert found["distill_min_ratio"]["interval"] == pytest.approx(seed_interval([0.9, 1.0, 0.95]))
     assert found["meta_vs_scratch"]["value"] == pytest.approx(600 / 4000)
-    assert found["meta_vs_scratch"]["interval"] == pytest.approx(seed_interval([0.1, 0.3, 0.1]))
-    assert found["meta_vs_distilled"]["interval"] is None  # seed 2's distilled start needed no steps
+    # Fieller's interval for the ratio of the seeds' mean steps, around the value
+    interval = found["meta_vs_scratch"]["interval"]
+    assert interval == pytest.approx(ratio_interval([100, 300, 200], [1000, 1000, 2000]))
+    assert interval[0] < 600 / 4000 < interval[1]
+    # the distilled starts' steps (200, 300, 0) do not tell their mean from zero: unbounded, so none
+    assert found["meta_vs_distilled"]["interval"] is None
     assert "interval" not in found["quick_seconds"]
     assert "interval" not in targets(rows, 10.0, True, 1800)["meta_vs_scratch"]  # without the draws, none

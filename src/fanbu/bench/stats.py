@@ -27,3 +27,32 @@ def seed_interval(values: Sequence[float], level: float = INTERVAL_LEVEL) -> lis
 def mean_interval(values: Sequence[float], level: float = INTERVAL_LEVEL) -> tuple[float, list[float] | None]:
     """The mean of ``values`` and its ``level`` t-interval (``None`` for one value)."""
     return statistics.fmean(values), seed_interval(values, level)
+
+
+def ratio_interval(
+    numerators: Sequence[float], denominators: Sequence[float], level: float = INTERVAL_LEVEL
+) -> list[float] | None:
+    """Fieller's ``level`` interval for ``mean(numerators) / mean(denominators)``, paired by seed.
+
+    Centred on the ratio of the means (the value a target reports), unlike an interval over each seed's
+    own ratio. ``None`` for fewer than two pairs, or when the denominator's own interval reaches zero: the
+    interval is then unbounded, and no finite pair of bounds is honest.
+    """
+    if len(numerators) != len(denominators):
+        raise ValueError(f"ratio_interval: {len(numerators)} numerators for {len(denominators)} denominators")
+    n = len(numerators)
+    if n < 2:
+        return None
+    a, b = statistics.fmean(numerators), statistics.fmean(denominators)
+    # variances and covariance of the two means
+    vaa = statistics.variance(numerators) / n
+    vbb = statistics.variance(denominators) / n
+    vab = statistics.covariance(numerators, denominators) / n
+    t2 = float(stats.t.ppf(0.5 + level / 2, n - 1)) ** 2
+    # (a - r b)^2 = t^2 (vaa - 2 r vab + r^2 vbb), a quadratic in r
+    qa, qb, qc = b * b - t2 * vbb, -2 * (a * b - t2 * vab), a * a - t2 * vaa
+    if qa <= 0:
+        return None
+    disc = qb * qb - 4 * qa * qc
+    root = math.sqrt(max(disc, 0.0))
+    return [(-qb - root) / (2 * qa), (-qb + root) / (2 * qa)]

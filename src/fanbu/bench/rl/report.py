@@ -19,8 +19,9 @@ Targets (``target.{name: {value, bar, met, rule}}``, read on the means):
 
 With the draws, each target but ``quick_seconds`` also carries its 90% ``interval`` over the seeds:
 ``distill_min_ratio`` the interval of the worst variant's mean ratio; ``distill_vs_multi_ppo`` the
-interval of each seed's own difference (their mean is the value); the two step ratios the interval of
-each seed's own ratio of mean steps (none when a seed's denominator needed no steps at all).
+interval of each seed's own difference (their mean is the value); the two step ratios Fieller's interval
+for the ratio of the seeds' mean steps, centred on the value (none while the denominator's own interval
+reaches zero steps: it is then unbounded).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fanbu.bench.stats import mean_interval, seed_interval
+from fanbu.bench.stats import mean_interval, ratio_interval, seed_interval
 
 Key = Callable[[dict[str, Any]], tuple]
 
@@ -105,7 +106,7 @@ def _intervals(rows: dict[str, Any], draws: Sequence[dict[str, Any]],
                max_steps: dict[str, int]) -> dict[str, list[float] | None]:
     """The 90% interval over seeds of every target (module docstring)."""
     gaps: list[float] = []
-    ratios: dict[str, list[float | None]] = {"scratch": [], "distilled": []}
+    seed_steps: dict[str, list[float]] = {"meta": [], "scratch": [], "distilled": []}
     for seed in sorted({d["seed"] for d in draws}):
         seed_rows = summarise([d for d in draws if d["seed"] == seed], max_steps)
         found = targets(seed_rows, 0.0, False, 0)
@@ -113,12 +114,13 @@ def _intervals(rows: dict[str, Any], draws: Sequence[dict[str, Any]],
             gaps.append(found["distill_vs_multi_ppo"]["value"])
         steps = {init: [r["steps_to_90pct"] for r in seed_rows["adapt"] if r["init"] == init]
                  for init in ("meta", "scratch", "distilled")}
-        for other, values in ratios.items():
-            known = steps["meta"] and steps[other] and statistics.fmean(steps[other]) > 0
-            values.append(statistics.fmean(steps["meta"]) / statistics.fmean(steps[other]) if known else None)
+        for init, values in seed_steps.items():
+            if steps[init]:
+                values.append(statistics.fmean(steps[init]))
     out: dict[str, list[float] | None] = {"distill_vs_multi_ppo": seed_interval(gaps)}
-    for other, values in ratios.items():  # a seed where `other` needed no steps has no ratio: no interval
-        out[f"meta_vs_{other}"] = seed_interval(values) if None not in values else None  # type: ignore[arg-type]
+    for other in ("scratch", "distilled"):  # a seed without adaptation runs leaves the ratio without an interval
+        known = len(seed_steps["meta"]) == len(seed_steps[other]) == len({d["seed"] for d in draws})
+        out[f"meta_vs_{other}"] = ratio_interval(seed_steps["meta"], seed_steps[other]) if known else None
     distill = [r for r in rows["general"] if r["method"] == "distill" and r["ratio_to_expert"] is not None]
     if distill:
         out["distill_min_ratio"] = min(distill, key=lambda r: r["ratio_to_expert"])["ratio_interval"]

@@ -37,7 +37,7 @@ from fanbu.attribution.consensus import ConsensusConfig, consensus_report, short
 from fanbu.attribution.counterfactual import insert_word, plant_at_random
 from fanbu.attribution.integrated import IGConfig
 from fanbu.bench.feedback import LARGE, TRAIN
-from fanbu.bench.stats import INTERVAL_METHOD, mean_interval, seed_interval
+from fanbu.bench.stats import INTERVAL_METHOD, mean_interval, ratio_interval, seed_interval
 from fanbu.bench.structure.draws import draw_train, run_draws
 from fanbu.config import Strict
 from fanbu.data.domain import Split
@@ -366,8 +366,7 @@ def summarise(draws: list[dict[str, Any]]) -> dict[str, Any]:
     per_draw = [{r["method"]: r for r in d["causal"]} for d in draws]
     costs = [d["swarm_distill"]["clean_acc"] - d["invariance"]["clean_acc"] for d in per_draw]
     drops = [d["swarm_distill"]["spurious_drop"] for d in per_draw]
-    own_recovered = [(d["swarm_distill"]["spurious_drop"] - d["invariance"]["spurious_drop"])
-                     / d["swarm_distill"]["spurious_drop"] for d in per_draw if d["swarm_distill"]["spurious_drop"] > 0]
+    removed = [d["swarm_distill"]["spurious_drop"] - d["invariance"]["spurious_drop"] for d in per_draw]
     ranks = [r for d in draws for r in d["attribution"]["planted_token_rank"]]
     worst = max((r["rank"] if r["rank"] is not None else 10**6) for r in ranks)
     target = {
@@ -379,9 +378,9 @@ def summarise(draws: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "drop_recovered": {
             "value": recovered,
-            # each draw's own share (a draw where the plant did not bite has none): not centred on the value,
-            # which is the share of the mean drops
-            "interval": seed_interval(own_recovered) if len(own_recovered) == len(draws) else None,
+            # Fieller's interval for the share of the mean drops, centred on the value; None (unbounded)
+            # while the plant's own bite is not told apart from zero
+            "interval": ratio_interval(removed, drops),
             "bar": f">= {MIN_RECOVERED:.3f}",
             "met": recovered is not None and recovered >= MIN_RECOVERED,
         },
