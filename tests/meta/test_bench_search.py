@@ -69,7 +69,7 @@ def test_cold_and_warm_searches_and_the_swarm_architecture(one_thread):
     assert goals["warm_search_trials_ratio"]["interval"] == (None if expected is None else pytest.approx(expected))
 
 
-def test_the_warm_search_interval_is_centred_on_its_ratio_of_means():
+def test_the_warm_search_interval_holds_its_ratio_of_means():
     runs = [{"seed": s, "domain": d, "cold_trials_to_best": c, "warm_trials_to_best": w}
             for s, d, c, w in ((0, "a", 6, 2), (0, "b", 8, 2), (1, "a", 7, 3), (1, "b", 9, 1), (2, "a", 8, 2),
                                (2, "b", 6, 3))]

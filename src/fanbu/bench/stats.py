@@ -34,8 +34,8 @@ def ratio_interval(
 ) -> list[float] | None:
     """Fieller's ``level`` interval for ``mean(numerators) / mean(denominators)``, paired by seed.
 
-    Centred on the ratio of the means (the value a target reports), unlike an interval over each seed's
-    own ratio. ``None`` for fewer than two pairs, or when the denominator's own interval reaches zero: the
+    It always holds the ratio of the means (the value a target reports), though not symmetrically; an
+    interval over each seed's own ratio need not. ``None`` for fewer than two pairs, or when the denominator's own interval reaches zero: the
     interval is then unbounded, and no finite pair of bounds is honest.
     """
     if len(numerators) != len(denominators):

@@ -20,7 +20,7 @@ Targets (``target.{name: {value, bar, met, rule}}``, read on the means):
 With the draws, each target but ``quick_seconds`` also carries its 90% ``interval`` over the seeds:
 ``distill_min_ratio`` the interval of the worst variant's mean ratio; ``distill_vs_multi_ppo`` the
 interval of each seed's own difference (their mean is the value); the two step ratios Fieller's interval
-for the ratio of the seeds' mean steps, centred on the value (none while the denominator's own interval
+for the ratio of the seeds' mean steps, which holds the value (none while the denominator's own interval
 reaches zero steps: it is then unbounded).
 """
 

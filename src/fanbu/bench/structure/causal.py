@@ -378,7 +378,7 @@ def summarise(draws: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "drop_recovered": {
             "value": recovered,
-            # Fieller's interval for the share of the mean drops, centred on the value; None (unbounded)
+            # Fieller's interval for the share of the mean drops, which holds the value; None (unbounded)
             # while the plant's own bite is not told apart from zero
             "interval": ratio_interval(removed, drops),
             "bar": f">= {MIN_RECOVERED:.3f}",
